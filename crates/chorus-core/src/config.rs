@@ -1,0 +1,117 @@
+//! Configuration of one member, validated before a [`Node`](crate::Node) is built.
+
+use core::time::Duration;
+
+use crate::error::ConfigError;
+use crate::id::{Incarnation, MemberId, NodeId};
+
+/// Everything a [`Node`](crate::Node) needs to know up front. Build with [`Config::new`] and
+/// adjust fields; [`Config::validate`] (called by `Node::new`) rejects inconsistent values.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's name.
+    pub node: NodeId,
+    /// This life's incarnation; must grow across restarts of the same node.
+    pub incarnation: Incarnation,
+    /// Nodes to ask when joining.
+    pub seeds: Vec<NodeId>,
+    /// Start a new group with this node as its only member instead of joining one.
+    pub bootstrap: bool,
+    /// How often members send heartbeats (which also carry acknowledgements).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a member is suspected (and so removed from the view).
+    pub suspect_timeout: Duration,
+    /// Granularity of the core's housekeeping (retransmission requests, timeouts).
+    pub tick_interval: Duration,
+    /// Minimum time between two retransmission requests for the same gap.
+    pub retransmit_interval: Duration,
+    /// A view-change round that has not completed in this time is retried with a higher ballot.
+    pub flush_timeout: Duration,
+    /// How often a joiner repeats its join request.
+    pub join_retry_interval: Duration,
+    /// Largest number of a sender's messages that may be unstable at once (back-pressure).
+    pub window_msgs: u32,
+    /// Largest number of payload bytes of a sender's messages that may be unstable at once.
+    pub window_bytes: u64,
+    /// Largest application payload.
+    pub max_payload: usize,
+    /// Largest frame accepted from or sent to a peer.
+    pub max_frame: usize,
+    /// Largest number of members in a view (joins beyond it are refused).
+    pub max_members: usize,
+    /// Seed of the core's deterministic random choices (jitter of retries).
+    pub seed: u64,
+    /// A deliberate protocol bug, for showing that the simulator's checkers catch it.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<crate::Mutant>,
+}
+
+impl Config {
+    /// Defaults suited to a LAN: heartbeats every 100 ms, suspicion after 500 ms of silence.
+    pub fn new(node: NodeId, incarnation: Incarnation) -> Self {
+        Config {
+            node,
+            incarnation,
+            seeds: Vec::new(),
+            bootstrap: false,
+            heartbeat_interval: Duration::from_millis(100),
+            suspect_timeout: Duration::from_millis(500),
+            tick_interval: Duration::from_millis(10),
+            retransmit_interval: Duration::from_millis(50),
+            flush_timeout: Duration::from_millis(1000),
+            join_retry_interval: Duration::from_millis(250),
+            window_msgs: 4096,
+            window_bytes: 4 << 20,
+            max_payload: 1 << 20,
+            max_frame: 64 << 20,
+            max_members: 64,
+            seed: 0,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+
+    /// This member's identity.
+    pub fn member_id(&self) -> MemberId {
+        MemberId { node: self.node, inc: self.incarnation }
+    }
+
+    /// Checks that the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &'static str, why: String| Err(ConfigError::Invalid { what, why });
+        if self.heartbeat_interval.is_zero() || self.tick_interval.is_zero() {
+            return bad("heartbeat_interval/tick_interval", "must be positive".into());
+        }
+        if self.suspect_timeout < self.heartbeat_interval * 2 {
+            return bad(
+                "suspect_timeout",
+                format!(
+                    "{:?} is less than twice heartbeat_interval ({:?}): live members would be suspected",
+                    self.suspect_timeout, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.flush_timeout.is_zero() || self.join_retry_interval.is_zero() {
+            return bad("flush_timeout/join_retry_interval", "must be positive".into());
+        }
+        if self.window_msgs == 0 || self.window_bytes == 0 {
+            return bad("window_msgs/window_bytes", "must be positive".into());
+        }
+        if self.max_payload as u64 > self.window_bytes {
+            return bad("max_payload", "larger than window_bytes: such a message could never be sent".into());
+        }
+        if self.max_members < 1 {
+            return bad("max_members", "must be at least 1".into());
+        }
+        // A flush may carry every unstable message of every member in one frame.
+        let need = (self.window_bytes as usize).saturating_mul(self.max_members).saturating_add(1 << 16);
+        if self.max_frame < self.max_payload + 1024 {
+            return bad("max_frame", "smaller than one payload plus headers".into());
+        }
+        let _ = need; // Large flushes are split by the node into several frames (see wire.rs).
+        if !self.bootstrap && self.seeds.is_empty() {
+            return bad("seeds", "a node that does not bootstrap needs at least one seed to join through".into());
+        }
+        Ok(())
+    }
+}

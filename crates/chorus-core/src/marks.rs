@@ -1,0 +1,68 @@
+//! Coverage marks: counters of dangerous situations, so that a batch of simulation runs can
+//! prove it exercised them (a checker that never sees the hard case proves nothing).
+
+/// A dangerous situation the core noticed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(usize)]
+pub enum Mark {
+    /// A flush forwarded messages that some survivor lacked (a view change with messages in
+    /// flight).
+    FlushForwarded,
+    /// A flush delivered messages of a sender that is not in the next view.
+    FlushDeliveredFromDeparted,
+    /// A coordinator took over a view change started by another (the first one died or was
+    /// suspected).
+    CoordinatorTakeover,
+    /// A coordinator adopted a proposal accepted under an earlier ballot.
+    AdoptedProposal,
+    /// A view added a member while the old view had unstable messages (a join under load).
+    JoinUnderLoad,
+    /// This incarnation learned it was excluded while alive and re-joined.
+    RejoinAfterExclusion,
+    /// The member saw it could not reach a majority and blocked.
+    MinorityBlocked,
+    /// A member missed an install and was sent it again.
+    InstallResent,
+    /// A retransmission request was answered.
+    Retransmitted,
+    /// The sender's window was full (back-pressure).
+    WindowFull,
+}
+
+impl Mark {
+    /// Every mark, in order.
+    pub const ALL: [Mark; 10] = [
+        Mark::FlushForwarded,
+        Mark::FlushDeliveredFromDeparted,
+        Mark::CoordinatorTakeover,
+        Mark::AdoptedProposal,
+        Mark::JoinUnderLoad,
+        Mark::RejoinAfterExclusion,
+        Mark::MinorityBlocked,
+        Mark::InstallResent,
+        Mark::Retransmitted,
+        Mark::WindowFull,
+    ];
+}
+
+/// Counts of each [`Mark`] seen by one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks([u64; Mark::ALL.len()]);
+
+impl Marks {
+    pub(crate) fn hit(&mut self, m: Mark) {
+        self.0[m as usize] += 1;
+    }
+
+    /// How often `m` was hit.
+    pub fn get(&self, m: Mark) -> u64 {
+        self.0[m as usize]
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Marks) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += *b;
+        }
+    }
+}
