@@ -3,9 +3,30 @@
 //! Every way of running chorus (the deterministic simulator, real processes) writes the same
 //! trace: one JSON object per line, described in `docs/trace-format.md` and by [`TraceEvent`].
 //! [`Checker`] reads a trace event by event and reports the first [`Violation`] of a guarantee.
+//!
+//! ```
+//! use chorus_check::{check_trace, Ev, Proc, TraceEvent};
+//!
+//! let a = Proc { node: 1, inc: 0 };
+//! let trace = [
+//!     TraceEvent { t: 1, p: Some(a), ev: Ev::Start { bootstrap: true } },
+//!     TraceEvent { t: 2, p: Some(a), ev: Ev::Install { view: 1, members: vec![a] } },
+//!     TraceEvent { t: 3, p: Some(a), ev: Ev::Send { view: 1, seq: 1, digest: 7 } },
+//!     TraceEvent { t: 4, p: Some(a), ev: Ev::Deliver { sender: a, view: 1, seq: 1, digest: 7 } },
+//! ];
+//! assert_eq!(check_trace(&trace), Ok(()));
+//! ```
 
 #![warn(missing_docs)]
 
+mod checker;
+mod hash;
+mod invariants;
+#[cfg(test)]
+mod testkit;
 pub mod trace;
+mod violation;
 
-pub use trace::{Ev, Proc, TraceEvent};
+pub use checker::{check_trace, Checker};
+pub use trace::{read_jsonl, write_jsonl, Ev, Proc, TraceError, TraceEvent};
+pub use violation::{Guarantee, Violation};

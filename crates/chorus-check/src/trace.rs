@@ -1,4 +1,9 @@
-//! The trace: what happened, as JSON lines.
+//! The trace: what happened, as JSON lines (schema in `docs/trace-format.md`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +16,15 @@ pub struct Proc {
     pub inc: u64,
 }
 
+/// Short form used in reports: `n<node>.<inc>`, e.g. `n3.0`.
+impl fmt::Display for Proc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}.{}", self.node, self.inc)
+    }
+}
+
 /// One line of a trace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TraceEvent {
     /// Time in nanoseconds (simulated time in the simulator; wall-clock in real runs, used only
     /// for ordering a single process's lines and for reports).
@@ -27,7 +39,7 @@ pub struct TraceEvent {
 
 /// The kinds of trace events. Serialized with an `"ev"` tag, e.g.
 /// `{"t":5,"p":{"node":1,"inc":0},"ev":"install","view":3,"members":[...]}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Ev {
     /// The process began its life (first boot, restart, or re-join after exclusion).
@@ -102,4 +114,170 @@ pub fn digest(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// A trace file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// Reading failed.
+    #[error("trace line {line}: {source}")]
+    Io {
+        /// 1-based line number.
+        line: usize,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A line is not a valid trace event.
+    #[error("trace line {line}: {source}")]
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl TraceError {
+    /// The 1-based line number the error is about.
+    pub fn line(&self) -> usize {
+        match self {
+            TraceError::Io { line, .. } | TraceError::Json { line, .. } => *line,
+        }
+    }
+}
+
+/// Reads a JSON-lines trace. Blank lines are skipped (they still count for line numbers).
+pub fn read_jsonl(reader: impl BufRead) -> Result<Vec<TraceEvent>, TraceError> {
+    let mut events = Vec::new();
+    for (i, text) in reader.lines().enumerate() {
+        let line = i + 1;
+        let text = text.map_err(|source| TraceError::Io { line, source })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let ev = serde_json::from_str(&text).map_err(|source| TraceError::Json { line, source })?;
+        events.push(ev);
+    }
+    Ok(events)
+}
+
+/// Writes one event as one JSON line.
+pub fn write_jsonl(w: &mut impl Write, ev: &TraceEvent) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, ev)?;
+    w.write_all(b"\n")
+}
+
+/// Merges traces written separately (one file per node in real runs) into one, ordered by `t`.
+///
+/// Each input keeps its own line order even where its `t` goes backwards, because per-process
+/// order is what the checker relies on; ties go to the earlier input.
+pub fn merge_by_time(traces: Vec<Vec<TraceEvent>>) -> Vec<TraceEvent> {
+    let total = traces.iter().map(Vec::len).sum();
+    let mut merged = Vec::with_capacity(total);
+    let mut inputs: Vec<_> = traces.into_iter().map(Vec::into_iter).collect();
+    let mut heads = BinaryHeap::new();
+    let mut pending: Vec<Option<TraceEvent>> = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter_mut().enumerate() {
+        let head = input.next();
+        if let Some(ev) = &head {
+            heads.push(Reverse((ev.t, i)));
+        }
+        pending.push(head);
+    }
+    while let Some(Reverse((_, i))) = heads.pop() {
+        if let Some(ev) = pending[i].take() {
+            merged.push(ev);
+        }
+        if let Some(next) = inputs[i].next() {
+            heads.push(Reverse((next.t, i)));
+            pending[i] = Some(next);
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(node: u64, inc: u64) -> Proc {
+        Proc { node, inc }
+    }
+
+    fn every_kind() -> Vec<TraceEvent> {
+        let a = Some(p(1, 0));
+        let ev = |t, p, ev| TraceEvent { t, p, ev };
+        vec![
+            ev(1, a, Ev::Start { bootstrap: true }),
+            ev(2, a, Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)] }),
+            ev(3, a, Ev::Send { view: 1, seq: 1, digest: u64::MAX }),
+            ev(4, a, Ev::Deliver { sender: p(2, 3), view: 1, seq: 9, digest: digest(b"x") }),
+            ev(5, a, Ev::Suspect { member: p(2, 3) }),
+            ev(6, a, Ev::Blocked { reason: "flush".to_owned() }),
+            ev(7, a, Ev::Excluded),
+            ev(8, a, Ev::Left),
+            ev(9, a, Ev::Crash),
+            ev(10, a, Ev::Pause),
+            ev(11, a, Ev::Resume),
+            ev(12, None, Ev::Phase { name: "liveness".to_owned() }),
+            ev(u64::MAX, None, Ev::End),
+        ]
+    }
+
+    #[test]
+    fn every_event_kind_round_trips_through_jsonl() {
+        let events = every_kind();
+        let mut buf = Vec::new();
+        for ev in &events {
+            write_jsonl(&mut buf, ev).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), events.len());
+        assert_eq!(read_jsonl(text.as_bytes()).unwrap(), events);
+    }
+
+    #[test]
+    fn the_wire_shape_is_flat_and_tagged() {
+        let ev = TraceEvent { t: 5, p: Some(p(1, 0)), ev: Ev::Send { view: 3, seq: 2, digest: 7 } };
+        let line = serde_json::to_string(&ev).unwrap();
+        assert_eq!(line, r#"{"t":5,"p":{"node":1,"inc":0},"ev":"send","view":3,"seq":2,"digest":7}"#);
+        let end = TraceEvent { t: 9, p: None, ev: Ev::End };
+        assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"t":9,"ev":"end"}"#);
+    }
+
+    #[test]
+    fn read_errors_name_the_line() {
+        let text = "{\"t\":1,\"ev\":\"end\"}\n\n{\"t\":2,\"ev\":\"nonsense\"}\n";
+        let err = read_jsonl(text.as_bytes()).unwrap_err();
+        assert_eq!(err.line(), 3);
+        assert!(err.to_string().starts_with("trace line 3:"), "{err}");
+
+        let missing_field = "{\"t\":1,\"p\":{\"node\":1,\"inc\":0},\"ev\":\"send\",\"view\":1}";
+        assert_eq!(read_jsonl(missing_field.as_bytes()).unwrap_err().line(), 1);
+    }
+
+    #[test]
+    fn read_reports_invalid_utf8_with_its_line() {
+        let bytes: &[u8] = b"{\"t\":1,\"ev\":\"end\"}\n\xff\n";
+        let err = read_jsonl(bytes).unwrap_err();
+        assert!(matches!(err, TraceError::Io { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn merge_orders_by_time_and_keeps_each_input_in_order() {
+        let ev = |t, node| TraceEvent { t, p: Some(p(node, 0)), ev: Ev::Pause };
+        // Input 0 has a clock step backwards at its third line: its own order still wins.
+        let a = vec![ev(1, 1), ev(4, 1), ev(2, 1)];
+        let b = vec![ev(2, 2), ev(3, 2), ev(4, 2)];
+        let merged = merge_by_time(vec![a, b]);
+        let order: Vec<(u64, u64)> = merged.iter().map(|e| (e.t, e.p.map_or(0, |p| p.node))).collect();
+        assert_eq!(order, [(1, 1), (2, 2), (3, 2), (4, 1), (2, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn proc_displays_compactly() {
+        assert_eq!(p(3, 1).to_string(), "n3.1");
+    }
 }

@@ -110,7 +110,10 @@ impl Config {
         }
         let _ = need; // Large flushes are split by the node into several frames (see wire.rs).
         if !self.bootstrap && self.seeds.is_empty() {
-            return bad("seeds", "a node that does not bootstrap needs at least one seed to join through".into());
+            return bad(
+                "seeds",
+                "a node that does not bootstrap needs at least one seed to join through".into(),
+            );
         }
         Ok(())
     }

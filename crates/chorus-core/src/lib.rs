@@ -27,8 +27,10 @@
 mod config;
 mod error;
 mod event;
+mod gms;
 mod id;
 mod marks;
+mod mcast;
 mod node;
 mod time;
 pub mod wire;

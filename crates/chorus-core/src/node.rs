@@ -1,13 +1,21 @@
-//! The node: one member's protocol state machine. (Stub: the protocol lands in the next commit.)
+//! The node: one process's protocol state machine, and the drive API (`handle_*`, `poll_*`).
+//!
+//! The node is in one of three states: joining (asking seeds to be let in), member of a view,
+//! or left. View changes live in `gms.rs`, the multicast store in `mcast.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{ConfigError, FrameError, SendError};
-use crate::event::Event;
-use crate::id::{MemberId, MsgId, NodeId, View};
-use crate::marks::Marks;
+use crate::event::{BlockReason, Event};
+use crate::gms::Coord;
+use crate::id::{MemberId, MsgId, NodeId, Seqno, View, ViewId};
+use crate::marks::{Mark, Marks};
+use crate::mcast::{Insert, SenderStore};
 use crate::time::Instant;
+use crate::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal};
 
 /// A frame to send to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,65 +43,866 @@ pub enum Status {
 /// One member's protocol engine. See the crate docs for the drive loop.
 #[derive(Debug)]
 pub struct Node {
-    config: Config,
-    marks: Marks,
+    pub(crate) cfg: Config,
+    pub(crate) me: MemberId,
+    pub(crate) state: State,
+    /// Messages waiting to be framed, per destination (node, incarnation if known).
+    outq: BTreeMap<(NodeId, Option<MemberId>), Vec<Msg>>,
+    events: VecDeque<Event>,
+    pub(crate) marks: Marks,
+    next_tick: Instant,
+    /// Nodes to ask when (re-)joining.
+    seeds: BTreeSet<NodeId>,
+    /// `leave()` was called.
+    pub(crate) leaving: bool,
+    /// Last time we answered a peer's stale or lagging message (rate limit).
+    last_reply: BTreeMap<NodeId, Instant>,
+    rng: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum State {
+    Joining { next_retry: Instant },
+    Member(Box<Member>),
+    Left,
+}
+
+/// A member's state in one view. Replaced wholesale at every install.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub view: View,
+    /// This member's rank.
+    pub me: usize,
+    pub senders: Vec<SenderStore>,
+    pub peers: Vec<Peer>,
+    /// Per sender: highest sequence number every member is known to have received.
+    pub stable: Vec<u64>,
+    /// Payload bytes of this member's own unstable messages.
+    pub unstable_bytes: u64,
+    /// Delivery and sending stopped (for this view, for good).
+    pub wedged: bool,
+    pub no_quorum_announced: bool,
+    /// Highest ballot promised in this view.
+    pub promised: Option<Ballot>,
+    /// Proposal accepted in this view.
+    pub accepted: Option<(Ballot, Proposal)>,
+    /// The view change this member coordinates, if any.
+    pub coord: Option<Coord>,
+    /// Highest round seen in any ballot of this view.
+    pub max_round: u64,
+    /// Do not start a round before this (another coordinator is at work).
+    pub backoff_until: Instant,
+    pub pending_joins: BTreeSet<MemberId>,
+    pub pending_leaves: BTreeSet<MemberId>,
+    /// The install that created this view, kept to resend to members that missed it.
+    pub record: Option<InstallRecord>,
+    pub next_hb: Instant,
+    pub next_leave_retry: Instant,
+}
+
+/// What this member knows of another member of the view.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub last_heard: Instant,
+    /// Its last reported received vector.
+    pub acked: Vec<u64>,
+    /// Ranks it reports suspecting.
+    pub suspects: Vec<u16>,
+    /// It reports being wedged.
+    pub wedged: bool,
+    /// Our failure detector suspects it now.
+    pub suspected: bool,
+    /// A `Suspected` event was emitted for it in this view.
+    pub announced: bool,
+    /// Our received vector changed since we last told it.
+    pub ack_dirty: bool,
+    /// It has sent us something in this view (so it installed it).
+    pub heard_in_view: bool,
+}
+
+/// The chosen proposal that created the current view, and the messages of the previous view
+/// that a member which missed the install may need.
+#[derive(Debug)]
+pub(crate) struct InstallRecord {
+    pub proposal: Proposal,
+    pub msgs: Vec<Data>,
 }
 
 impl Node {
     /// A node that will bootstrap or join as `config` says.
-    pub fn new(config: Config, _now: Instant) -> Result<Node, ConfigError> {
+    pub fn new(config: Config, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
-        Ok(Node { config, marks: Marks::default() })
+        let me = config.member_id();
+        let seeds = config.seeds.iter().copied().filter(|s| *s != me.node).collect();
+        let rng = config.seed ^ me.node.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ me.inc.0;
+        let bootstrap = config.bootstrap;
+        let mut node = Node {
+            cfg: config,
+            me,
+            state: State::Joining { next_retry: now },
+            outq: BTreeMap::new(),
+            events: VecDeque::new(),
+            marks: Marks::default(),
+            next_tick: now,
+            seeds,
+            leaving: false,
+            last_reply: BTreeMap::new(),
+            rng: rng | 1,
+        };
+        if bootstrap {
+            let view = View { id: ViewId(1), members: vec![me] };
+            node.install_view(now, view, vec![me], Vec::new(), None);
+        }
+        Ok(node)
     }
 
     /// This member's identity (changes when the node re-joins after exclusion).
     pub fn member_id(&self) -> MemberId {
-        self.config.member_id()
+        self.me
     }
 
     /// The installed view, if any.
     pub fn view(&self) -> Option<&View> {
-        None
+        match &self.state {
+            State::Member(m) => Some(&m.view),
+            _ => None,
+        }
     }
 
     /// Where the node is in its life.
     pub fn status(&self) -> Status {
-        Status::Joining
+        match &self.state {
+            State::Joining { .. } => Status::Joining,
+            State::Member(m) if m.wedged => Status::Blocked,
+            State::Member(_) => Status::Member,
+            State::Left => Status::Left,
+        }
     }
 
-    /// Feeds bytes received from peer `from` (as authenticated by the transport).
-    pub fn handle_frame(&mut self, _now: Instant, _from: NodeId, _frame: &[u8]) -> Result<(), FrameError> {
-        Ok(())
-    }
-
-    /// Runs timers due at `now`.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
-
-    /// Multicasts `payload` to the current view with FIFO order.
-    pub fn multicast(&mut self, _now: Instant, _payload: Bytes) -> Result<MsgId, SendError> {
-        Err(SendError::NotMember)
-    }
-
-    /// Asks to leave the group gracefully.
-    pub fn leave(&mut self, _now: Instant) {}
-
-    /// The next frame to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
-    }
-
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        None
-    }
-
-    /// When `handle_timeout` should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+    /// Whether a multicast would be accepted now.
+    pub fn can_send(&self) -> bool {
+        match &self.state {
+            State::Member(m) => !m.wedged && self.window_allows(m, 0),
+            _ => false,
+        }
     }
 
     /// Coverage marks hit so far.
     pub fn marks(&self) -> &Marks {
         &self.marks
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Left => None,
+            _ => Some(self.next_tick),
+        }
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to send. Messages for one peer are batched into as few frames as the
+    /// frame size limit allows, and carry a piggybacked acknowledgement.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let ((node, to), mut msgs) = self.outq.pop_first()?;
+        let budget = self.cfg.max_frame / 2;
+        let mut size = 0;
+        let mut split = msgs.len();
+        for (i, m) in msgs.iter().enumerate() {
+            size += m.size_hint();
+            if size > budget && i > 0 {
+                split = i;
+                break;
+            }
+        }
+        if split < msgs.len() {
+            let rest = msgs.split_off(split);
+            self.outq.insert((node, to), rest);
+        }
+        if let (Some(to), State::Member(m)) = (to, &mut self.state) {
+            if let Some(r) = m.view.rank_of(to) {
+                if m.peers[r].ack_dirty {
+                    m.peers[r].ack_dirty = false;
+                    msgs.push(Msg::Ack(ack_of(m)));
+                }
+            }
+        }
+        let frame = wire::encode(&FrameBody { from: self.me, to, msgs });
+        Some(Transmit { to: node, frame })
+    }
+
+    /// Runs timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + self.cfg.tick_interval;
+        match &mut self.state {
+            State::Left => {}
+            State::Joining { next_retry } => {
+                if now >= *next_retry {
+                    *next_retry = now + self.cfg.join_retry_interval;
+                    let seeds: Vec<NodeId> = self.seeds.iter().copied().collect();
+                    for s in seeds {
+                        self.queue(s, None, Msg::Join { joiner: self.me });
+                    }
+                }
+            }
+            State::Member(_) => self.member_tick(now),
+        }
+    }
+
+    /// Multicasts `payload` to the current view. It is delivered to every member that stays in
+    /// the view (this one included, at once), in FIFO order with this member's other messages.
+    pub fn multicast(&mut self, _now: Instant, payload: Bytes) -> Result<MsgId, SendError> {
+        if payload.len() > self.cfg.max_payload {
+            return Err(SendError::TooLarge { len: payload.len(), max: self.cfg.max_payload });
+        }
+        let m = match &self.state {
+            State::Member(m) => m,
+            State::Joining { .. } => return Err(SendError::NotMember),
+            State::Left => return Err(SendError::Left),
+        };
+        if m.wedged || self.leaving {
+            return Err(SendError::Blocked);
+        }
+        if !self.window_allows(m, payload.len()) {
+            self.marks.hit(Mark::WindowFull);
+            return Err(SendError::WindowFull);
+        }
+        let me_id = self.me;
+        let Some(m) = self.member_mut() else { return Err(SendError::NotMember) };
+        let me = m.me;
+        let seq = m.senders[me].received + 1;
+        let data = Data { view: m.view.id, sender: me as u16, seq, payload };
+        m.unstable_bytes += data.payload.len() as u64;
+        let id = MsgId { sender: me_id, view: m.view.id, seq: Seqno(seq) };
+        let payload = data.payload.clone();
+        let targets: Vec<MemberId> =
+            m.view.members.iter().enumerate().filter(|(r, _)| *r != me).map(|(_, x)| *x).collect();
+        m.senders[me].insert(data.clone(), u64::MAX);
+        m.senders[me].delivered = seq;
+        for p in m.peers.iter_mut() {
+            p.ack_dirty = true;
+        }
+        for t in targets {
+            self.queue_member(t, Msg::Data(data.clone()));
+        }
+        self.events.push_back(Event::Delivered { id, payload });
+        Ok(id)
+    }
+
+    /// Asks to leave the group gracefully. The node goes on taking part in view changes until
+    /// a view without it is installed, then emits `Event::Left`.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        match &mut self.state {
+            State::Joining { .. } => self.finish_left(),
+            State::Member(m) => {
+                m.next_leave_retry = now;
+                m.pending_leaves.insert(self.me);
+                self.member_tick(now);
+            }
+            State::Left => {}
+        }
+    }
+
+    /// Feeds bytes received from peer `from` (as authenticated by the transport). A frame
+    /// that fails validation changes nothing and is reported as an error.
+    pub fn handle_frame(&mut self, now: Instant, from: NodeId, frame: &[u8]) -> Result<(), FrameError> {
+        let body =
+            wire::decode(frame, self.cfg.max_frame).map_err(|why| FrameError::Malformed { from, why })?;
+        if body.from.node != from {
+            return Err(FrameError::Impersonation { from, claimed: body.from.node });
+        }
+        if body.to.is_some_and(|to| to != self.me) {
+            return Ok(()); // Meant for an earlier life of this node.
+        }
+        let sender = body.from;
+        if let State::Member(m) = &mut self.state {
+            if let Some(r) = m.view.rank_of(sender) {
+                m.peers[r].last_heard = now;
+            }
+        }
+        for msg in body.msgs {
+            if matches!(self.state, State::Left) {
+                break;
+            }
+            self.handle_msg(now, sender, msg);
+        }
+        Ok(())
+    }
+
+    fn handle_msg(&mut self, now: Instant, from: MemberId, msg: Msg) {
+        if let State::Joining { .. } = self.state {
+            if let Msg::Install { proposal, .. } = msg {
+                if proposal.next.contains(self.me) && proposal.next.members.len() <= self.cfg.max_members {
+                    let joined = proposal.next.members.clone();
+                    self.install_view(now, proposal.next, joined, Vec::new(), None);
+                }
+            }
+            return;
+        }
+        let State::Member(m) = &self.state else { return };
+        let cur = m.view.id;
+        let in_view = m.view.rank_of(from);
+        match msg {
+            Msg::Join { joiner } => self.on_join(now, joiner),
+            Msg::InstallReq { have } => self.on_install_req(now, from, have),
+            Msg::NotMember { view } => {
+                if view > cur {
+                    self.excluded(now, Some(view));
+                }
+            }
+            Msg::Install { proposal, msgs } => {
+                if proposal.prev == cur && in_view.is_some() {
+                    self.on_install(now, proposal, msgs);
+                } else if proposal.prev > cur {
+                    self.reply_limited(now, from, Msg::InstallReq { have: cur });
+                }
+            }
+            Msg::Data(d) if d.view == cur => {
+                if let Some(r) = in_view {
+                    if usize::from(d.sender) == r {
+                        self.on_data(d);
+                    }
+                }
+            }
+            Msg::Ack(a) if a.view == cur => {
+                if let Some(r) = in_view {
+                    self.on_ack(r, a);
+                }
+            }
+            Msg::Nak { view, sender, from: lo, to: hi } if view == cur => {
+                if let Some(r) = in_view {
+                    self.on_nak(r, sender, lo, hi);
+                }
+            }
+            Msg::Leave { view } if view == cur => {
+                if in_view.is_some() {
+                    if let Some(m) = self.member_mut() {
+                        m.pending_leaves.insert(from);
+                    }
+                }
+            }
+            Msg::Prepare { view, ballot, coord_received } if view == cur => {
+                if in_view.is_some() {
+                    self.on_prepare(now, from, ballot, coord_received);
+                }
+            }
+            Msg::Promise { view, ballot, received, accepted, msgs } if view == cur => {
+                if let Some(r) = in_view {
+                    self.on_promise(now, r, ballot, received, accepted, msgs);
+                }
+            }
+            Msg::Preempted { view, ballot } if view == cur => {
+                if in_view.is_some() {
+                    self.on_preempted(now, ballot);
+                }
+            }
+            Msg::Accept { view, ballot, proposal, msgs } if view == cur => {
+                if in_view.is_some() {
+                    self.on_accept(now, from, ballot, proposal, msgs);
+                }
+            }
+            Msg::Accepted { view, ballot } if view == cur => {
+                if let Some(r) = in_view {
+                    self.on_accepted(now, r, ballot);
+                }
+            }
+            other => {
+                // A message of another view: help a lagging peer, or tell a stale one.
+                if let Some(v) = msg_view(&other) {
+                    self.on_other_view(now, from, v);
+                }
+            }
+        }
+    }
+
+    fn on_other_view(&mut self, now: Instant, from: MemberId, v: ViewId) {
+        let Some(m) = self.member() else { return };
+        let cur = m.view.id;
+        if v < cur {
+            let resend =
+                m.record.as_ref().is_some_and(|r| r.proposal.prev == v && r.proposal.next.contains(from));
+            if resend {
+                self.resend_install(now, from);
+            } else if !m.view.contains(from) {
+                self.reply_limited(now, from, Msg::NotMember { view: cur });
+            }
+        } else if v > cur {
+            self.reply_limited(now, from, Msg::InstallReq { have: cur });
+        }
+    }
+
+    fn on_install_req(&mut self, now: Instant, from: MemberId, have: ViewId) {
+        let Some(m) = self.member() else { return };
+        let resend =
+            m.record.as_ref().is_some_and(|r| r.proposal.prev == have && r.proposal.next.contains(from));
+        if resend {
+            self.resend_install(now, from);
+        } else if have < m.view.id && !m.view.contains(from) {
+            let cur = m.view.id;
+            self.reply_limited(now, from, Msg::NotMember { view: cur });
+        }
+    }
+
+    fn resend_install(&mut self, now: Instant, to: MemberId) {
+        if !self.may_reply(now, to.node) {
+            return;
+        }
+        let Some(rec) = self.member().and_then(|m| m.record.as_ref()) else { return };
+        let msg = Msg::Install { proposal: rec.proposal.clone(), msgs: rec.msgs.clone() };
+        self.marks.hit(Mark::InstallResent);
+        self.queue(to.node, Some(to), msg);
+    }
+
+    fn on_join(&mut self, now: Instant, joiner: MemberId) {
+        let Some(m) = self.member() else { return };
+        if m.view.contains(joiner) {
+            // Its install was lost.
+            if m.record.as_ref().is_some_and(|r| r.proposal.next.contains(joiner)) {
+                self.resend_install(now, joiner);
+            }
+            return;
+        }
+        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc) {
+            return; // A stale request from an earlier life.
+        }
+        let coord = self.coordinator_rank();
+        let max_members = self.cfg.max_members;
+        let Some(m) = self.member_mut() else { return };
+        if coord == m.me {
+            if m.view.members.len() + m.pending_joins.len() < max_members {
+                m.pending_joins.retain(|j| j.node != joiner.node || j.inc > joiner.inc);
+                if !m.pending_joins.iter().any(|j| j.node == joiner.node) {
+                    m.pending_joins.insert(joiner);
+                }
+            }
+        } else {
+            let c = m.view.members[coord];
+            self.queue(c.node, Some(c), Msg::Join { joiner });
+        }
+    }
+
+    fn on_data(&mut self, d: Data) {
+        let window = u64::from(self.cfg.window_msgs);
+        #[cfg(feature = "mutants")]
+        let mutant = self.cfg.mutant;
+        let max_payload = self.cfg.max_payload;
+        let Some(m) = self.member_mut() else { return };
+        if d.payload.len() > max_payload || d.seq == 0 {
+            return;
+        }
+        let s = usize::from(d.sender);
+        if m.senders[s].insert(d, window) == Insert::Advanced {
+            for p in m.peers.iter_mut() {
+                p.ack_dirty = true;
+            }
+        }
+        #[cfg(feature = "mutants")]
+        if mutant == Some(crate::Mutant::DropFifo) && !m.wedged {
+            // Deliver what arrived beyond a gap at once; it is delivered again in order later.
+            let early: Vec<Data> = m.senders[s].ooo().cloned().collect();
+            let sender = m.view.members[s];
+            for d in early {
+                let id = MsgId { sender, view: d.view, seq: Seqno(d.seq) };
+                self.events.push_back(Event::Delivered { id, payload: d.payload });
+            }
+        }
+        self.deliver_ready(s);
+    }
+
+    /// Delivers sender `s`'s gap-free messages, unless wedged.
+    pub(crate) fn deliver_ready(&mut self, s: usize) {
+        let Some(m) = self.member_mut() else { return };
+        if m.wedged {
+            return;
+        }
+        let upto = m.senders[s].received;
+        self.deliver_upto(s, upto);
+    }
+
+    /// Delivers sender `s`'s messages up to `upto` (which must be held).
+    pub(crate) fn deliver_upto(&mut self, s: usize, upto: u64) {
+        #[cfg(feature = "mutants")]
+        let dup = self.cfg.mutant == Some(crate::Mutant::DuplicateDelivery);
+        let Some(State::Member(m)) = Some(&mut self.state) else { return };
+        let sender = m.view.members[s];
+        let view = m.view.id;
+        let store = &mut m.senders[s];
+        while store.delivered < upto {
+            let seq = store.delivered + 1;
+            let Some(d) = store.get(seq) else { break };
+            let id = MsgId { sender, view, seq: Seqno(seq) };
+            #[cfg(feature = "mutants")]
+            if dup && seq % 7 == 3 {
+                self.events.push_back(Event::Delivered { id, payload: d.payload.clone() });
+            }
+            self.events.push_back(Event::Delivered { id, payload: d.payload.clone() });
+            store.delivered = seq;
+        }
+    }
+
+    fn on_ack(&mut self, r: usize, a: Ack) {
+        let Some(m) = self.member_mut() else { return };
+        let n = m.view.members.len();
+        if a.received.len() != n || a.suspects.iter().any(|s| usize::from(*s) >= n) {
+            return;
+        }
+        let peer = &mut m.peers[r];
+        peer.heard_in_view = true;
+        for (mine, theirs) in peer.acked.iter_mut().zip(a.received.iter()) {
+            *mine = (*mine).max(*theirs);
+        }
+        peer.suspects = a.suspects;
+        peer.wedged = a.wedged;
+        let sent = a.sent;
+        m.senders[r].highest_seen = m.senders[r].highest_seen.max(sent);
+        self.update_stability();
+    }
+
+    /// Recomputes what every member has received and discards what is stable and delivered.
+    pub(crate) fn update_stability(&mut self) {
+        let Some(m) = self.member_mut() else { return };
+        let me = m.me;
+        for s in 0..m.view.members.len() {
+            let mut st = m.senders[s].received;
+            for (r, p) in m.peers.iter().enumerate() {
+                if r != me {
+                    st = st.min(p.acked[s]);
+                }
+            }
+            if st > m.stable[s] {
+                m.stable[s] = st;
+                let upto = st.min(m.senders[s].delivered);
+                let freed = m.senders[s].trim(upto);
+                if s == me {
+                    m.unstable_bytes = m.unstable_bytes.saturating_sub(freed);
+                }
+            }
+        }
+    }
+
+    fn on_nak(&mut self, r: usize, sender: u16, lo: u64, hi: u64) {
+        #[cfg(feature = "mutants")]
+        if self.cfg.mutant == Some(crate::Mutant::NoRetransmit) {
+            return;
+        }
+        let window = u64::from(self.cfg.window_msgs);
+        let Some(m) = self.member() else { return };
+        if usize::from(sender) != m.me || lo == 0 || hi < lo {
+            return;
+        }
+        let to = m.view.members[r];
+        let msgs: Vec<Msg> = m.senders[m.me]
+            .range(lo, hi.min(lo.saturating_add(window)))
+            .map(|d| Msg::Data(d.clone()))
+            .collect();
+        if !msgs.is_empty() {
+            self.marks.hit(Mark::Retransmitted);
+        }
+        for msg in msgs {
+            self.queue(to.node, Some(to), msg);
+        }
+    }
+
+    fn member_tick(&mut self, now: Instant) {
+        let hb = self.cfg.heartbeat_interval;
+        let timeout = self.cfg.suspect_timeout;
+        let retransmit = self.cfg.retransmit_interval;
+        let window = u64::from(self.cfg.window_msgs);
+        let leaving = self.leaving;
+        let me_id = self.me;
+        let Some(m) = self.member_mut() else { return };
+        let me = m.me;
+        // Failure detection.
+        let mut newly = Vec::new();
+        for (r, p) in m.peers.iter_mut().enumerate() {
+            if r == me {
+                continue;
+            }
+            p.suspected = now.since(p.last_heard) > timeout;
+            if p.suspected && !p.announced {
+                p.announced = true;
+                newly.push(m.view.members[r]);
+            }
+        }
+        // Heartbeats: every peer gets an acknowledgement at least every `hb`.
+        let heartbeat = now >= m.next_hb;
+        if heartbeat {
+            m.next_hb = now + hb;
+            for p in m.peers.iter_mut() {
+                p.ack_dirty = true;
+            }
+        }
+        // Retransmission requests for gaps that persist.
+        let mut naks = Vec::new();
+        for s in 0..m.view.members.len() {
+            if s == me || m.peers[s].suspected {
+                continue;
+            }
+            let st = &mut m.senders[s];
+            if !st.has_gap() {
+                st.gap_since = None;
+                continue;
+            }
+            let since = *st.gap_since.get_or_insert(now);
+            let nak_due = st.last_nak.is_none_or(|t| now.since(t) >= retransmit);
+            if now.since(since) >= retransmit && nak_due {
+                st.last_nak = Some(now);
+                let hi = st.wanted_upto().min(st.received + window);
+                naks.push((
+                    m.view.members[s],
+                    Msg::Nak { view: m.view.id, sender: s as u16, from: st.received + 1, to: hi },
+                ));
+            }
+        }
+        // Drop the install record once every member that moved with us has shown it installed.
+        if let Some(rec) = &m.record {
+            let all = rec.proposal.next.members.iter().all(|x| match m.view.rank_of(*x) {
+                Some(r) => r == me || m.peers[r].heard_in_view,
+                None => true,
+            });
+            if all {
+                m.record = None;
+            }
+        }
+        // Leaving: keep asking the coordinator.
+        let mut leave_to = None;
+        if leaving && now >= m.next_leave_retry {
+            m.next_leave_retry = now + hb * 2;
+            leave_to = Some(m.view.id);
+        }
+        let targets: Vec<MemberId> = if heartbeat {
+            m.view.members.iter().copied().filter(|x| *x != me_id).collect()
+        } else {
+            Vec::new()
+        };
+        for member in newly {
+            self.events.push_back(Event::Suspected { member });
+        }
+        for t in targets {
+            self.outq.entry((t.node, Some(t))).or_default();
+        }
+        for (to, msg) in naks {
+            self.queue_member(to, msg);
+        }
+        if let Some(view) = leave_to {
+            let c = self.coordinator_rank();
+            if let Some(m) = self.member() {
+                let cm = m.view.members[c];
+                if cm != me_id {
+                    self.queue_member(cm, Msg::Leave { view });
+                }
+            }
+        }
+        self.check_quorum();
+        self.coord_tick(now);
+    }
+
+    /// Blocks if this member's failure detector suspects so many members that no majority of
+    /// the view is reachable.
+    fn check_quorum(&mut self) {
+        let Some(m) = self.member_mut() else { return };
+        let reachable = m.peers.iter().enumerate().filter(|(r, p)| *r == m.me || !p.suspected).count();
+        if reachable < m.view.majority() && !m.no_quorum_announced {
+            m.no_quorum_announced = true;
+            m.wedged = true;
+            self.marks.hit(Mark::MinorityBlocked);
+            self.events.push_back(Event::Blocked { reason: BlockReason::NoQuorum });
+        }
+    }
+
+    /// Stops delivery and sending in this view, for good.
+    pub(crate) fn wedge(&mut self) {
+        let Some(m) = self.member_mut() else { return };
+        if !m.wedged {
+            m.wedged = true;
+            self.events.push_back(Event::Blocked { reason: BlockReason::Flush });
+        }
+    }
+
+    /// Rank of the member this one takes for coordinator: the oldest it does not suspect.
+    pub(crate) fn coordinator_rank(&self) -> usize {
+        match self.member() {
+            Some(m) => {
+                (0..m.view.members.len()).find(|r| *r == m.me || !m.peers[*r].suspected).unwrap_or(m.me)
+            }
+            None => 0,
+        }
+    }
+
+    /// Installs `view`. `joined`/`departed` are reported to the application; `record` is the
+    /// install to keep for members that missed it.
+    pub(crate) fn install_view(
+        &mut self,
+        now: Instant,
+        view: View,
+        joined: Vec<MemberId>,
+        departed: Vec<MemberId>,
+        record: Option<InstallRecord>,
+    ) {
+        let n = view.members.len();
+        let Some(me) = view.rank_of(self.me) else { return };
+        let peers = (0..n)
+            .map(|_| Peer {
+                last_heard: now,
+                acked: vec![0; n],
+                suspects: Vec::new(),
+                wedged: false,
+                suspected: false,
+                announced: false,
+                ack_dirty: true,
+                heard_in_view: false,
+            })
+            .collect();
+        let mut pending_leaves = BTreeSet::new();
+        if self.leaving {
+            pending_leaves.insert(self.me);
+        }
+        let member = Member {
+            me,
+            senders: (0..n).map(|_| SenderStore::new()).collect(),
+            peers,
+            stable: vec![0; n],
+            unstable_bytes: 0,
+            wedged: false,
+            no_quorum_announced: false,
+            promised: None,
+            accepted: None,
+            coord: None,
+            max_round: 0,
+            backoff_until: now,
+            pending_joins: BTreeSet::new(),
+            pending_leaves,
+            record,
+            next_hb: now,
+            next_leave_retry: now,
+            view: view.clone(),
+        };
+        self.state = State::Member(Box::new(member));
+        self.events.push_back(Event::ViewInstalled { view, joined, departed });
+    }
+
+    /// This incarnation learned it is no longer a member: forget everything and join again as
+    /// a new incarnation (or finish leaving).
+    pub(crate) fn excluded(&mut self, now: Instant, by_view: Option<ViewId>) {
+        if self.leaving {
+            self.finish_left();
+            return;
+        }
+        if let Some(m) = self.member() {
+            let nodes: Vec<NodeId> =
+                m.view.members.iter().map(|x| x.node).filter(|n| *n != self.me.node).collect();
+            self.seeds.extend(nodes);
+        }
+        self.me.inc.0 += 1;
+        self.outq.clear();
+        self.state = State::Joining { next_retry: now };
+        self.marks.hit(Mark::RejoinAfterExclusion);
+        self.events.push_back(Event::Excluded { by_view, rejoin_as: self.me });
+    }
+
+    fn finish_left(&mut self) {
+        self.outq.clear();
+        self.state = State::Left;
+        self.events.push_back(Event::Left);
+    }
+
+    fn window_allows(&self, m: &Member, len: usize) -> bool {
+        let unstable = m.senders[m.me].received - m.stable[m.me];
+        unstable < u64::from(self.cfg.window_msgs) && m.unstable_bytes + len as u64 <= self.cfg.window_bytes
+    }
+
+    pub(crate) fn member(&self) -> Option<&Member> {
+        match &self.state {
+            State::Member(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn member_mut(&mut self) -> Option<&mut Member> {
+        match &mut self.state {
+            State::Member(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn queue(&mut self, node: NodeId, to: Option<MemberId>, msg: Msg) {
+        if node == self.me.node {
+            return;
+        }
+        self.outq.entry((node, to)).or_default().push(msg);
+    }
+
+    pub(crate) fn queue_member(&mut self, to: MemberId, msg: Msg) {
+        self.queue(to.node, Some(to), msg);
+    }
+
+    pub(crate) fn push_event(&mut self, ev: Event) {
+        self.events.push_back(ev);
+    }
+
+    fn may_reply(&mut self, now: Instant, to: NodeId) -> bool {
+        let interval = self.cfg.retransmit_interval;
+        match self.last_reply.get(&to) {
+            Some(t) if now.since(*t) < interval => false,
+            _ => {
+                self.last_reply.insert(to, now);
+                true
+            }
+        }
+    }
+
+    fn reply_limited(&mut self, now: Instant, to: MemberId, msg: Msg) {
+        if self.may_reply(now, to.node) {
+            self.queue(to.node, Some(to), msg);
+        }
+    }
+
+    /// A deterministic pseudo-random number (xorshift64*), for jitter.
+    pub(crate) fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// The acknowledgement (heartbeat) this member sends now.
+pub(crate) fn ack_of(m: &Member) -> Ack {
+    Ack {
+        view: m.view.id,
+        received: m.senders.iter().map(|s| s.received).collect(),
+        sent: m.senders[m.me].received,
+        suspects: m.peers.iter().enumerate().filter(|(_, p)| p.suspected).map(|(r, _)| r as u16).collect(),
+        wedged: m.wedged,
+    }
+}
+
+/// The view a message is about, if it names one.
+fn msg_view(msg: &Msg) -> Option<ViewId> {
+    match msg {
+        Msg::Data(d) => Some(d.view),
+        Msg::Ack(a) => Some(a.view),
+        Msg::Nak { view, .. }
+        | Msg::Leave { view }
+        | Msg::Prepare { view, .. }
+        | Msg::Promise { view, .. }
+        | Msg::Preempted { view, .. }
+        | Msg::Accept { view, .. }
+        | Msg::Accepted { view, .. } => Some(*view),
+        Msg::Install { proposal, .. } => Some(proposal.prev),
+        Msg::Join { .. } | Msg::InstallReq { .. } | Msg::NotMember { .. } => None,
     }
 }

@@ -22,15 +22,19 @@ impl Instant {
         self.0
     }
 
-    /// `self + d`, saturating at the end of time.
-    pub fn add(self, d: Duration) -> Instant {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Instant(self.0.saturating_add(nanos))
-    }
-
     /// `self - earlier`, or zero if `earlier` is later.
     pub fn since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl core::ops::Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// `self + d`, saturating at the end of time.
+    fn add(self, d: Duration) -> Instant {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(nanos))
     }
 }
 

@@ -1,0 +1,273 @@
+//! The checker: shared per-process state, dispatching each event to the invariants.
+
+use crate::hash::FastMap;
+use crate::invariants::{
+    fifo, integrity, liveness, one_history, self_inclusion, sending_view, view_agreement, virtual_synchrony,
+};
+use crate::trace::{Ev, Proc, TraceEvent};
+use crate::violation::{MsgId, Violation};
+
+/// Name of the harness phase from which G12 applies.
+pub(crate) const LIVENESS_PHASE: &str = "liveness";
+
+/// Checks a trace against DESIGN §3 (G1–G7, G12), one event at a time.
+///
+/// Feed every event in trace order to [`Checker::observe`], then call [`Checker::finish`].
+/// Once a violation is found the checker stops judging: every later call returns that same
+/// violation, so its state never has to make sense of a broken history.
+#[derive(Debug, Default)]
+pub struct Checker {
+    procs: Procs,
+    /// Newest incarnation started on each node.
+    newest_inc: FastMap<u64, u64>,
+    /// Every view id installed so far, with the member list first seen for it.
+    views: Views,
+    integrity: integrity::Integrity,
+    virtual_synchrony: virtual_synchrony::VirtualSynchrony,
+    liveness: liveness::Liveness,
+    last_t: u64,
+    end_t: Option<u64>,
+    failed: Option<Violation>,
+}
+
+/// Every process life seen, by identity.
+pub(crate) type Procs = FastMap<Proc, ProcState>;
+
+/// Every view id installed so far.
+pub(crate) type Views = FastMap<u64, ViewRecord>;
+
+/// A delivered set, per sender the highest seq: the set is `1..=seq` (see [`ProcState`]).
+pub(crate) type Delivered = FastMap<Proc, u64>;
+
+/// What the checker knows of one process life.
+#[derive(Debug, Default)]
+pub(crate) struct ProcState {
+    /// Started and not yet crashed, excluded or left.
+    pub(crate) live: bool,
+    /// Current view id, once it has installed one.
+    pub(crate) view: Option<u64>,
+    /// Messages it sent in its current view; G7 makes their seqs exactly `1..=sent`.
+    pub(crate) sent: u64,
+    /// Per sender, the highest seq it delivered in its current view. G6 and G7 are checked on
+    /// every delivery before this is updated, so the delivered set from `s` is exactly
+    /// `1..=delivered[s]`: this map *is* the delivered set, at the cost of one entry per sender.
+    pub(crate) delivered: Delivered,
+}
+
+/// A view id as first installed.
+#[derive(Debug)]
+pub(crate) struct ViewRecord {
+    pub(crate) members: Vec<Proc>,
+    /// Who installed it first, for reports.
+    pub(crate) first: Proc,
+}
+
+impl Checker {
+    /// An empty checker, before the first event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Safety checks, incremental: call for every event in trace order. Returns the first
+    /// violation (and keeps returning it).
+    pub fn observe(&mut self, ev: &TraceEvent) -> Result<(), Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        let result = self.step(ev);
+        if let Err(v) = &result {
+            self.failed = Some(v.clone());
+        }
+        result
+    }
+
+    /// End-of-run checks (G12 liveness), judged on everything observed. Call after the
+    /// harness's `End` event. Returns `Ok` if no `liveness` phase was observed.
+    pub fn finish(&mut self) -> Result<(), Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        let t = self.end_t.unwrap_or(self.last_t);
+        let result = self.liveness.finish(t, &self.procs, &self.views);
+        if let Err(v) = &result {
+            self.failed = Some(v.clone());
+        }
+        result
+    }
+
+    fn step(&mut self, ev: &TraceEvent) -> Result<(), Violation> {
+        let t = ev.t;
+        self.last_t = self.last_t.max(t);
+        let p = match (&ev.ev, ev.p) {
+            (Ev::Phase { name }, _) => {
+                if name == LIVENESS_PHASE {
+                    self.liveness.arm();
+                }
+                return Ok(());
+            }
+            (Ev::End, _) => {
+                self.end_t = Some(t);
+                return Ok(());
+            }
+            (_, Some(p)) => p,
+            (other, None) => return Err(integrity::no_process(t, kind(other))),
+        };
+        match &ev.ev {
+            Ev::Start { .. } => return self.start(t, p),
+            // Harness events: the harness may crash or pause whatever it likes, even a process
+            // that already ended on its own.
+            Ev::Crash => {
+                if let Some(state) = self.procs.get_mut(&p) {
+                    state.live = false;
+                }
+                return Ok(());
+            }
+            Ev::Pause | Ev::Resume => return Ok(()),
+            _ => {}
+        }
+        let Some(state) = self.procs.get_mut(&p) else {
+            return Err(integrity::not_started(t, p, kind(&ev.ev)));
+        };
+        if !state.live {
+            return Err(integrity::ended(t, p, kind(&ev.ev)));
+        }
+        match &ev.ev {
+            Ev::Install { view, members } => {
+                let view = *view;
+                self_inclusion::on_install(t, p, view, members)?;
+                let known = view_agreement::on_install(&self.views, t, p, view, members)?;
+                one_history::on_install(&self.views, t, p, state.view, view, members)?;
+                if !known {
+                    let record = ViewRecord { members: members.clone(), first: p };
+                    self.views.insert(view, record);
+                }
+                if let Some(from) = state.view {
+                    // The set delivered in `from` is final now; moving it out also resets it.
+                    let delivered = std::mem::take(&mut state.delivered);
+                    let own = delivered.get(&p).copied().unwrap_or(0);
+                    self.liveness.on_transition(p, from, state.sent, own);
+                    self.virtual_synchrony.on_transition(t, p, from, delivered)?;
+                }
+                state.view = Some(view);
+                state.sent = 0;
+            }
+            Ev::Send { view, seq, digest } => {
+                let id = MsgId { sender: p, view: *view, seq: *seq };
+                sending_view::on_send(t, state.view, id)?;
+                fifo::on_send(t, state.sent, id)?;
+                self.integrity.on_send(id, *digest);
+                state.sent = *seq;
+            }
+            Ev::Deliver { sender, view, seq, digest } => {
+                let id = MsgId { sender: *sender, view: *view, seq: *seq };
+                sending_view::on_deliver(t, p, state.view, id)?;
+                let so_far = state.delivered.get(sender).copied().unwrap_or(0);
+                self.integrity.on_deliver(t, p, id, *digest, so_far)?;
+                fifo::on_deliver(t, p, so_far, id)?;
+                state.delivered.insert(*sender, *seq);
+            }
+            Ev::Excluded | Ev::Left => state.live = false,
+            Ev::Suspect { .. } | Ev::Blocked { .. } => {}
+            // Handled above.
+            Ev::Start { .. } | Ev::Crash | Ev::Pause | Ev::Resume | Ev::Phase { .. } | Ev::End => {}
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, t: u64, p: Proc) -> Result<(), Violation> {
+        if self.procs.contains_key(&p) {
+            return Err(integrity::started_twice(t, p));
+        }
+        if let Some(&newest) = self.newest_inc.get(&p.node) {
+            if newest >= p.inc {
+                return Err(integrity::stale_incarnation(t, p, newest));
+            }
+            // A node runs one incarnation at a time: starting a new one ends the old one even
+            // if no `crash` line says so (a killed real process writes no last words).
+            if let Some(old) = self.procs.get_mut(&Proc { node: p.node, inc: newest }) {
+                old.live = false;
+            }
+        }
+        self.newest_inc.insert(p.node, p.inc);
+        self.procs.insert(p, ProcState { live: true, ..ProcState::default() });
+        Ok(())
+    }
+}
+
+/// Observes every event, then runs the end-of-run checks.
+pub fn check_trace(events: &[TraceEvent]) -> Result<(), Violation> {
+    let mut checker = Checker::new();
+    for ev in events {
+        checker.observe(ev)?;
+    }
+    checker.finish()
+}
+
+/// The `ev` tag of an event, for reports.
+fn kind(ev: &Ev) -> &'static str {
+    match ev {
+        Ev::Start { .. } => "start",
+        Ev::Install { .. } => "install",
+        Ev::Send { .. } => "send",
+        Ev::Deliver { .. } => "deliver",
+        Ev::Suspect { .. } => "suspect",
+        Ev::Blocked { .. } => "blocked",
+        Ev::Excluded => "excluded",
+        Ev::Left => "left",
+        Ev::Crash => "crash",
+        Ev::Pause => "pause",
+        Ev::Resume => "resume",
+        Ev::Phase { .. } => "phase",
+        Ev::End => "end",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{p, Trace};
+    use crate::Guarantee;
+
+    #[test]
+    fn the_first_violation_sticks() {
+        let mut tr = Trace::group(&[p(1)], 1);
+        tr.send(p(1), 1, 2);
+        let mut checker = Checker::new();
+        let mut first = None;
+        for ev in &tr.events {
+            if let Err(v) = checker.observe(ev) {
+                first = Some(v);
+                break;
+            }
+        }
+        let Some(first) = first else { panic!("expected a violation") };
+        assert_eq!(first.guarantee, Guarantee::G7Fifo);
+        // A valid event afterwards still reports it, and so does finish.
+        let next = TraceEvent { t: 99, p: Some(p(1)), ev: Ev::Pause };
+        assert_eq!(checker.observe(&next), Err(first.clone()));
+        assert_eq!(checker.finish(), Err(first));
+    }
+
+    #[test]
+    fn end_of_run_violations_carry_the_end_time() {
+        let (a, b) = (p(1), p(2));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.phase("liveness").crash(b).end();
+        let end_t = tr.events.last().map_or(0, |e| e.t);
+        let v = tr.assert_violates(Guarantee::G12Liveness);
+        assert_eq!(v.t, end_t);
+    }
+
+    #[test]
+    fn other_phases_do_not_arm_liveness() {
+        let mut tr = Trace::group(&[p(1), p(2)], 1);
+        tr.phase("faults").crash(p(2)).end();
+        tr.assert_ok();
+    }
+
+    #[test]
+    fn violation_display_names_the_guarantee_and_time() {
+        let v = Violation::new(Guarantee::G4VirtualSynchrony, 42, "boom");
+        assert_eq!(v.to_string(), "G4 virtual synchrony violated at t=42ns: boom");
+    }
+}

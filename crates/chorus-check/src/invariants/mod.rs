@@ -1,0 +1,12 @@
+//! One module per guarantee of DESIGN §3. Each states its property in checkable form and
+//! exposes the hooks [`crate::Checker`] calls; the shared per-process state lives in the
+//! checker.
+
+pub(crate) mod fifo;
+pub(crate) mod integrity;
+pub(crate) mod liveness;
+pub(crate) mod one_history;
+pub(crate) mod self_inclusion;
+pub(crate) mod sending_view;
+pub(crate) mod view_agreement;
+pub(crate) mod virtual_synchrony;

@@ -1,0 +1,84 @@
+//! G1 view agreement (DESIGN §3 G1; TESTING GM3; CKV01 "views uniquely identified"; VS.txt #1).
+//!
+//! Checkable form: any two `install` lines with the same `view` carry identical `members`
+//! lists (same processes in the same order). A member list also names no process twice: a
+//! view is a set, and G2's majority arithmetic counts its members.
+//!
+//! Needs no order between lines: the first install of an id is the reference for later ones.
+
+use std::collections::HashSet;
+
+use crate::checker::Views;
+use crate::trace::Proc;
+use crate::violation::{procs, Guarantee, Violation};
+
+/// Returns whether `view` had been installed before (and so is already recorded).
+pub(crate) fn on_install(
+    views: &Views,
+    t: u64,
+    p: Proc,
+    view: u64,
+    members: &[Proc],
+) -> Result<bool, Violation> {
+    if let Some(known) = views.get(&view) {
+        if known.members == members {
+            return Ok(true);
+        }
+        return Err(Violation::new(
+            Guarantee::G1ViewAgreement,
+            t,
+            format!(
+                "{p} installed view {view} as {} but {} installed it as {}",
+                procs(members),
+                known.first,
+                procs(&known.members)
+            ),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(members.len());
+    if let Some(twice) = members.iter().find(|m| !seen.insert(**m)) {
+        return Err(Violation::new(
+            Guarantee::G1ViewAgreement,
+            t,
+            format!("{p} installed view {view} {} naming {twice} twice", procs(members)),
+        ));
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::{p, Trace};
+    use crate::Guarantee;
+
+    #[test]
+    fn same_members_everywhere_passes() {
+        let mut tr = Trace::group(&[p(1), p(2), p(3)], 1);
+        tr.install_all(2, &[p(1), p(2)]);
+        tr.assert_ok();
+    }
+
+    #[test]
+    fn different_members_for_one_view_id_are_caught() {
+        let mut tr = Trace::new();
+        tr.start(p(1)).start(p(2));
+        tr.install(p(1), 1, &[p(1), p(2)]).install(p(2), 1, &[p(2)]);
+        let v = tr.assert_violates(Guarantee::G1ViewAgreement);
+        assert!(v.detail.contains("n2.0 installed view 1 as [n2.0]"), "{v}");
+    }
+
+    #[test]
+    fn member_order_matters() {
+        let mut tr = Trace::new();
+        tr.start(p(1)).start(p(2));
+        tr.install(p(1), 1, &[p(1), p(2)]).install(p(2), 1, &[p(2), p(1)]);
+        tr.assert_violates(Guarantee::G1ViewAgreement);
+    }
+
+    #[test]
+    fn a_member_listed_twice_is_caught() {
+        let mut tr = Trace::new();
+        tr.start(p(1)).install(p(1), 1, &[p(1), p(1)]);
+        tr.assert_violates(Guarantee::G1ViewAgreement);
+    }
+}

@@ -1,0 +1,129 @@
+//! Compact trace building for tests.
+
+use crate::trace::{digest, Ev, Proc, TraceEvent};
+use crate::{check_trace, Guarantee, Violation};
+
+/// Node `node`, first incarnation.
+pub(crate) fn p(node: u64) -> Proc {
+    Proc { node, inc: 0 }
+}
+
+/// Node `node`, incarnation `inc`.
+pub(crate) fn pi(node: u64, inc: u64) -> Proc {
+    Proc { node, inc }
+}
+
+/// The digest a test message carries: a function of its identity.
+pub(crate) fn msg_digest(sender: Proc, view: u64, seq: u64) -> u64 {
+    digest(format!("{sender}/{view}/{seq}").as_bytes())
+}
+
+/// A trace under construction; each event is one nanosecond after the previous one.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    pub(crate) events: Vec<TraceEvent>,
+    t: u64,
+}
+
+impl Trace {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts `members` and has each install `view` with exactly them.
+    pub(crate) fn group(members: &[Proc], view: u64) -> Self {
+        let mut tr = Self::new();
+        for &m in members {
+            tr.start(m);
+        }
+        tr.install_all(view, members);
+        tr
+    }
+
+    pub(crate) fn ev(&mut self, p: Option<Proc>, ev: Ev) -> &mut Self {
+        self.t += 1;
+        self.events.push(TraceEvent { t: self.t, p, ev });
+        self
+    }
+
+    pub(crate) fn start(&mut self, p: Proc) -> &mut Self {
+        self.ev(Some(p), Ev::Start { bootstrap: false })
+    }
+
+    pub(crate) fn install(&mut self, p: Proc, view: u64, members: &[Proc]) -> &mut Self {
+        self.ev(Some(p), Ev::Install { view, members: members.to_vec() })
+    }
+
+    /// Every member installs `view` with exactly `members`.
+    pub(crate) fn install_all(&mut self, view: u64, members: &[Proc]) -> &mut Self {
+        for &m in members {
+            self.install(m, view, members);
+        }
+        self
+    }
+
+    pub(crate) fn send(&mut self, p: Proc, view: u64, seq: u64) -> &mut Self {
+        let digest = msg_digest(p, view, seq);
+        self.ev(Some(p), Ev::Send { view, seq, digest })
+    }
+
+    pub(crate) fn deliver(&mut self, p: Proc, sender: Proc, view: u64, seq: u64) -> &mut Self {
+        self.deliver_digest(p, sender, view, seq, msg_digest(sender, view, seq))
+    }
+
+    pub(crate) fn deliver_digest(
+        &mut self,
+        p: Proc,
+        sender: Proc,
+        view: u64,
+        seq: u64,
+        digest: u64,
+    ) -> &mut Self {
+        self.ev(Some(p), Ev::Deliver { sender, view, seq, digest })
+    }
+
+    /// Every process in `to` delivers the message.
+    pub(crate) fn deliver_all(&mut self, to: &[Proc], sender: Proc, view: u64, seq: u64) -> &mut Self {
+        for &q in to {
+            self.deliver(q, sender, view, seq);
+        }
+        self
+    }
+
+    /// `sender` multicasts in `view` and everyone in `to` delivers it.
+    pub(crate) fn multicast(&mut self, sender: Proc, view: u64, seq: u64, to: &[Proc]) -> &mut Self {
+        self.send(sender, view, seq).deliver_all(to, sender, view, seq)
+    }
+
+    pub(crate) fn crash(&mut self, p: Proc) -> &mut Self {
+        self.ev(Some(p), Ev::Crash)
+    }
+
+    pub(crate) fn phase(&mut self, name: &str) -> &mut Self {
+        self.ev(None, Ev::Phase { name: name.to_owned() })
+    }
+
+    pub(crate) fn end(&mut self) -> &mut Self {
+        self.ev(None, Ev::End)
+    }
+
+    /// Asserts the trace passes, showing the violation if not.
+    #[track_caller]
+    pub(crate) fn assert_ok(&self) {
+        if let Err(v) = check_trace(&self.events) {
+            panic!("expected a valid trace, got: {v}");
+        }
+    }
+
+    /// Asserts the trace breaks `guarantee` (and nothing reported before it).
+    #[track_caller]
+    pub(crate) fn assert_violates(&self, guarantee: Guarantee) -> Violation {
+        match check_trace(&self.events) {
+            Ok(()) => panic!("expected a {guarantee} violation, trace passed"),
+            Err(v) => {
+                assert_eq!(v.guarantee, guarantee, "wrong guarantee: {v}");
+                v
+            }
+        }
+    }
+}

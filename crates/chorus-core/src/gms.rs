@@ -1,0 +1,565 @@
+//! Group membership: the view change, run as one round of Paxos per view over a majority of
+//! the current view, with the flush folded into it.
+//!
+//! ```text
+//!  coordinator                         members of the current view V
+//!  ── Prepare(ballot, my received) ──► wedge (stop sending and delivering in V), promise
+//!  ◄─ Promise(received, accepted?, messages the coordinator lacks)
+//!  choose: the proposal accepted under the highest ballot if any promise carries one, else
+//!          next = promisers that are not suspected + joiners − leavers, and
+//!          cut  = per sender, the highest message any promiser received
+//!  ── Accept(ballot, proposal, messages the acceptor lacks) ──► store, accept
+//!  ◄─ Accepted                         (a majority of V accepted: the proposal is chosen)
+//!  ── Install(proposal, messages) ───► deliver exactly the cut, install `next`
+//! ```
+//!
+//! Why it is safe: a view is installed only when chosen by a majority of V, and any two
+//! majorities meet, so a later ballot adopts the same proposal (G1, G2). Every old member of
+//! `next` promised the ballot that built the proposal, after wedging, so the cut covers all it
+//! delivered; at install all deliver exactly the cut (G4). See docs/protocol/flush.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::event::Event;
+use crate::id::{MemberId, View};
+use crate::marks::Mark;
+use crate::node::{InstallRecord, Node};
+use crate::time::Instant;
+use crate::wire::{Ballot, Data, Msg, Proposal};
+
+/// A view change this member coordinates.
+#[derive(Debug)]
+pub(crate) struct Coord {
+    ballot: Ballot,
+    started: Instant,
+    last_send: Instant,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for promises (by rank).
+    Preparing { promises: BTreeMap<usize, Promised> },
+    /// Waiting for a majority to accept.
+    Accepting { proposal: Proposal, received: BTreeMap<usize, Vec<u64>>, accepted: BTreeSet<usize> },
+}
+
+#[derive(Debug)]
+struct Promised {
+    received: Vec<u64>,
+    accepted: Option<(Ballot, Proposal)>,
+}
+
+impl Node {
+    /// The coordinator's periodic duties: start a view change when one is needed, resend,
+    /// decide on timeouts, give up rounds that take too long.
+    pub(crate) fn coord_tick(&mut self, now: Instant) {
+        let coord_rank = self.coordinator_rank();
+        let flush_timeout = self.cfg.flush_timeout;
+        let resend_every = self.cfg.heartbeat_interval;
+        let Some(m) = self.member_mut() else { return };
+        if coord_rank != m.me {
+            m.coord = None;
+            return;
+        }
+        if let Some(c) = &m.coord {
+            if now.since(c.started) >= flush_timeout {
+                m.coord = None; // Retry at once with a higher ballot.
+            }
+        }
+        if m.coord.is_none() {
+            if now >= m.backoff_until && self.change_needed() {
+                self.start_round(now);
+            }
+            return;
+        }
+        self.try_decide(now);
+        let Some(m) = self.member_mut() else { return };
+        let Some(c) = &mut m.coord else { return };
+        if now.since(c.last_send) < resend_every {
+            return;
+        }
+        c.last_send = now;
+        let Some(m) = self.member() else { return };
+        let Some(c) = &m.coord else { return };
+        let view = m.view.id;
+        let ballot = c.ballot;
+        let mut out = Vec::new();
+        match &c.phase {
+            Phase::Preparing { promises } => {
+                let coord_received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
+                for (r, x) in m.view.members.iter().enumerate() {
+                    if !promises.contains_key(&r) {
+                        out.push((*x, Msg::Prepare { view, ballot, coord_received: coord_received.clone() }));
+                    }
+                }
+            }
+            Phase::Accepting { proposal, received, accepted } => {
+                for (r, rec) in received {
+                    if !accepted.contains(r) {
+                        let msgs = missing(m, rec, &proposal.cut);
+                        out.push((
+                            m.view.members[*r],
+                            Msg::Accept { view, ballot, proposal: proposal.clone(), msgs },
+                        ));
+                    }
+                }
+            }
+        }
+        for (to, msg) in out {
+            self.queue_member(to, msg);
+        }
+    }
+
+    /// Whether the view must change: failures, joins, leaves, or a member already wedged.
+    fn change_needed(&self) -> bool {
+        let Some(m) = self.member() else { return false };
+        let excluded = self.exclusions();
+        let staying = m.view.members.len() - excluded.len();
+        m.wedged
+            || !m.pending_joins.is_empty()
+            || !excluded.is_empty()
+            || !self.removable_leavers(staying).is_empty()
+            || m.peers.iter().enumerate().any(|(r, p)| r != m.me && !p.suspected && p.wedged)
+    }
+
+    /// Ranks that the next view must not hold: suspected here or by a member we trust, or
+    /// replaced by a newer incarnation that asks to join.
+    fn exclusions(&self) -> BTreeSet<usize> {
+        let mut out = BTreeSet::new();
+        let Some(m) = self.member() else { return out };
+        for (r, p) in m.peers.iter().enumerate() {
+            if r == m.me {
+                continue;
+            }
+            if p.suspected {
+                out.insert(r);
+            } else {
+                out.extend(p.suspects.iter().map(|s| usize::from(*s)).filter(|s| *s != m.me));
+            }
+        }
+        for (r, x) in m.view.members.iter().enumerate() {
+            if m.pending_joins.iter().any(|j| j.node == x.node && j.inc > x.inc) {
+                out.insert(r);
+            }
+        }
+        out
+    }
+
+    /// Ranks asking to leave that can go now: a view must keep a majority of its predecessor
+    /// (G2), so leavers beyond that wait for a later view.
+    fn removable_leavers(&self, staying: usize) -> Vec<usize> {
+        let Some(m) = self.member() else { return Vec::new() };
+        let spare = staying.saturating_sub(m.view.majority());
+        m.view
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| m.pending_leaves.contains(*x))
+            .map(|(r, _)| r)
+            .take(spare)
+            .collect()
+    }
+
+    fn start_round(&mut self, now: Instant) {
+        let me_id = self.me;
+        let Some(m) = self.member_mut() else { return };
+        m.max_round += 1;
+        let ballot = Ballot { round: m.max_round, coord: me_id };
+        m.promised = Some(ballot);
+        let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
+        let mut promises = BTreeMap::new();
+        promises.insert(m.me, Promised { received: received.clone(), accepted: m.accepted.clone() });
+        m.coord = Some(Coord { ballot, started: now, last_send: now, phase: Phase::Preparing { promises } });
+        let view = m.view.id;
+        let targets: Vec<MemberId> = m.view.members.iter().copied().filter(|x| *x != me_id).collect();
+        self.wedge();
+        for t in targets {
+            self.queue_member(t, Msg::Prepare { view, ballot, coord_received: received.clone() });
+        }
+        self.try_decide(now);
+    }
+
+    pub(crate) fn on_prepare(
+        &mut self,
+        now: Instant,
+        from: MemberId,
+        ballot: Ballot,
+        coord_received: Vec<u64>,
+    ) {
+        let flush_timeout = self.cfg.flush_timeout;
+        let jitter = self.random() % (flush_timeout.as_nanos() as u64 / 2 + 1);
+        let Some(m) = self.member_mut() else { return };
+        let n = m.view.members.len();
+        if coord_received.len() != n || ballot.coord != from {
+            return;
+        }
+        let view = m.view.id;
+        m.max_round = m.max_round.max(ballot.round);
+        if m.promised.is_some_and(|p| p > ballot) {
+            let higher = m.promised.unwrap_or(ballot);
+            self.queue_member(from, Msg::Preempted { view, ballot: higher });
+            return;
+        }
+        let Some(m) = self.member_mut() else { return };
+        if let Some(p) = m.promised {
+            if p.coord != ballot.coord && p < ballot {
+                self.marks.hit(Mark::CoordinatorTakeover);
+            }
+        }
+        let Some(m) = self.member_mut() else { return };
+        m.promised = Some(ballot);
+        if m.coord.as_ref().is_some_and(|c| c.ballot < ballot) {
+            m.coord = None;
+            m.backoff_until = now + flush_timeout + core::time::Duration::from_nanos(jitter);
+        }
+        let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
+        let mut msgs = Vec::new();
+        for (s, st) in m.senders.iter().enumerate() {
+            msgs.extend(st.range(coord_received[s] + 1, st.received).cloned());
+        }
+        let accepted = m.accepted.clone();
+        self.wedge();
+        self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs });
+    }
+
+    pub(crate) fn on_promise(
+        &mut self,
+        now: Instant,
+        r: usize,
+        ballot: Ballot,
+        received: Vec<u64>,
+        accepted: Option<(Ballot, Proposal)>,
+        msgs: Vec<Data>,
+    ) {
+        let Some(m) = self.member() else { return };
+        let n = m.view.members.len();
+        let ours = m
+            .coord
+            .as_ref()
+            .is_some_and(|c| c.ballot == ballot && matches!(c.phase, Phase::Preparing { .. }));
+        if !ours || received.len() != n || accepted.as_ref().is_some_and(|(_, p)| !self.proposal_fits(p)) {
+            return;
+        }
+        self.store_msgs(msgs);
+        let Some(m) = self.member_mut() else { return };
+        if let Some(Coord { phase: Phase::Preparing { promises }, .. }) = &mut m.coord {
+            promises.insert(r, Promised { received, accepted });
+        }
+        self.try_decide(now);
+    }
+
+    pub(crate) fn on_preempted(&mut self, now: Instant, ballot: Ballot) {
+        let flush_timeout = self.cfg.flush_timeout;
+        let jitter = self.random() % (flush_timeout.as_nanos() as u64 / 2 + 1);
+        let Some(m) = self.member_mut() else { return };
+        m.max_round = m.max_round.max(ballot.round);
+        if m.coord.as_ref().is_some_and(|c| c.ballot < ballot) {
+            m.coord = None;
+            m.backoff_until = now + flush_timeout + core::time::Duration::from_nanos(jitter);
+        }
+    }
+
+    /// Decides the proposal once every expected member promised, or a majority did and the
+    /// others had time enough.
+    fn try_decide(&mut self, now: Instant) {
+        let exclusions = self.exclusions();
+        let flush_timeout = self.cfg.flush_timeout;
+        #[cfg(feature = "mutants")]
+        let minority = self.cfg.mutant == Some(crate::Mutant::InstallMinority);
+        #[cfg(not(feature = "mutants"))]
+        let minority = false;
+        let max_members = self.cfg.max_members;
+        let Some(m) = self.member() else { return };
+        let Some(c) = &m.coord else { return };
+        let Phase::Preparing { promises } = &c.phase else { return };
+        let n = m.view.members.len();
+        let majority = m.view.majority();
+        let all_in = (0..n).all(|r| exclusions.contains(&r) || promises.contains_key(&r));
+        let waited = now.since(c.started) >= flush_timeout / 2;
+        if !(all_in || waited) || (promises.len() < majority && !minority) {
+            return;
+        }
+        let adopted = promises.values().filter_map(|p| p.accepted.as_ref()).max_by_key(|(b, _)| *b);
+        let proposal = if let Some((_, p)) = adopted {
+            p.clone()
+        } else {
+            let staying: Vec<usize> = promises.keys().copied().filter(|r| !exclusions.contains(r)).collect();
+            let leavers = self.removable_leavers(staying.len());
+            let mut members: Vec<MemberId> =
+                staying.iter().filter(|r| !leavers.contains(r)).map(|r| m.view.members[*r]).collect();
+            if members.len() < majority && !minority {
+                return;
+            }
+            let mut joined = Vec::new();
+            for j in &m.pending_joins {
+                if members.len() >= max_members {
+                    break;
+                }
+                if !members.iter().any(|x| x.node == j.node) {
+                    members.push(*j);
+                    joined.push(*j);
+                }
+            }
+            if members.is_empty() {
+                return;
+            }
+            let mut cut = vec![0u64; n];
+            for p in promises.values() {
+                for (c, x) in cut.iter_mut().zip(p.received.iter()) {
+                    *c = (*c).max(*x);
+                }
+            }
+            Proposal { prev: m.view.id, next: View { id: m.view.id.next(), members }, cut }
+        };
+        let was_adopted = adopted.is_some();
+        let received: BTreeMap<usize, Vec<u64>> =
+            promises.iter().map(|(r, p)| (*r, p.received.clone())).collect();
+        let ballot = c.ballot;
+        let view = m.view.id;
+        let mut out = Vec::new();
+        for (r, rec) in &received {
+            if *r != m.me {
+                let msgs = missing(m, rec, &proposal.cut);
+                out.push((
+                    m.view.members[*r],
+                    Msg::Accept { view, ballot, proposal: proposal.clone(), msgs },
+                ));
+            }
+        }
+        if was_adopted {
+            self.marks.hit(Mark::AdoptedProposal);
+        }
+        let Some(m) = self.member_mut() else { return };
+        let me = m.me;
+        m.accepted = Some((ballot, proposal.clone()));
+        if let Some(c) = &mut m.coord {
+            c.last_send = now;
+            c.phase = Phase::Accepting { proposal, received, accepted: BTreeSet::from([me]) };
+        }
+        for (to, msg) in out {
+            self.queue_member(to, msg);
+        }
+        self.try_commit(now);
+    }
+
+    pub(crate) fn on_accept(
+        &mut self,
+        now: Instant,
+        from: MemberId,
+        ballot: Ballot,
+        proposal: Proposal,
+        msgs: Vec<Data>,
+    ) {
+        if ballot.coord != from || !self.proposal_fits(&proposal) {
+            return;
+        }
+        let Some(m) = self.member_mut() else { return };
+        let view = m.view.id;
+        m.max_round = m.max_round.max(ballot.round);
+        if m.promised.is_some_and(|p| p > ballot) {
+            let higher = m.promised.unwrap_or(ballot);
+            self.queue_member(from, Msg::Preempted { view, ballot: higher });
+            return;
+        }
+        let _ = now;
+        let Some(m) = self.member_mut() else { return };
+        m.promised = Some(ballot);
+        m.accepted = Some((ballot, proposal));
+        self.wedge();
+        self.store_msgs(msgs);
+        self.queue_member(from, Msg::Accepted { view, ballot });
+    }
+
+    pub(crate) fn on_accepted(&mut self, now: Instant, r: usize, ballot: Ballot) {
+        let Some(m) = self.member_mut() else { return };
+        if let Some(Coord { ballot: b, phase: Phase::Accepting { accepted, .. }, .. }) = &mut m.coord {
+            if *b == ballot {
+                accepted.insert(r);
+            }
+        }
+        self.try_commit(now);
+    }
+
+    /// Once a majority of the view accepted, the proposal is chosen: send it to every member
+    /// of the next view, and install it here.
+    fn try_commit(&mut self, now: Instant) {
+        #[cfg(feature = "mutants")]
+        let mutant = self.cfg.mutant;
+        let Some(m) = self.member() else { return };
+        let Some(Coord { phase: Phase::Accepting { proposal, received, accepted }, .. }) = &m.coord else {
+            return;
+        };
+        #[cfg(feature = "mutants")]
+        let minority = mutant == Some(crate::Mutant::InstallMinority);
+        #[cfg(not(feature = "mutants"))]
+        let minority = false;
+        if accepted.len() < m.view.majority() && !minority {
+            return;
+        }
+        let proposal = proposal.clone();
+        let mut out = Vec::new();
+        let last = proposal.next.members.iter().rev().find(|x| **x != self.me).copied();
+        for x in &proposal.next.members {
+            if *x == self.me {
+                continue;
+            }
+            let msgs = match m.view.rank_of(*x) {
+                Some(r) => match received.get(&r) {
+                    Some(rec) => missing(m, rec, &proposal.cut),
+                    None => missing(m, &m.stable, &proposal.cut),
+                },
+                None => Vec::new(), // A joiner needs nothing of the old view.
+            };
+            #[allow(unused_mut)]
+            let mut p = proposal.clone();
+            #[cfg(feature = "mutants")]
+            if mutant == Some(crate::Mutant::SplitView) && Some(*x) == last && p.next.members.len() >= 2 {
+                p.next.members.swap(0, 1);
+            }
+            let _ = last;
+            out.push((*x, Msg::Install { proposal: p, msgs }));
+        }
+        for (to, msg) in out {
+            self.queue_member(to, msg);
+        }
+        self.on_install(now, proposal, Vec::new());
+    }
+
+    /// Delivers the cut of the current view and installs the chosen next view (or, if this
+    /// member is not in it, re-joins or finishes leaving).
+    pub(crate) fn on_install(&mut self, now: Instant, proposal: Proposal, msgs: Vec<Data>) {
+        #[cfg(feature = "mutants")]
+        let mutant = self.cfg.mutant;
+        if !self.proposal_fits(&proposal) {
+            return;
+        }
+        let forwarded = !msgs.is_empty();
+        self.store_msgs(msgs);
+        let Some(m) = self.member() else { return };
+        let n = m.view.members.len();
+        let old = m.view.clone();
+        #[cfg(feature = "mutants")]
+        let skip = mutant == Some(crate::Mutant::SkipFlush);
+        #[cfg(not(feature = "mutants"))]
+        let skip = false;
+        let mut from_departed = false;
+        for s in 0..n {
+            let Some(m) = self.member() else { return };
+            if m.senders[s].delivered < proposal.cut[s] && !proposal.next.contains(old.members[s]) {
+                from_departed = true;
+            }
+            if !skip {
+                self.deliver_upto(s, proposal.cut[s]);
+            }
+        }
+        if forwarded {
+            self.marks.hit(Mark::FlushForwarded);
+        }
+        if from_departed {
+            self.marks.hit(Mark::FlushDeliveredFromDeparted);
+        }
+        let Some(m) = self.member() else { return };
+        let joined: Vec<MemberId> =
+            proposal.next.members.iter().copied().filter(|x| !old.contains(*x)).collect();
+        let departed: Vec<MemberId> =
+            old.members.iter().copied().filter(|x| !proposal.next.contains(*x)).collect();
+        let under_load = (0..n).any(|s| proposal.cut[s] > m.stable[s]);
+        let join_under_load = !joined.is_empty() && under_load;
+        // Keep what a member that missed this install would need: the unstable part of the cut.
+        let mut keep = Vec::new();
+        for s in 0..n {
+            keep.extend(m.senders[s].range(m.stable[s] + 1, proposal.cut[s]).cloned());
+        }
+        #[cfg(feature = "mutants")]
+        let stale: Vec<(crate::id::MsgId, bytes::Bytes)> = if mutant == Some(crate::Mutant::DeliverStaleView)
+        {
+            (0..n)
+                .flat_map(|s| {
+                    let sender = old.members[s];
+                    m.senders[s].range(proposal.cut[s] + 1, u64::MAX).map(move |d| {
+                        (
+                            crate::id::MsgId { sender, view: d.view, seq: crate::id::Seqno(d.seq) },
+                            d.payload.clone(),
+                        )
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        #[cfg(feature = "mutants")]
+        let keep_self = mutant == Some(crate::Mutant::InstallWithoutSelf);
+        #[cfg(not(feature = "mutants"))]
+        let keep_self = false;
+        if join_under_load {
+            self.marks.hit(Mark::JoinUnderLoad);
+        }
+        if proposal.next.contains(self.me) {
+            let next = proposal.next.clone();
+            self.install_view(now, next, joined, departed, Some(InstallRecord { proposal, msgs: keep }));
+            #[cfg(feature = "mutants")]
+            for (id, payload) in stale {
+                self.push_event(Event::Delivered { id, payload });
+            }
+        } else if keep_self && !self.leaving {
+            // Mutant: pretend to be in the view (breaks self-inclusion).
+            self.push_event(Event::ViewInstalled { view: proposal.next, joined, departed });
+            self.excluded(now, None);
+        } else {
+            let by = proposal.next.id;
+            self.excluded(now, Some(by));
+        }
+    }
+
+    /// Stores flush-forwarded messages (already known to be of the current view).
+    fn store_msgs(&mut self, msgs: Vec<Data>) {
+        let window = u64::from(self.cfg.window_msgs);
+        let max_payload = self.cfg.max_payload;
+        let Some(m) = self.member_mut() else { return };
+        let n = m.view.members.len();
+        let view = m.view.id;
+        let mut advanced = false;
+        for d in msgs {
+            let s = usize::from(d.sender);
+            if d.view != view || s >= n || d.seq == 0 || d.payload.len() > max_payload {
+                continue;
+            }
+            advanced |= m.senders[s].insert(d, window) == crate::mcast::Insert::Advanced;
+        }
+        if advanced {
+            for p in m.peers.iter_mut() {
+                p.ack_dirty = true;
+            }
+            if !m.wedged {
+                for s in 0..n {
+                    self.deliver_ready(s);
+                }
+            }
+        }
+    }
+
+    /// Whether a proposal received from the network is well formed for the current view.
+    fn proposal_fits(&self, p: &Proposal) -> bool {
+        let Some(m) = self.member() else { return false };
+        let mut nodes: Vec<u64> = p.next.members.iter().map(|x| x.node.0).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        p.prev == m.view.id
+            && p.next.id == m.view.id.next()
+            && p.cut.len() == m.view.members.len()
+            && !p.next.members.is_empty()
+            && p.next.members.len() <= self.cfg.max_members
+            && nodes.len() == p.next.members.len()
+    }
+}
+
+/// Messages of the cut beyond `have` (a received vector), from this member's store.
+fn missing(m: &crate::node::Member, have: &[u64], cut: &[u64]) -> Vec<Data> {
+    let mut out = Vec::new();
+    for (s, st) in m.senders.iter().enumerate() {
+        let from = have.get(s).copied().unwrap_or(0) + 1;
+        out.extend(st.range(from, cut[s]).cloned());
+    }
+    out
+}

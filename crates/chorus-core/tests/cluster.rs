@@ -1,0 +1,206 @@
+//! Scenario tests on a tiny in-test cluster: zero-delay links, explicit crashes and cuts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The simulator (chorus-sim) covers the random cases; these pin the basic behaviours.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_core::{Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Status};
+
+struct Cluster {
+    nodes: Vec<Option<Node>>,
+    now: Instant,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(u64, u64)>,
+    delivered: Vec<Vec<(MemberId, u64, Bytes)>>,
+    events: Vec<Vec<Event>>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Self {
+        let now = Instant::from_nanos(1_000_000_000);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut c = Config::new(NodeId(i), Incarnation(0));
+            c.bootstrap = i == 0;
+            c.seeds = (0..n).map(NodeId).collect();
+            c.seed = 7;
+            nodes.push(Some(Node::new(c, now).expect("valid config")));
+        }
+        Cluster {
+            nodes,
+            now,
+            cut: BTreeSet::new(),
+            delivered: vec![Vec::new(); n as usize],
+            events: vec![Vec::new(); n as usize],
+        }
+    }
+
+    /// Moves frames until none are left, then advances time by one step.
+    fn step(&mut self, dt: Duration) {
+        loop {
+            let mut frames = Vec::new();
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                let Some(n) = n else { continue };
+                while let Some(t) = n.poll_transmit() {
+                    frames.push((i as u64, t));
+                }
+                while let Some(e) = n.poll_event() {
+                    if let Event::Delivered { id, payload } = &e {
+                        self.delivered[i].push((id.sender, id.seq.0, payload.clone()));
+                    }
+                    self.events[i].push(e);
+                }
+            }
+            if frames.is_empty() {
+                break;
+            }
+            for (from, t) in frames {
+                if self.cut.contains(&(from, t.to.0)) {
+                    continue;
+                }
+                if let Some(Some(n)) = self.nodes.get_mut(t.to.0 as usize) {
+                    n.handle_frame(self.now, NodeId(from), &t.frame).expect("valid frame");
+                }
+            }
+        }
+        self.now = self.now + dt;
+        for n in self.nodes.iter_mut().flatten() {
+            if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                n.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let steps = d.as_millis() / 5;
+        for _ in 0..steps {
+            self.step(Duration::from_millis(5));
+        }
+    }
+
+    fn view_of(&self, i: usize) -> Option<Vec<u64>> {
+        self.nodes[i].as_ref()?.view().map(|v| v.members.iter().map(|m| m.node.0).collect())
+    }
+
+    fn isolate(&mut self, i: u64, n: u64) {
+        for j in 0..n {
+            if j != i {
+                self.cut.insert((i, j));
+                self.cut.insert((j, i));
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_join_and_multicast_fifo() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(c.view_of(i), Some(vec![0, 1, 2]), "node {i}");
+    }
+    for k in 0..50u64 {
+        for i in 0..3 {
+            let now = c.now;
+            let n = c.nodes[i].as_mut().expect("up");
+            n.multicast(now, Bytes::from(format!("{i}:{k}"))).expect("accepted");
+        }
+        c.step(Duration::from_millis(1));
+    }
+    c.run(Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(c.delivered[i].len(), 150, "node {i} delivered all");
+        for s in 0..3u64 {
+            let seqs: Vec<u64> = c.delivered[i].iter().filter(|d| d.0.node.0 == s).map(|d| d.1).collect();
+            assert_eq!(seqs, (1..=50).collect::<Vec<_>>(), "FIFO from {s} at {i}");
+        }
+    }
+}
+
+#[test]
+fn crash_is_detected_and_view_shrinks() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    c.nodes[2] = None;
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.view_of(0), Some(vec![0, 1]));
+    assert_eq!(c.view_of(1), Some(vec![0, 1]));
+    assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Member));
+}
+
+#[test]
+fn coordinator_crash_and_messages_in_flight_are_flushed() {
+    let mut c = Cluster::new(5);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(4), Some(vec![0, 1, 2, 3, 4]));
+    // Node 3's messages reach only node 4; then 3 and the coordinator 0 die.
+    for j in [0u64, 1, 2] {
+        c.cut.insert((3, j));
+    }
+    let now = c.now;
+    for k in 0..10 {
+        c.nodes[3].as_mut().expect("up").multicast(now, Bytes::from(format!("x{k}"))).expect("sent");
+    }
+    c.step(Duration::from_millis(1));
+    c.nodes[3] = None;
+    c.nodes[0] = None;
+    c.cut.clear();
+    c.run(Duration::from_secs(4));
+    for i in [1usize, 2, 4] {
+        assert_eq!(c.view_of(i), Some(vec![1, 2, 4]), "node {i}");
+        let from3 = c.delivered[i].iter().filter(|d| d.0.node.0 == 3).count();
+        assert_eq!(from3, 10, "node {i} got the crashed sender's messages through the flush");
+    }
+}
+
+#[test]
+fn minority_blocks_and_rejoins_after_heal() {
+    let mut c = Cluster::new(5);
+    c.run(Duration::from_secs(2));
+    c.isolate(4, 5);
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2, 3]));
+    assert_eq!(c.nodes[4].as_ref().map(|n| n.status()), Some(Status::Blocked));
+    assert!(c.events[4].iter().any(|e| matches!(e, Event::Blocked { .. })));
+    c.cut.clear();
+    c.run(Duration::from_secs(3));
+    let n4 = c.nodes[4].as_ref().expect("up");
+    assert_eq!(n4.member_id().inc, Incarnation(1), "re-joined as a new incarnation");
+    for i in 0..5 {
+        assert_eq!(c.view_of(i), Some(vec![0, 1, 2, 3, 4]), "node {i}");
+    }
+    assert!(c.events[4].iter().any(|e| matches!(e, Event::Excluded { .. })));
+}
+
+#[test]
+fn leave_is_graceful() {
+    let mut c = Cluster::new(4);
+    c.run(Duration::from_secs(2));
+    let now = c.now;
+    c.nodes[1].as_mut().expect("up").leave(now);
+    c.run(Duration::from_secs(1));
+    assert_eq!(c.view_of(0), Some(vec![0, 2, 3]));
+    assert_eq!(c.nodes[1].as_ref().map(|n| n.status()), Some(Status::Left));
+    assert!(c.events[1].iter().any(|e| matches!(e, Event::Left)));
+    // The coordinator can leave too.
+    let now = c.now;
+    c.nodes[0].as_mut().expect("up").leave(now);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(2), Some(vec![2, 3]));
+    assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Left));
+}
+
+#[test]
+fn garbage_and_impersonation_are_rejected() {
+    let mut c = Cluster::new(2);
+    c.run(Duration::from_secs(1));
+    let now = c.now;
+    let n = c.nodes[0].as_mut().expect("up");
+    assert!(n.handle_frame(now, NodeId(1), b"\x00\x01garbage").is_err());
+    let mut other = c.nodes[1].take().expect("up");
+    other.handle_timeout(now + Duration::from_secs(1));
+    let t = other.poll_transmit().expect("heartbeat");
+    assert!(c.nodes[0].as_mut().expect("up").handle_frame(now, NodeId(5), &t.frame).is_err());
+}

@@ -1,0 +1,975 @@
+//! The run loop: one thread, one event queue, many cores.
+//!
+//! ```text
+//!   queue of (global time, seq) ──► pop ──► frame arrives / timer fires / workload sends /
+//!                                             nemesis strikes / phase changes
+//!                                                    │ one call into one Node
+//!                                                    ▼
+//!          drain poll_transmit ──► Network (delay, break, duplicate, partition) ──► queue
+//!          drain poll_event    ──► trace event ──► Checker (stop at first violation)
+//!          re-read poll_timeout ──► local time → global time ──► queue (newest timer wins)
+//! ```
+//!
+//! Time: the queue runs on global nanoseconds; each node sees its own skewed clock
+//! (`local = offset + rate × global`) and its `poll_timeout` is mapped back. Ties are broken by
+//! insertion order, so a run depends on nothing but its seed.
+//!
+//! Phases (TigerBeetle VOPR): *safety* runs the workload under faults; *liveness* heals
+//! everything, restarts what crashed, runs the workload one more second and then waits for one
+//! view of every live node (plus two quiet seconds for retransmissions). The checker's G12 judges
+//! that at the `End` event.
+//!
+//! The nemesis may crash a node, or make it leave, only if the live members of the highest view
+//! anyone installed still exceed half of it afterwards: primary partition makes a group that
+//! lost a majority for good unable to move, and no protocol could pass liveness then.
+
+use core::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use bytes::Bytes;
+use chorus_check::{Ev, Proc, TraceEvent, Violation};
+use chorus_core::{BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Status};
+
+use crate::marks::{MarkCounts, SimMark};
+use crate::nemesis::{Fault, FaultKind, Nemesis, Targets};
+use crate::network::{InFlight, NetStats, Network};
+use crate::options::{ScriptedFault, SimOptions, MS, SEC};
+use crate::recorder::Recorder;
+use crate::rng;
+use crate::workload::Workload;
+
+/// How long the liveness phase may take at most.
+pub const LIVENESS_MAX: u64 = 30 * SEC;
+/// How long the workload goes on in the liveness phase.
+pub const LIVENESS_WORKLOAD: u64 = SEC;
+/// Quiet time after convergence, for retransmissions to finish.
+pub const QUIET: u64 = 2 * SEC;
+/// How often convergence is checked in the liveness phase.
+const CHECK_EVERY: u64 = 20 * MS;
+/// More events than this at one instant means the core keeps asking for a timer in the past.
+const SAME_INSTANT_MAX: u64 = 1_000_000;
+
+/// What a run should produce besides the verdict.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Keep the whole trace (for `replay`).
+    pub keep_trace: bool,
+    /// Narrate views, faults and blocks readably.
+    pub narrate: bool,
+    /// Run every node with this deliberate protocol bug.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<chorus_core::Mutant>,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The checker found a broken guarantee.
+    Violation(Violation),
+    /// The liveness phase ended without one view of all live nodes (and the checker did not
+    /// name a guarantee for it).
+    NoConvergence(String),
+    /// The core keeps the simulation at one instant (a timer always in the past).
+    Livelock(String),
+    /// `handle_frame` accepted random bytes.
+    GarbageAccepted(String),
+    /// A node could not be built.
+    Config(String),
+    /// The core (or the harness) panicked.
+    Panic(String),
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Violation(v) => write!(f, "{v}"),
+            Failure::NoConvergence(s) => write!(f, "no convergence: {s}"),
+            Failure::Livelock(s) => write!(f, "livelock: {s}"),
+            Failure::GarbageAccepted(s) => write!(f, "garbage frame accepted: {s}"),
+            Failure::Config(s) => write!(f, "node config rejected: {s}"),
+            Failure::Panic(s) => write!(f, "panic: {s}"),
+        }
+    }
+}
+
+/// Counts for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Queue events processed.
+    pub steps: u64,
+    /// Trace events recorded.
+    pub trace_events: u64,
+    /// Multicasts accepted.
+    pub sends: u64,
+    /// Deliveries.
+    pub deliveries: u64,
+    /// Distinct views installed (highest view id).
+    pub highest_view: u64,
+    /// Crashes, pauses, partitions, leaves, exclusions, garbage frames.
+    pub crashes: u64,
+    /// Pauses.
+    pub pauses: u64,
+    /// Partitions.
+    pub partitions: u64,
+    /// Graceful leaves.
+    pub leaves: u64,
+    /// Exclusions (false suspicions and partitions).
+    pub exclusions: u64,
+    /// Garbage frames handed to nodes.
+    pub garbage: u64,
+    /// Network counters.
+    pub net: NetStats,
+    /// When the liveness phase converged, if it did.
+    pub converged_at: Option<u64>,
+}
+
+/// The result of one seed.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The options the seed drew.
+    pub options: SimOptions,
+    /// `None` if every check passed.
+    pub failure: Option<Failure>,
+    /// Hash of the whole trace.
+    pub trace_hash: u64,
+    /// Simulated time at the end.
+    pub simulated: u64,
+    /// Coverage marks.
+    pub marks: MarkCounts,
+    /// Counters.
+    pub stats: RunStats,
+    /// The last view installed, if any.
+    pub final_view: Option<(u64, Vec<Proc>)>,
+    /// The trace, if kept.
+    pub trace: Option<Vec<TraceEvent>>,
+    /// The narration, if asked for.
+    pub narration: Vec<String>,
+}
+
+/// What the queue holds.
+#[derive(Debug)]
+enum Step {
+    /// Start a node (first boot, joiner arrival, restart).
+    Start(u64),
+    Frame(InFlight),
+    Timer { node: u64, gen: u64 },
+    Multicast { node: u64, life: u64 },
+    Resume { node: u64, life: u64 },
+    Nemesis(FaultKind),
+    Scripted(usize),
+    Heal(u64),
+    Liveness,
+    Check,
+}
+
+#[derive(Debug)]
+struct Queued {
+    t: u64,
+    seq: u64,
+    step: Step,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.t, self.seq) == (o.t, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.t, o.seq).cmp(&(self.t, self.seq))
+    }
+}
+
+/// One life of a node.
+#[derive(Debug)]
+struct Life {
+    node: Node,
+    /// Unique per life, so that stale timers and ticks of an earlier life are ignored.
+    id: u64,
+    /// The member it currently is (changes on `Excluded`).
+    proc_: Proc,
+    leaving: Option<u64>,
+    paused: bool,
+    inbox: Vec<(u64, Bytes)>,
+    timer_at: Option<u64>,
+    timer_gen: u64,
+    /// A multicast refused as "not now", to retry.
+    pending: Option<Bytes>,
+    /// View id of its latest accepted multicast.
+    sent_view: Option<u64>,
+    /// Paused or partitioned in this life (so an exclusion is a false suspicion).
+    disturbed: bool,
+    /// Cut off by a partition that has since healed.
+    healed_from_partition: bool,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Idle,
+    Up(Box<Life>),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Safety,
+    Liveness,
+    Done,
+}
+
+struct Partition {
+    id: u64,
+    cuts: Vec<(u64, u64)>,
+}
+
+/// A run in progress.
+pub struct Cluster {
+    o: SimOptions,
+    settings: Settings,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Queued>,
+    slots: Vec<Slot>,
+    restarts: Vec<u64>,
+    next_life: u64,
+    next_gen: u64,
+    net: Network,
+    nemesis: Nemesis,
+    workload: Workload,
+    rec: Recorder,
+    marks: MarkCounts,
+    stats: RunStats,
+    phase: Phase,
+    partition: Option<Partition>,
+    next_partition: u64,
+    highest: Option<(u64, Vec<Proc>)>,
+    workload_until: u64,
+    liveness_at: u64,
+    quiet: Option<(u64, u64)>,
+    same_instant: u64,
+    failure: Option<Failure>,
+}
+
+impl core::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cluster").field("seed", &self.o.seed).field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+fn proc_of(m: MemberId) -> Proc {
+    Proc { node: m.node.0, inc: m.inc.0 }
+}
+
+impl Cluster {
+    /// A run of `o`, before its first step.
+    pub fn new(o: SimOptions, settings: Settings) -> Cluster {
+        let n = o.total_nodes() as usize;
+        let rec = Recorder::new(settings.keep_trace, settings.narrate);
+        let mut c = Cluster {
+            net: Network::new(&o),
+            nemesis: Nemesis::new(&o),
+            workload: Workload::new(&o),
+            rec,
+            settings,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slots: (0..n).map(|_| Slot::Idle).collect(),
+            restarts: vec![0; n],
+            next_life: 0,
+            next_gen: 0,
+            marks: MarkCounts::default(),
+            stats: RunStats::default(),
+            phase: Phase::Safety,
+            partition: None,
+            next_partition: 0,
+            highest: None,
+            workload_until: u64::MAX,
+            liveness_at: o.safety,
+            quiet: None,
+            same_instant: 0,
+            failure: None,
+            o,
+        };
+        for (i, t) in c.o.start_at.clone().into_iter().enumerate() {
+            c.push(t, Step::Start(i as u64));
+        }
+        for (i, t) in c.o.joiners_at.clone().into_iter().enumerate() {
+            c.push(t, Step::Start(c.o.initial_nodes + i as u64));
+        }
+        for kind in FaultKind::ALL {
+            if let Some(t) = c.nemesis.next(kind, 0) {
+                c.push(t, Step::Nemesis(kind));
+            }
+        }
+        for (i, (t, _)) in c.o.script.clone().into_iter().enumerate() {
+            c.push(t, Step::Scripted(i));
+        }
+        c.push(c.o.safety, Step::Liveness);
+        c
+    }
+
+    /// Runs to the end and judges.
+    pub fn run(mut self) -> Outcome {
+        while self.failure.is_none() && self.phase != Phase::Done {
+            let Some(q) = self.queue.pop() else { break };
+            if q.t == self.now {
+                self.same_instant += 1;
+                if self.same_instant > SAME_INSTANT_MAX {
+                    self.failure = Some(Failure::Livelock(format!(
+                        "more than {SAME_INSTANT_MAX} steps at t={}ns (a timer that is always due?)",
+                        self.now
+                    )));
+                    break;
+                }
+            } else {
+                self.same_instant = 0;
+            }
+            self.now = q.t;
+            self.stats.steps += 1;
+            self.step(q.step);
+        }
+        if self.phase != Phase::Done && self.failure.is_none() {
+            // The queue ran dry (nothing left to happen): judge now.
+            self.end();
+        }
+        self.outcome()
+    }
+
+    fn outcome(mut self) -> Outcome {
+        for slot in &self.slots {
+            if let Slot::Up(l) = slot {
+                self.marks.add_core(l.node.marks());
+            }
+        }
+        self.stats.trace_events = self.rec.events;
+        self.stats.net = self.net.stats;
+        self.stats.highest_view = self.highest.as_ref().map_or(0, |h| h.0);
+        Outcome {
+            failure: self.failure,
+            trace_hash: self.rec.hash(),
+            simulated: self.now,
+            marks: self.marks,
+            stats: self.stats,
+            final_view: self.highest,
+            trace: self.rec.trace.take(),
+            narration: self.rec.narrator.take().map(|n| n.lines).unwrap_or_default(),
+            options: self.o,
+        }
+    }
+
+    fn push(&mut self, t: u64, step: Step) {
+        self.seq += 1;
+        self.queue.push(Queued { t, seq: self.seq, step });
+    }
+
+    fn record(&mut self, p: Option<Proc>, ev: Ev) {
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(v) = self.rec.record(TraceEvent { t: self.now, p, ev }) {
+            self.failure = Some(Failure::Violation(v));
+        }
+    }
+
+    fn local(&self, node: u64) -> Instant {
+        let clock = self.o.clocks.get(node as usize).copied().unwrap_or(crate::options::Clock::EXACT);
+        Instant::from_nanos(clock.local(self.now))
+    }
+
+    fn life(&mut self, node: u64) -> Option<&mut Life> {
+        match self.slots.get_mut(node as usize) {
+            Some(Slot::Up(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            Step::Start(node) => self.start(node),
+            Step::Frame(f) => self.arrive(f),
+            Step::Timer { node, gen } => {
+                let now = self.local(node);
+                let Some(l) = self.life(node) else { return };
+                if l.timer_gen != gen || l.paused {
+                    return;
+                }
+                l.timer_at = None;
+                l.node.handle_timeout(now);
+                self.drain(node);
+            }
+            Step::Multicast { node, life } => self.multicast(node, life),
+            Step::Resume { node, life } => self.resume(node, life),
+            Step::Nemesis(kind) => {
+                if self.phase != Phase::Safety {
+                    return;
+                }
+                let targets = self.targets();
+                if let Some(fault) = self.nemesis.draw(kind, &targets) {
+                    self.apply(fault);
+                }
+                if let Some(t) = self.nemesis.next(kind, self.now) {
+                    self.push(t, Step::Nemesis(kind));
+                }
+            }
+            Step::Scripted(i) => {
+                if self.phase != Phase::Safety {
+                    return;
+                }
+                let Some((_, f)) = self.o.script.get(i).cloned() else { return };
+                let fault = match f {
+                    ScriptedFault::Crash { node, restart_after } => Fault::Crash { node, restart_after },
+                    ScriptedFault::Pause { node, duration } => Fault::Pause { node, duration },
+                    ScriptedFault::Leave { node, rejoin_after } => Fault::Leave { node, rejoin_after },
+                    ScriptedFault::Partition { side, duration } => {
+                        let others: Vec<u64> = (0..self.o.total_nodes()).filter(|n| !side.contains(n)).collect();
+                        let mut cuts = Vec::new();
+                        for a in &side {
+                            for b in &others {
+                                cuts.push((*a, *b));
+                                cuts.push((*b, *a));
+                            }
+                        }
+                        Fault::Partition { mode: crate::options::PartitionMode::Split, cuts, duration }
+                    }
+                };
+                let allowed = match &fault {
+                    Fault::Crash { node, .. } | Fault::Leave { node, .. } => self.removable(*node),
+                    Fault::Pause { node, .. } => self.life(*node).is_some_and(|l| !l.paused),
+                    _ => true,
+                };
+                if allowed {
+                    self.apply(fault);
+                } else {
+                    self.rec.note(self.now, || format!("(scripted {fault:?} skipped: not allowed now)"));
+                }
+            }
+            Step::Heal(id) => {
+                if self.partition.as_ref().is_some_and(|p| p.id == id) {
+                    self.heal();
+                }
+            }
+            Step::Liveness => self.liveness(),
+            Step::Check => self.check(),
+        }
+    }
+
+    // ----- node lives -----
+
+    fn start(&mut self, node: u64) {
+        if self.life(node).is_some() || self.phase == Phase::Done {
+            return;
+        }
+        let Some(restarts) = self.restarts.get_mut(node as usize) else { return };
+        let inc = *restarts << 32;
+        *restarts += 1;
+        let mut config = Config::new(NodeId(node), Incarnation(inc));
+        config.seeds = (0..self.o.total_nodes()).filter(|n| *n != node).map(NodeId).collect();
+        config.bootstrap = node == 0 && inc == 0;
+        config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
+        #[cfg(feature = "mutants")]
+        {
+            config.mutant = self.settings.mutant;
+        }
+        let bootstrap = config.bootstrap;
+        let built = Node::new(config, self.local(node));
+        let core = match built {
+            Ok(core) => core,
+            Err(e) => {
+                self.failure = Some(Failure::Config(e.to_string()));
+                return;
+            }
+        };
+        let proc_ = Proc { node, inc };
+        self.next_life += 1;
+        let life = self.next_life;
+        self.slots[node as usize] = Slot::Up(Box::new(Life {
+            node: core,
+            id: life,
+            proc_,
+            leaving: None,
+            paused: false,
+            inbox: Vec::new(),
+            timer_at: None,
+            timer_gen: 0,
+            pending: None,
+            sent_view: None,
+            disturbed: false,
+            healed_from_partition: false,
+        }));
+        self.record(Some(proc_), Ev::Start { bootstrap });
+        if self.now < self.workload_until {
+            let t = self.workload.next(self.now);
+            self.push(t, Step::Multicast { node, life });
+        }
+        self.drain(node);
+    }
+
+    /// Ends a life: reads its marks, drops its state, loses what is in flight to it.
+    fn stop(&mut self, node: u64) -> Option<Box<Life>> {
+        let slot = self.slots.get_mut(node as usize)?;
+        let Slot::Up(l) = core::mem::replace(slot, Slot::Idle) else { return None };
+        self.marks.add_core(l.node.marks());
+        self.net.reset_into(node);
+        Some(l)
+    }
+
+    fn arrive(&mut self, f: InFlight) {
+        if !self.net.arrives(&f) {
+            return;
+        }
+        let now = self.local(f.to);
+        let Some(l) = self.life(f.to) else { return };
+        if l.paused {
+            l.inbox.push((f.from, f.frame));
+            return;
+        }
+        // An error is the core rejecting a frame (stale, from an old life); it must not matter.
+        let _ = l.node.handle_frame(now, NodeId(f.from), &f.frame);
+        self.drain(f.to);
+    }
+
+    fn multicast(&mut self, node: u64, life: u64) {
+        if self.now >= self.workload_until {
+            return;
+        }
+        let now = self.local(node);
+        let next = self.workload.next(self.now);
+        let Some(l) = self.life(node) else { return };
+        if l.id != life {
+            return;
+        }
+        if !l.paused && l.leaving.is_none() {
+            let (n, inc) = (l.proc_.node, l.proc_.inc);
+            let payload = match l.pending.take() {
+                Some(p) => p,
+                None => self.workload.payload(n, inc),
+            };
+            let Some(l) = self.life(node) else { return };
+            match l.node.multicast(now, payload.clone()) {
+                Ok(id) => {
+                    l.sent_view = Some(id.view.0);
+                    let p = l.proc_;
+                    self.stats.sends += 1;
+                    let digest = chorus_check::trace::digest(&payload);
+                    self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest });
+                }
+                Err(e) if e.is_transient() => l.pending = Some(payload),
+                Err(_) => {}
+            }
+            self.drain(node);
+        }
+        self.push(next, Step::Multicast { node, life });
+    }
+
+    /// Hands everything the node produced to the network and the trace, then re-arms its timer.
+    fn drain(&mut self, node: u64) {
+        let mut transmits = Vec::new();
+        let mut events = Vec::new();
+        let Some(l) = self.life(node) else { return };
+        while let Some(t) = l.node.poll_transmit() {
+            transmits.push(t);
+        }
+        while let Some(e) = l.node.poll_event() {
+            events.push(e);
+        }
+        for t in transmits {
+            let to = t.to.0;
+            let route = self.net.send(self.now, node, to, t.frame.len());
+            for at in [route.first, route.duplicate].into_iter().flatten() {
+                let f = InFlight { from: node, to, epoch: route.epoch, frame: t.frame.clone() };
+                self.push(at, Step::Frame(f));
+            }
+        }
+        for e in events {
+            self.core_event(node, e);
+        }
+        self.rearm(node);
+    }
+
+    fn rearm(&mut self, node: u64) {
+        let clock = self.o.clocks.get(node as usize).copied().unwrap_or(crate::options::Clock::EXACT);
+        let now = self.now;
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let Some(l) = self.life(node) else { return };
+        let want = l.node.poll_timeout().map(|t| clock.global(t.as_nanos()).max(now));
+        if want == l.timer_at {
+            return;
+        }
+        l.timer_at = want;
+        l.timer_gen = gen;
+        if let Some(t) = want {
+            self.push(t, Step::Timer { node, gen });
+        }
+    }
+
+    fn core_event(&mut self, node: u64, e: Event) {
+        let Some(l) = self.life(node) else { return };
+        let p = l.proc_;
+        match e {
+            Event::ViewInstalled { view, .. } => {
+                let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
+                if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
+                    self.highest = Some((view.id.0, members.clone()));
+                }
+                self.record(Some(p), Ev::Install { view: view.id.0, members });
+            }
+            Event::Delivered { id, payload } => {
+                self.stats.deliveries += 1;
+                let digest = chorus_check::trace::digest(&payload);
+                let ev = Ev::Deliver { sender: proc_of(id.sender), view: id.view.0, seq: id.seq.0, digest };
+                self.record(Some(p), ev);
+            }
+            Event::Blocked { reason } => {
+                let reason = match reason {
+                    BlockReason::Flush => "flush",
+                    BlockReason::NoQuorum => {
+                        self.marks.hit(SimMark::MinorityBlocked);
+                        "no_quorum"
+                    }
+                    _ => "other",
+                };
+                self.record(Some(p), Ev::Blocked { reason: reason.to_string() });
+            }
+            Event::Suspected { member } => self.record(Some(p), Ev::Suspect { member: proc_of(member) }),
+            Event::Excluded { rejoin_as, .. } => {
+                self.stats.exclusions += 1;
+                if l.healed_from_partition {
+                    self.marks.hit(SimMark::RejoinAfterPartitionHealed);
+                }
+                if l.disturbed {
+                    self.marks.hit(SimMark::FalselySuspectedRejoined);
+                }
+                let next = proc_of(rejoin_as);
+                l.proc_ = next;
+                l.pending = None;
+                l.sent_view = None;
+                l.disturbed = false;
+                l.healed_from_partition = false;
+                self.record(Some(p), Ev::Excluded);
+                self.record(Some(next), Ev::Start { bootstrap: false });
+            }
+            Event::Left => {
+                let rejoin_after = l.leaving.unwrap_or(0);
+                self.record(Some(p), Ev::Left);
+                self.stop(node);
+                let t = if self.phase == Phase::Safety { self.now + rejoin_after } else { self.now };
+                self.push(t, Step::Start(node));
+            }
+            _ => {}
+        }
+    }
+
+    // ----- faults -----
+
+    /// Whether `node` may crash or leave: afterwards, the live members of the highest view
+    /// still hold a majority of it.
+    fn removable(&self, node: u64) -> bool {
+        let Some(Slot::Up(target)) = self.slots.get(node as usize) else { return false };
+        if target.leaving.is_some() {
+            return false;
+        }
+        let Some((_, members)) = &self.highest else { return true };
+        let alive = members
+            .iter()
+            .filter(|m| {
+                m.node != node
+                    && matches!(self.slots.get(m.node as usize),
+                        Some(Slot::Up(l)) if l.proc_ == **m && l.leaving.is_none())
+            })
+            .count();
+        alive * 2 > members.len()
+    }
+
+    fn targets(&self) -> Targets {
+        let mut t = Targets { nodes: self.o.total_nodes(), partitioned: self.partition.is_some(), ..Targets::default() };
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Slot::Up(l) = s {
+                let i = i as u64;
+                t.running.push(i);
+                if !l.paused {
+                    t.awake.push(i);
+                }
+                if self.removable(i) {
+                    t.removable.push(i);
+                }
+            }
+        }
+        t
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        match fault {
+            Fault::Crash { node, restart_after } => {
+                let Some(l) = self.life(node) else { return };
+                let status = l.node.status();
+                let view = l.node.view().map(|v| (v.id.0, v.members.first().copied()));
+                let me = l.node.member_id();
+                let sent_view = l.sent_view;
+                let p = l.proc_;
+                if status == Status::Blocked {
+                    if view.is_some_and(|(id, _)| Some(id) == sent_view) {
+                        self.marks.hit(SimMark::SenderCrashedInFlush);
+                    }
+                    if view.is_some_and(|(_, first)| first == Some(me)) {
+                        self.marks.hit(SimMark::CoordinatorCrashedInViewChange);
+                    }
+                }
+                self.stats.crashes += 1;
+                self.stop(node);
+                self.record(Some(p), Ev::Crash);
+                self.push(self.now + restart_after, Step::Start(node));
+            }
+            Fault::Pause { node, duration } => {
+                let Some(l) = self.life(node) else { return };
+                if l.paused {
+                    return;
+                }
+                l.paused = true;
+                l.disturbed = true;
+                let (p, life) = (l.proc_, l.id);
+                self.stats.pauses += 1;
+                self.record(Some(p), Ev::Pause);
+                self.push(self.now + duration, Step::Resume { node, life });
+            }
+            Fault::Partition { mode, cuts, duration } => {
+                self.next_partition += 1;
+                let id = self.next_partition;
+                for (a, b) in &cuts {
+                    self.net.set_cut(*a, *b, true);
+                    for x in [*a, *b] {
+                        if let Some(l) = self.life(x) {
+                            l.disturbed = true;
+                        }
+                    }
+                }
+                self.stats.partitions += 1;
+                let n = self.o.total_nodes();
+                self.rec.note(self.now, || {
+                    format!("partition ({mode:?}, {:.1}s): {}", duration as f64 / SEC as f64, describe_cuts(n, &cuts))
+                });
+                self.partition = Some(Partition { id, cuts });
+                self.push(self.now + duration, Step::Heal(id));
+            }
+            Fault::Leave { node, rejoin_after } => {
+                let now = self.local(node);
+                let Some(l) = self.life(node) else { return };
+                l.leaving = Some(rejoin_after);
+                l.node.leave(now);
+                self.stats.leaves += 1;
+                let p = l.proc_;
+                self.rec.note(self.now, || format!("{p} asks to leave"));
+                self.drain(node);
+            }
+            Fault::Garbage { node, from, bytes } => {
+                let now = self.local(node);
+                let Some(l) = self.life(node) else { return };
+                if l.paused {
+                    return;
+                }
+                self.stats.garbage += 1;
+                if l.node.handle_frame(now, NodeId(from), &bytes).is_ok() {
+                    self.failure = Some(Failure::GarbageAccepted(format!(
+                        "n{node} accepted {} random bytes from n{from}: {bytes:02x?}",
+                        bytes.len()
+                    )));
+                    return;
+                }
+                self.drain(node);
+            }
+        }
+    }
+
+    fn resume(&mut self, node: u64, life: u64) {
+        let now = self.local(node);
+        let t = self.now;
+        let Some(l) = self.life(node) else { return };
+        if l.id != life || !l.paused {
+            return;
+        }
+        l.paused = false;
+        let p = l.proc_;
+        let inbox = core::mem::take(&mut l.inbox);
+        self.record(Some(p), Ev::Resume);
+        let Some(l) = self.life(node) else { return };
+        for (from, frame) in inbox {
+            let _ = l.node.handle_frame(now, NodeId(from), &frame);
+        }
+        if l.timer_at.is_some_and(|due| due <= t) {
+            l.timer_at = None;
+            l.node.handle_timeout(now);
+        }
+        self.drain(node);
+    }
+
+    fn heal(&mut self) {
+        let Some(p) = self.partition.take() else { return };
+        self.net.heal();
+        for (a, b) in &p.cuts {
+            for x in [*a, *b] {
+                if let Some(l) = self.life(x) {
+                    l.healed_from_partition = true;
+                }
+            }
+        }
+        self.rec.note(self.now, || "partition healed".to_string());
+    }
+
+    // ----- phases -----
+
+    fn liveness(&mut self) {
+        self.phase = Phase::Liveness;
+        self.liveness_at = self.now;
+        self.record(None, Ev::Phase { name: "liveness".to_string() });
+        self.heal();
+        self.net.calm();
+        for node in 0..self.o.total_nodes() {
+            let paused = self.life(node).map(|l| (l.paused, l.id));
+            match paused {
+                Some((true, life)) => self.resume(node, life),
+                Some((false, _)) => {}
+                None => self.start(node),
+            }
+        }
+        self.workload_until = self.now + LIVENESS_WORKLOAD;
+        self.push(self.workload_until, Step::Check);
+    }
+
+    /// Every node is up and a member, and all share one view whose members are exactly them.
+    fn converged(&self) -> Option<u64> {
+        let mut view: Option<&chorus_core::View> = None;
+        let mut ids = Vec::new();
+        for s in &self.slots {
+            let Slot::Up(l) = s else { return None };
+            if l.paused || l.leaving.is_some() || l.node.status() != Status::Member {
+                return None;
+            }
+            let v = l.node.view()?;
+            if view.is_some_and(|w| w != v) {
+                return None;
+            }
+            view = Some(v);
+            ids.push(l.node.member_id());
+        }
+        let v = view?;
+        let mut members = v.members.clone();
+        members.sort();
+        ids.sort();
+        (members == ids).then_some(v.id.0)
+    }
+
+    fn check(&mut self) {
+        if self.phase != Phase::Liveness {
+            return;
+        }
+        match (self.converged(), self.quiet) {
+            (Some(v), Some((since, w))) if v == w => {
+                if self.now >= since + QUIET {
+                    self.end();
+                    return;
+                }
+            }
+            (Some(v), _) => {
+                self.stats.converged_at.get_or_insert(self.now);
+                self.quiet = Some((self.now, v));
+            }
+            (None, _) => self.quiet = None,
+        }
+        if self.now >= self.liveness_at + LIVENESS_MAX {
+            self.end();
+            if self.failure.is_none() {
+                self.failure = Some(Failure::NoConvergence(self.describe_state()));
+            }
+            return;
+        }
+        self.push(self.now + CHECK_EVERY, Step::Check);
+    }
+
+    fn end(&mut self) {
+        self.phase = Phase::Done;
+        self.record(None, Ev::End);
+        if self.failure.is_none() {
+            if let Err(v) = self.rec.finish() {
+                self.failure = Some(Failure::Violation(v));
+            }
+        }
+    }
+
+    /// Each node's status and view, for a failure report.
+    fn describe_state(&self) -> String {
+        let mut parts = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            parts.push(match s {
+                Slot::Idle => format!("n{i}: down"),
+                Slot::Up(l) => format!(
+                    "{}: {:?}{}{} {:?}",
+                    proc_of(l.node.member_id()),
+                    l.node.status(),
+                    if l.paused { " paused" } else { "" },
+                    if l.leaving.is_some() { " leaving" } else { "" },
+                    l.node.view()
+                ),
+            });
+        }
+        parts.join("; ")
+    }
+}
+
+/// `{0,1} | {2,3,4}` for a clean split, or the list of cut links.
+fn describe_cuts(n: u64, cuts: &[(u64, u64)]) -> String {
+    let sees = |a: u64| -> Vec<u64> { (0..n).filter(|b| *b == a || !cuts.contains(&(a, *b))).collect() };
+    let mut groups: Vec<Vec<u64>> = (0..n).map(sees).collect();
+    groups.sort();
+    groups.dedup();
+    let symmetric = cuts.iter().all(|(a, b)| cuts.contains(&(*b, *a)));
+    let disjoint = groups.iter().map(Vec::len).sum::<usize>() as u64 == n;
+    let set = |g: &Vec<u64>| {
+        let items: Vec<String> = g.iter().map(|x| format!("n{x}")).collect();
+        format!("{{{}}}", items.join(","))
+    };
+    if symmetric && disjoint {
+        groups.iter().map(set).collect::<Vec<_>>().join(" | ")
+    } else {
+        let items: Vec<String> = cuts.iter().map(|(a, b)| format!("n{a}->n{b}")).collect();
+        format!("cut {}", items.join(" "))
+    }
+}
+
+/// Runs one seed with its drawn options.
+pub fn run_seed(seed: u64, settings: Settings) -> Outcome {
+    run_options(SimOptions::from_seed(seed), settings)
+}
+
+/// Runs one set of options.
+pub fn run_options(o: SimOptions, settings: Settings) -> Outcome {
+    Cluster::new(o, settings).run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_pops_in_time_then_insertion_order() {
+        let mut h = BinaryHeap::new();
+        h.push(Queued { t: 5, seq: 1, step: Step::Check });
+        h.push(Queued { t: 3, seq: 2, step: Step::Check });
+        h.push(Queued { t: 5, seq: 0, step: Step::Check });
+        let order: Vec<(u64, u64)> = core::iter::from_fn(|| h.pop().map(|q| (q.t, q.seq))).collect();
+        assert_eq!(order, vec![(3, 2), (5, 0), (5, 1)]);
+    }
+
+    #[test]
+    fn cuts_are_described_readably() {
+        let cuts = vec![(0, 1), (1, 0), (0, 2), (2, 0)];
+        assert_eq!(describe_cuts(3, &cuts), "{n0} | {n1,n2}");
+        assert_eq!(describe_cuts(3, &[(0, 1)]), "cut n0->n1");
+    }
+}

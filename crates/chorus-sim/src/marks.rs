@@ -1,0 +1,131 @@
+//! Coverage marks: proof that a batch of seeds reached the situations that matter.
+//!
+//! A checker that never sees the hard case proves nothing (TESTING §2, "guard against vacuous
+//! passes"). The core counts what it notices from the inside ([`chorus_core::Mark`]); the
+//! simulator adds what only the harness can see: which fault hit which protocol phase.
+
+use core::fmt;
+
+use chorus_core::{Mark, Marks};
+
+/// A situation the harness created or noticed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimMark {
+    /// A node crashed while blocked in a flush after having multicast in its current view.
+    SenderCrashedInFlush,
+    /// The oldest member of a view (its coordinator) crashed while blocked in a view change.
+    CoordinatorCrashedInViewChange,
+    /// A node that a since-healed partition had cut off was told it was excluded.
+    RejoinAfterPartitionHealed,
+    /// A member reported it cannot reach a majority (`Blocked { NoQuorum }`).
+    MinorityBlocked,
+    /// A node that was paused or partitioned, but alive all along, was excluded and re-joined.
+    FalselySuspectedRejoined,
+}
+
+impl SimMark {
+    /// Every sim mark, in order.
+    pub const ALL: [SimMark; 5] = [
+        SimMark::SenderCrashedInFlush,
+        SimMark::CoordinatorCrashedInViewChange,
+        SimMark::RejoinAfterPartitionHealed,
+        SimMark::MinorityBlocked,
+        SimMark::FalselySuspectedRejoined,
+    ];
+}
+
+/// Counts of every core and sim mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MarkCounts {
+    core: Marks,
+    sim: [u64; SimMark::ALL.len()],
+}
+
+impl MarkCounts {
+    /// Adds a node's core marks.
+    pub fn add_core(&mut self, m: &Marks) {
+        self.core.merge(m);
+    }
+
+    /// Counts a sim mark.
+    pub fn hit(&mut self, m: SimMark) {
+        self.sim[m as usize] += 1;
+    }
+
+    /// Adds another set of counts (another seed's).
+    pub fn merge(&mut self, other: &MarkCounts) {
+        self.core.merge(&other.core);
+        for (a, b) in self.sim.iter_mut().zip(other.sim.iter()) {
+            *a += *b;
+        }
+    }
+
+    /// Every mark's name (`core::…` or `sim::…`) and count, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        let core = Mark::ALL.iter().map(|m| (format!("core::{m:?}"), self.core.get(*m)));
+        let sim = SimMark::ALL.iter().map(|m| (format!("sim::{m:?}"), self.sim[*m as usize]));
+        core.chain(sim)
+    }
+
+    /// Names of the marks never hit.
+    pub fn missing(&self) -> Vec<String> {
+        self.iter().filter(|(_, n)| *n == 0).map(|(name, _)| name).collect()
+    }
+}
+
+/// Marks of a batch: total hits and how many seeds hit each.
+#[derive(Clone, Debug, Default)]
+pub struct MarkTable {
+    /// Sum of all seeds' counts.
+    pub total: MarkCounts,
+    /// Per mark, the number of seeds that hit it at least once (same order as `iter`).
+    pub seeds: Vec<u64>,
+}
+
+impl MarkTable {
+    /// Adds one seed's marks.
+    pub fn add(&mut self, m: &MarkCounts) {
+        self.total.merge(m);
+        let hits: Vec<bool> = m.iter().map(|(_, n)| n > 0).collect();
+        if self.seeds.len() < hits.len() {
+            self.seeds.resize(hits.len(), 0);
+        }
+        for (s, h) in self.seeds.iter_mut().zip(hits) {
+            *s += u64::from(h);
+        }
+    }
+}
+
+impl fmt::Display for MarkTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  {:<40} {:>10} {:>8}", "mark", "hits", "seeds")?;
+        for (i, (name, n)) in self.total.iter().enumerate() {
+            let seeds = self.seeds.get(i).copied().unwrap_or(0);
+            let flag = if n == 0 { "  <- never hit" } else { "" };
+            writeln!(f, "  {name:<40} {n:>10} {seeds:>8}{flag}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_merge_and_report_missing() {
+        let mut a = MarkCounts::default();
+        a.hit(SimMark::MinorityBlocked);
+        a.hit(SimMark::MinorityBlocked);
+        let mut table = MarkTable::default();
+        table.add(&a);
+        table.add(&a);
+        let got: Vec<(String, u64)> = table.total.iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(got, vec![("sim::MinorityBlocked".to_string(), 4)]);
+        assert!(table.total.missing().contains(&"core::FlushForwarded".to_string()));
+        assert!(!table.total.missing().contains(&"sim::MinorityBlocked".to_string()));
+        let text = table.to_string();
+        assert!(text.contains("sim::MinorityBlocked"));
+        assert!(text.contains("never hit"));
+    }
+}

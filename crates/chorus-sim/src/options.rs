@@ -1,0 +1,374 @@
+//! What one run looks like, drawn from its seed (swarm testing).
+//!
+//! Why swarm: a fixed fault mix tests one region of the space forever. Drawing which faults are
+//! on, and how hard, per seed (TigerBeetle's `options_swarm`, Groce et al.'s swarm testing) makes
+//! some seeds quiet and some brutal, and the quiet ones are where rare interleavings of a single
+//! fault show up. Everything here comes from the [`Stream::Options`] generator, so the options
+//! of a seed do not change when the protocol changes.
+
+use core::fmt;
+
+use rand::Rng;
+
+use crate::rng::{self, SimRng, Stream};
+
+/// One millisecond in simulated nanoseconds.
+pub const MS: u64 = 1_000_000;
+/// One second in simulated nanoseconds.
+pub const SEC: u64 = 1_000 * MS;
+
+/// How a partition cuts the nodes (Jepsen's and TigerBeetle's menus).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PartitionMode {
+    /// One node cut off from all others, both ways.
+    IsolateOne,
+    /// A minority and a majority that cannot talk to each other.
+    Split,
+    /// Nodes on a ring each see only their nearest neighbours: every node sees a majority, no
+    /// two see the same one (Jepsen's `majorities-ring`, the classic membership killer).
+    MajoritiesRing,
+    /// Frames from one side reach the other, but not back (asymmetric).
+    OneWay,
+}
+
+impl PartitionMode {
+    /// Every mode.
+    pub const ALL: [PartitionMode; 4] =
+        [PartitionMode::IsolateOne, PartitionMode::Split, PartitionMode::MajoritiesRing, PartitionMode::OneWay];
+}
+
+/// A node's clock: `local = offset + rate × global` (rate in parts per million).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Offset from the simulation's clock, in nanoseconds.
+    pub offset: u64,
+    /// Speed in parts per million (1,000,000 = exact).
+    pub rate_ppm: u64,
+}
+
+impl Clock {
+    /// A clock that agrees with the simulation.
+    pub const EXACT: Clock = Clock { offset: 0, rate_ppm: 1_000_000 };
+
+    /// The node's local time at global time `g`.
+    pub fn local(&self, g: u64) -> u64 {
+        let scaled = u128::from(g) * u128::from(self.rate_ppm) / 1_000_000;
+        self.offset.saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
+    /// The earliest global time at which the local clock reads at least `local`.
+    pub fn global(&self, local: u64) -> u64 {
+        let Some(d) = local.checked_sub(self.offset) else { return 0 };
+        let g = (u128::from(d) * 1_000_000).div_ceil(u128::from(self.rate_ppm.max(1)));
+        u64::try_from(g).unwrap_or(u64::MAX)
+    }
+}
+
+/// A fault the demo (or a test) schedules at a fixed time instead of drawing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScriptedFault {
+    /// Crash a node (it restarts after `restart_after`).
+    Crash {
+        /// The node.
+        node: u64,
+        /// Time until it restarts as a new incarnation.
+        restart_after: u64,
+    },
+    /// Pause a node for `duration`.
+    Pause {
+        /// The node.
+        node: u64,
+        /// How long.
+        duration: u64,
+    },
+    /// Cut `side` off from all other nodes (both ways) for `duration`.
+    Partition {
+        /// The nodes on one side.
+        side: Vec<u64>,
+        /// How long.
+        duration: u64,
+    },
+    /// The node leaves gracefully and re-joins as a new incarnation after `rejoin_after`.
+    Leave {
+        /// The node.
+        node: u64,
+        /// Time from `Left` until it joins again.
+        rejoin_after: u64,
+    },
+}
+
+/// Everything that shapes one run. Derived from a seed by [`SimOptions::from_seed`]; printed on
+/// failure so that a reader knows what the seed did without replaying it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOptions {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Nodes started at the beginning (node 0 bootstraps the group).
+    pub initial_nodes: u64,
+    /// Start time of each initial node (node 0 at 0).
+    pub start_at: Vec<u64>,
+    /// Arrival times of extra joiners (nodes `initial_nodes..`).
+    pub joiners_at: Vec<u64>,
+    /// Minimum one-way delay of a frame.
+    pub delay_min: u64,
+    /// Uniform extra delay on top of the minimum.
+    pub jitter: u64,
+    /// Probability per frame that the link breaks: the frame and everything in flight on that
+    /// directed link are lost (a TCP connection reset).
+    pub break_prob: f64,
+    /// Probability per frame that it arrives twice.
+    pub duplicate_prob: f64,
+    /// Whether frames on one directed link may overtake each other (off: FIFO, like TCP).
+    pub reorder: bool,
+    /// Partitions started per second (0: none).
+    pub partition_rate: f64,
+    /// Which partition shapes are drawn.
+    pub partition_modes: Vec<PartitionMode>,
+    /// Longest partition (durations are uniform in `[100 ms, this]`).
+    pub partition_max: u64,
+    /// Crashes per second, cluster-wide (0: none). Restarts follow after 0.5–5 s.
+    pub crash_rate: f64,
+    /// Pauses per second, cluster-wide (0: none).
+    pub pause_rate: f64,
+    /// Share of pauses that last well beyond the suspect timeout (0.6–3 s; the others 20–400 ms).
+    pub pause_long_share: f64,
+    /// Graceful leaves (followed by a re-join) per second, cluster-wide (0: none).
+    pub churn_rate: f64,
+    /// Garbage frames injected per second, cluster-wide (0: none).
+    pub garbage_rate: f64,
+    /// Each node's clock, by node id.
+    pub clocks: Vec<Clock>,
+    /// Multicasts per second per member.
+    pub send_rate: f64,
+    /// Smallest payload.
+    pub payload_min: usize,
+    /// Largest payload.
+    pub payload_max: usize,
+    /// Length of the safety phase (faults + workload).
+    pub safety: u64,
+    /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
+    pub script: Vec<(u64, ScriptedFault)>,
+}
+
+impl SimOptions {
+    /// The options of `seed`.
+    pub fn from_seed(seed: u64) -> SimOptions {
+        let mut r = rng::stream(seed, Stream::Options);
+        let initial_nodes = r.random_range(1..=7u64);
+        let start_at = (0..initial_nodes).map(|i| if i == 0 { 0 } else { r.random_range(0..=50 * MS) }).collect();
+        let extra = r.random_range(0..=3usize);
+        let safety = r.random_range(5 * SEC..=15 * SEC);
+        let mut joiners_at: Vec<u64> = (0..extra).map(|_| r.random_range(100 * MS..safety)).collect();
+        joiners_at.sort_unstable();
+        let total = initial_nodes + extra as u64;
+
+        // Swarm: each fault is on in about half of the seeds, at a drawn intensity.
+        let on = |r: &mut SimRng, p: f64| r.random_bool(p);
+        let rate = |r: &mut SimRng, lo: f64, hi: f64| r.random_range(lo..hi);
+        let delay_min = r.random_range(0..=30 * MS);
+        let jitter = r.random_range(0..=20 * MS);
+        let break_prob = if on(&mut r, 0.5) { rate(&mut r, 0.0, 0.02) } else { 0.0 };
+        let duplicate_prob = if on(&mut r, 0.5) { rate(&mut r, 0.0, 0.10) } else { 0.0 };
+        let reorder = on(&mut r, 0.5);
+        let partition_rate = if on(&mut r, 0.5) { rate(&mut r, 0.05, 0.4) } else { 0.0 };
+        let mut partition_modes: Vec<PartitionMode> =
+            PartitionMode::ALL.iter().copied().filter(|_| r.random_bool(0.6)).collect();
+        if partition_modes.is_empty() {
+            partition_modes.push(PartitionMode::ALL[r.random_range(0..PartitionMode::ALL.len())]);
+        }
+        let partition_max = r.random_range(300 * MS..=4 * SEC);
+        let crash_rate = if on(&mut r, 0.5) { rate(&mut r, 0.05, 0.5) } else { 0.0 };
+        let pause_rate = if on(&mut r, 0.5) { rate(&mut r, 0.05, 0.5) } else { 0.0 };
+        let pause_long_share = r.random_range(0.0..1.0);
+        let churn_rate = if on(&mut r, 0.4) { rate(&mut r, 0.02, 0.3) } else { 0.0 };
+        let garbage_rate = if on(&mut r, 0.25) { rate(&mut r, 0.1, 2.0) } else { 0.0 };
+        let skew = on(&mut r, 0.5);
+        let clocks = (0..total)
+            .map(|_| {
+                if skew {
+                    Clock { offset: r.random_range(0..=100 * MS), rate_ppm: r.random_range(900_000..=1_100_000) }
+                } else {
+                    Clock::EXACT
+                }
+            })
+            .collect();
+        let send_rate = rate(&mut r, 5.0, 200.0);
+        let payload_min = r.random_range(8..=64usize);
+        let payload_max = r.random_range(payload_min..=256usize);
+        SimOptions {
+            seed,
+            initial_nodes,
+            start_at,
+            joiners_at,
+            delay_min,
+            jitter,
+            break_prob,
+            duplicate_prob,
+            reorder,
+            partition_rate,
+            partition_modes,
+            partition_max,
+            crash_rate,
+            pause_rate,
+            pause_long_share,
+            churn_rate,
+            garbage_rate,
+            clocks,
+            send_rate,
+            payload_min,
+            payload_max,
+            safety,
+            script: Vec::new(),
+        }
+    }
+
+    /// A calm, readable run: five nodes on a 5–10 ms network, no drawn faults, and a script of
+    /// one crash, one long pause, one partition and one graceful leave (the demo).
+    pub fn demo(seed: u64) -> SimOptions {
+        let mut o = SimOptions::from_seed(seed);
+        o.initial_nodes = 5;
+        o.start_at = vec![0, 10 * MS, 20 * MS, 30 * MS, 40 * MS];
+        o.joiners_at = Vec::new();
+        o.delay_min = 5 * MS;
+        o.jitter = 5 * MS;
+        o.break_prob = 0.0;
+        o.duplicate_prob = 0.0;
+        o.reorder = false;
+        o.partition_rate = 0.0;
+        o.crash_rate = 0.0;
+        o.pause_rate = 0.0;
+        o.churn_rate = 0.0;
+        o.garbage_rate = 0.0;
+        o.clocks = vec![Clock::EXACT; 5];
+        o.send_rate = 20.0;
+        o.payload_min = 16;
+        o.payload_max = 64;
+        o.safety = 10 * SEC;
+        o.script = vec![
+            (2 * SEC, ScriptedFault::Crash { node: 4, restart_after: 1500 * MS }),
+            (4500 * MS, ScriptedFault::Pause { node: 2, duration: 1500 * MS }),
+            (7 * SEC, ScriptedFault::Partition { side: vec![0], duration: 1500 * MS }),
+            (9 * SEC, ScriptedFault::Leave { node: 3, rejoin_after: 500 * MS }),
+        ];
+        o
+    }
+
+    /// Number of node ids the run uses (initial nodes plus joiners).
+    pub fn total_nodes(&self) -> u64 {
+        self.initial_nodes + self.joiners_at.len() as u64
+    }
+}
+
+/// Milliseconds, for summaries.
+fn ms(ns: u64) -> String {
+    if ns % MS == 0 {
+        format!("{}ms", ns / MS)
+    } else {
+        format!("{:.1}ms", ns as f64 / MS as f64)
+    }
+}
+
+impl fmt::Display for SimOptions {
+    /// A short human summary (one fact per line).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |ns: u64| format!("{:.2}s", ns as f64 / SEC as f64);
+        let joiners: Vec<String> = self.joiners_at.iter().map(|t| secs(*t)).collect();
+        writeln!(f, "seed {}", self.seed)?;
+        writeln!(f, "  nodes      {} initial, joiners at [{}]", self.initial_nodes, joiners.join(", "))?;
+        writeln!(
+            f,
+            "  network    delay {}+{} jitter, break {:.2}%, duplicate {:.1}%, {}",
+            ms(self.delay_min),
+            ms(self.jitter),
+            self.break_prob * 100.0,
+            self.duplicate_prob * 100.0,
+            if self.reorder { "reordering" } else { "FIFO links" }
+        )?;
+        if self.partition_rate > 0.0 {
+            writeln!(
+                f,
+                "  partitions {:.2}/s up to {} {:?}",
+                self.partition_rate,
+                secs(self.partition_max),
+                self.partition_modes
+            )?;
+        }
+        writeln!(
+            f,
+            "  process    crash {:.2}/s, pause {:.2}/s ({:.0}% long), churn {:.2}/s, garbage {:.2}/s",
+            self.crash_rate,
+            self.pause_rate,
+            self.pause_long_share * 100.0,
+            self.churn_rate,
+            self.garbage_rate
+        )?;
+        if self.clocks.iter().any(|c| *c != Clock::EXACT) {
+            let c: Vec<String> = self
+                .clocks
+                .iter()
+                .map(|c| format!("+{}x{:.3}", ms(c.offset), c.rate_ppm as f64 / 1e6))
+                .collect();
+            writeln!(f, "  clocks     {}", c.join(" "))?;
+        }
+        for (t, fault) in &self.script {
+            writeln!(f, "  scripted   {} {:?}", secs(*t), fault)?;
+        }
+        write!(
+            f,
+            "  workload   {:.0} msgs/s per member, {}-{} bytes; safety phase {}",
+            self.send_rate,
+            self.payload_min,
+            self.payload_max,
+            secs(self.safety)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_stay_in_range_and_repeat() {
+        for seed in 0..500 {
+            let o = SimOptions::from_seed(seed);
+            assert_eq!(o, SimOptions::from_seed(seed));
+            assert!((1..=7).contains(&o.initial_nodes));
+            assert!(o.joiners_at.len() <= 3);
+            assert!(o.joiners_at.iter().all(|t| *t < o.safety));
+            assert!(o.delay_min <= 30 * MS && o.jitter <= 20 * MS);
+            assert!(o.break_prob < 0.02 && o.duplicate_prob < 0.10);
+            assert!(!o.partition_modes.is_empty());
+            assert!((5 * SEC..=15 * SEC).contains(&o.safety));
+            assert_eq!(o.clocks.len() as u64, o.total_nodes());
+            assert!(o.payload_min >= 8 && o.payload_max <= 256 && o.payload_min <= o.payload_max);
+            assert_eq!(o.start_at[0], 0);
+        }
+    }
+
+    #[test]
+    fn swarm_varies_the_mix() {
+        let opts: Vec<SimOptions> = (0..200).map(SimOptions::from_seed).collect();
+        assert!(opts.iter().any(|o| o.crash_rate == 0.0) && opts.iter().any(|o| o.crash_rate > 0.0));
+        assert!(opts.iter().any(|o| o.reorder) && opts.iter().any(|o| !o.reorder));
+        assert!(opts.iter().any(|o| o.initial_nodes == 1) && opts.iter().any(|o| o.initial_nodes == 7));
+    }
+
+    #[test]
+    fn clock_round_trips() {
+        let clocks =
+            [Clock::EXACT, Clock { offset: 37 * MS, rate_ppm: 900_000 }, Clock { offset: 1, rate_ppm: 1_100_000 }];
+        for c in clocks {
+            for g in [0, 1, 999, 123_456_789, 15 * SEC + 7] {
+                let l = c.local(g);
+                let back = c.global(l);
+                assert!(back <= g, "{c:?} {g} -> {l} -> {back}");
+                assert!(c.local(back) >= l);
+                // The earliest such time: one nanosecond earlier reads less.
+                if back > 0 {
+                    assert!(c.local(back - 1) < l);
+                }
+            }
+        }
+    }
+}
