@@ -115,7 +115,7 @@ impl Node {
     fn change_needed(&self) -> bool {
         let Some(m) = self.member() else { return false };
         let excluded = self.exclusions();
-        let staying = m.view.members.len() - excluded.len();
+        let staying = m.view.members.len().saturating_sub(excluded.len());
         m.wedged
             || !m.pending_joins.is_empty()
             || !excluded.is_empty()
@@ -164,7 +164,7 @@ impl Node {
     fn start_round(&mut self, now: Instant) {
         let me_id = self.me;
         let Some(m) = self.member_mut() else { return };
-        m.max_round += 1;
+        m.max_round = m.max_round.saturating_add(1);
         let ballot = Ballot { round: m.max_round, coord: me_id };
         m.promised = Some(ballot);
         let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
@@ -216,7 +216,7 @@ impl Node {
         let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
         let mut msgs = Vec::new();
         for (s, st) in m.senders.iter().enumerate() {
-            msgs.extend(st.range(coord_received[s] + 1, st.received).cloned());
+            msgs.extend(st.range(coord_received[s].saturating_add(1), st.received).cloned());
         }
         let accepted = m.accepted.clone();
         self.wedge();
@@ -469,7 +469,7 @@ impl Node {
         // Keep what a member that missed this install would need: the unstable part of the cut.
         let mut keep = Vec::new();
         for s in 0..n {
-            keep.extend(m.senders[s].range(m.stable[s] + 1, proposal.cut[s]).cloned());
+            keep.extend(m.senders[s].range(m.stable[s].saturating_add(1), proposal.cut[s]).cloned());
         }
         #[cfg(feature = "mutants")]
         let stale: Vec<(crate::id::MsgId, bytes::Bytes)> = if mutant == Some(crate::Mutant::DeliverStaleView)
@@ -477,7 +477,7 @@ impl Node {
             (0..n)
                 .flat_map(|s| {
                     let sender = old.members[s];
-                    m.senders[s].range(proposal.cut[s] + 1, u64::MAX).map(move |d| {
+                    m.senders[s].range(proposal.cut[s].saturating_add(1), u64::MAX).map(move |d| {
                         (
                             crate::id::MsgId { sender, view: d.view, seq: crate::id::Seqno(d.seq) },
                             d.payload.clone(),
@@ -558,7 +558,7 @@ impl Node {
 fn missing(m: &crate::node::Member, have: &[u64], cut: &[u64]) -> Vec<Data> {
     let mut out = Vec::new();
     for (s, st) in m.senders.iter().enumerate() {
-        let from = have.get(s).copied().unwrap_or(0) + 1;
+        let from = have.get(s).copied().unwrap_or(0).saturating_add(1);
         out.extend(st.range(from, cut[s]).cloned());
     }
     out

@@ -818,7 +818,7 @@ impl Node {
     }
 
     fn window_allows(&self, m: &Member, len: usize) -> bool {
-        let unstable = m.senders[m.me].received - m.stable[m.me];
+        let unstable = m.senders[m.me].received.saturating_sub(m.stable[m.me]);
         unstable < u64::from(self.cfg.window_msgs) && m.unstable_bytes + len as u64 <= self.cfg.window_bytes
     }
 
@@ -856,6 +856,9 @@ impl Node {
         match self.last_reply.get(&to) {
             Some(t) if now.since(*t) < interval => false,
             _ => {
+                if self.last_reply.len() >= 4 * self.cfg.max_members {
+                    self.last_reply.clear(); // Bounded: forget old entries rather than grow.
+                }
                 self.last_reply.insert(to, now);
                 true
             }

@@ -1,0 +1,137 @@
+//! A member of a 3-node view fed an arbitrary sequence of inputs: raw frames (mostly valid
+//! protocol messages with fuzzed fields, from members and strangers), timer ticks, multicasts
+//! and leave. The node must never panic, whatever the peers say.
+#![no_main]
+
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use chorus_core::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal};
+use chorus_core::{Config, Incarnation, Instant, MemberId, Node, NodeId, View, ViewId};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+enum Input {
+    Raw { from: u8, bytes: Vec<u8> },
+    Msg { from: u8, inc: u8, to_me: bool, msg: FuzzMsg },
+    Tick { ms: u16 },
+    Multicast { len: u8 },
+    Leave,
+}
+
+#[derive(Arbitrary, Debug)]
+enum FuzzMsg {
+    Data { view: u8, sender: u16, seq: u64, len: u8 },
+    Ack { view: u8, received: Vec<u64>, sent: u64, suspects: Vec<u16>, wedged: bool },
+    Nak { view: u8, sender: u16, from: u64, to: u64 },
+    Join { node: u8, inc: u8 },
+    Leave { view: u8 },
+    Prepare { view: u8, round: u64, coord: u8, received: Vec<u64> },
+    Promise { view: u8, round: u64, received: Vec<u64>, accepted: bool, msgs: u8 },
+    Preempted { view: u8, round: u64, coord: u8 },
+    Accept { view: u8, round: u64, members: Vec<u8>, cut: Vec<u64> },
+    Accepted { view: u8, round: u64 },
+    Install { prev: u8, next: u8, members: Vec<u8>, cut: Vec<u64> },
+    InstallReq { have: u8 },
+    NotMember { view: u8 },
+}
+
+fn member(n: u8) -> MemberId {
+    MemberId::new(u64::from(n % 5), 0)
+}
+
+fn proposal(prev: u8, next: u8, members: &[u8], cut: Vec<u64>) -> Proposal {
+    Proposal {
+        prev: ViewId(u64::from(prev % 6)),
+        next: View { id: ViewId(u64::from(next % 6)), members: members.iter().take(8).map(|m| member(*m)).collect() },
+        cut,
+    }
+}
+
+fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
+    let v = |x: u8| ViewId(u64::from(x % 6));
+    let ballot = |round: u64, c: MemberId| Ballot { round: round % 8, coord: c };
+    match m {
+        FuzzMsg::Data { view, sender, seq, len } => Msg::Data(Data {
+            view: v(view),
+            sender: sender % 4,
+            seq: seq % 64,
+            payload: Bytes::from(vec![7u8; usize::from(len)]),
+        }),
+        FuzzMsg::Ack { view, received, sent, suspects, wedged } => {
+            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged })
+        }
+        FuzzMsg::Nak { view, sender, from, to } => Msg::Nak { view: v(view), sender, from, to },
+        FuzzMsg::Join { node, inc } => Msg::Join { joiner: MemberId::new(u64::from(node % 5), u64::from(inc % 3)) },
+        FuzzMsg::Leave { view } => Msg::Leave { view: v(view) },
+        FuzzMsg::Prepare { view, round, coord, received } => {
+            Msg::Prepare { view: v(view), ballot: ballot(round, member(coord)), coord_received: received }
+        }
+        FuzzMsg::Promise { view, round, received, accepted, msgs } => Msg::Promise {
+            view: v(view),
+            ballot: ballot(round, MemberId::new(0, 0)),
+            received: received.clone(),
+            accepted: accepted.then(|| (ballot(round, from), proposal(view, view.wrapping_add(1), &[0, 1, 2], received))),
+            msgs: (0..msgs % 4)
+                .map(|i| Data { view: v(view), sender: u16::from(i), seq: u64::from(i) + 1, payload: Bytes::new() })
+                .collect(),
+        },
+        FuzzMsg::Preempted { view, round, coord } => Msg::Preempted { view: v(view), ballot: ballot(round, member(coord)) },
+        FuzzMsg::Accept { view, round, members, cut } => Msg::Accept {
+            view: v(view),
+            ballot: ballot(round, from),
+            proposal: proposal(view, view.wrapping_add(1), &members, cut),
+            msgs: Vec::new(),
+        },
+        FuzzMsg::Accepted { view, round } => Msg::Accepted { view: v(view), ballot: ballot(round, MemberId::new(0, 0)) },
+        FuzzMsg::Install { prev, next, members, cut } => {
+            Msg::Install { proposal: proposal(prev, next, &members, cut), msgs: Vec::new() }
+        }
+        FuzzMsg::InstallReq { have } => Msg::InstallReq { have: v(have) },
+        FuzzMsg::NotMember { view } => Msg::NotMember { view: v(view) },
+    }
+}
+
+/// A node that is member 0 of view 2 = {0, 1, 2}: bootstrap, then let 1 and 2 join.
+fn setup(now: Instant) -> Node {
+    let mut c = Config::new(NodeId(0), Incarnation(0));
+    c.bootstrap = true;
+    let mut node = match Node::new(c, now) {
+        Ok(n) => n,
+        Err(_) => unreachable!("default config is valid"),
+    };
+    for j in [1u64, 2] {
+        let join = FrameBody { from: MemberId::new(j, 0), to: None, msgs: vec![Msg::Join { joiner: MemberId::new(j, 0) }] };
+        let _ = node.handle_frame(now, NodeId(j), &wire::encode(&join));
+    }
+    node
+}
+
+fuzz_target!(|inputs: Vec<Input>| {
+    let mut now = Instant::from_nanos(1_000_000_000);
+    let mut node = setup(now);
+    for input in inputs.into_iter().take(64) {
+        match input {
+            Input::Raw { from, bytes } => {
+                let _ = node.handle_frame(now, NodeId(u64::from(from % 5)), &bytes);
+            }
+            Input::Msg { from, inc, to_me, msg } => {
+                let sender = MemberId::new(u64::from(from % 5), u64::from(inc % 2));
+                let to = to_me.then(|| node.member_id());
+                let body = FrameBody { from: sender, to, msgs: vec![to_msg(msg, sender)] };
+                let _ = node.handle_frame(now, sender.node, &wire::encode(&body));
+            }
+            Input::Tick { ms } => {
+                now = now + Duration::from_millis(u64::from(ms % 2000));
+                node.handle_timeout(now);
+            }
+            Input::Multicast { len } => {
+                let _ = node.multicast(now, Bytes::from(vec![1u8; usize::from(len)]));
+            }
+            Input::Leave => node.leave(now),
+        }
+        while node.poll_transmit().is_some() {}
+        while node.poll_event().is_some() {}
+    }
+});
