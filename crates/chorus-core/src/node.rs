@@ -98,6 +98,11 @@ pub(crate) struct Member {
     pub record: Option<InstallRecord>,
     pub next_hb: Instant,
     pub next_leave_retry: Instant,
+    /// Per node, the highest incarnation known to have been a member and departed. A join
+    /// request from such an incarnation is a stale one (delayed or duplicated) and is ignored:
+    /// a departed incarnation never comes back. Best effort (a joiner starts with none); the
+    /// `InstallReq` rule catches what slips through.
+    pub departed: BTreeMap<NodeId, crate::id::Incarnation>,
 }
 
 /// What this member knows of another member of the view.
@@ -322,10 +327,20 @@ impl Node {
         if body.from.node != from {
             return Err(FrameError::Impersonation { from, claimed: body.from.node });
         }
-        if body.to.is_some_and(|to| to != self.me) {
-            return Ok(()); // Meant for an earlier life of this node.
-        }
         let sender = body.from;
+        if body.to.is_some_and(|to| to != self.me) {
+            // Meant for an earlier life of this node: the sender still believes in a view that
+            // held it. Act on nothing, but tell the sender if it is left behind.
+            for msg in &body.msgs {
+                if let Some(v) = msg_view(msg) {
+                    if self.member().is_some_and(|m| v < m.view.id && !m.view.contains(sender)) {
+                        self.on_other_view(now, sender, v);
+                        break;
+                    }
+                }
+            }
+            return Ok(());
+        }
         if let State::Member(m) = &mut self.state {
             if let Some(r) = m.view.rank_of(sender) {
                 m.peers[r].last_heard = now;
@@ -436,6 +451,11 @@ impl Node {
                 self.resend_install(now, from);
             } else if !m.view.contains(from) {
                 self.reply_limited(now, from, Msg::NotMember { view: cur });
+            } else {
+                // A member of our view still in an older one that we cannot bring forward: tell
+                // it where we are; if that is two or more views ahead, it knows it was left
+                // behind for good and re-joins.
+                self.reply_limited(now, from, Msg::InstallReq { have: cur });
             }
         } else if v > cur {
             self.reply_limited(now, from, Msg::InstallReq { have: cur });
@@ -446,11 +466,18 @@ impl Node {
         let Some(m) = self.member() else { return };
         let resend =
             m.record.as_ref().is_some_and(|r| r.proposal.prev == have && r.proposal.next.contains(from));
+        let cur = m.view.id;
         if resend {
             self.resend_install(now, from);
-        } else if have < m.view.id && !m.view.contains(from) {
-            let cur = m.view.id;
+        } else if have < cur && !m.view.contains(from) {
             self.reply_limited(now, from, Msg::NotMember { view: cur });
+        } else if have > cur.next() {
+            // A member is two or more views ahead. Views form one line and every member of a
+            // view promised in its predecessor, so this incarnation, still in `cur`, is in none
+            // of the later views: it was excluded.
+            self.excluded(now, Some(have));
+        } else if have > cur {
+            self.reply_limited(now, from, Msg::InstallReq { have: cur });
         }
     }
 
@@ -473,7 +500,9 @@ impl Node {
             }
             return;
         }
-        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc) {
+        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc)
+            || m.departed.get(&joiner.node).is_some_and(|inc| *inc >= joiner.inc)
+        {
             return; // A stale request from an earlier life.
         }
         let coord = self.coordinator_rank();
@@ -768,6 +797,14 @@ impl Node {
         if self.leaving {
             pending_leaves.insert(self.me);
         }
+        let mut graveyard = match &self.state {
+            State::Member(m) => m.departed.clone(),
+            _ => BTreeMap::new(),
+        };
+        for d in &departed {
+            let e = graveyard.entry(d.node).or_insert(d.inc);
+            *e = (*e).max(d.inc);
+        }
         let member = Member {
             me,
             senders: (0..n).map(|_| SenderStore::new()).collect(),
@@ -786,6 +823,7 @@ impl Node {
             record,
             next_hb: now,
             next_leave_retry: now,
+            departed: graveyard,
             view: view.clone(),
         };
         self.state = State::Member(Box::new(member));
