@@ -409,7 +409,9 @@ impl Node {
                     Some(rec) => missing(m, rec, &proposal.cut),
                     None => missing(m, &m.stable, &proposal.cut),
                 },
-                None => Vec::new(), // A joiner needs nothing of the old view.
+                // A joiner delivers nothing of the old view, but keeps the install to resend to
+                // members that miss it, so it gets what such a member may lack.
+                None => missing(m, &m.stable, &proposal.cut),
             };
             #[allow(unused_mut)]
             let mut p = proposal.clone();

@@ -357,11 +357,20 @@ impl Node {
 
     fn handle_msg(&mut self, now: Instant, from: MemberId, msg: Msg) {
         if let State::Joining { .. } = self.state {
-            if let Msg::Install { proposal, .. } = msg {
-                if proposal.next.contains(self.me) && proposal.next.members.len() <= self.cfg.max_members {
-                    let joined = proposal.next.members.clone();
-                    self.install_view(now, proposal.next, joined, Vec::new(), None);
+            match msg {
+                Msg::Install { proposal, msgs }
+                    if proposal.next.contains(self.me)
+                        && proposal.next.members.len() <= self.cfg.max_members =>
+                {
+                    // Keep the install (it carries the unstable part of the cut) to resend to
+                    // members that missed it: this joiner may be the only one that got it.
+                    let next = proposal.next.clone();
+                    let joined = next.members.clone();
+                    self.install_view(now, next, joined, Vec::new(), Some(InstallRecord { proposal, msgs }));
                 }
+                // Let in and excluded again before this joiner heard of it.
+                Msg::NotMember { view } if from.node != self.me.node => self.excluded(now, Some(view)),
+                _ => {}
             }
             return;
         }
@@ -500,10 +509,15 @@ impl Node {
             }
             return;
         }
-        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc)
-            || m.departed.get(&joiner.node).is_some_and(|inc| *inc >= joiner.inc)
-        {
+        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc) {
             return; // A stale request from an earlier life.
+        }
+        if m.departed.get(&joiner.node).is_some_and(|inc| *inc >= joiner.inc) {
+            // This incarnation was let in and excluded already, maybe before it even heard of
+            // its install: it must come back as a new one.
+            let cur = m.view.id;
+            self.reply_limited(now, joiner, Msg::NotMember { view: cur });
+            return;
         }
         let coord = self.coordinator_rank();
         let max_members = self.cfg.max_members;
