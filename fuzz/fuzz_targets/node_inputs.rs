@@ -35,6 +35,7 @@ enum FuzzMsg {
     Install { prev: u8, next: u8, members: Vec<u8>, cut: Vec<u64> },
     InstallReq { have: u8 },
     NotMember { view: u8 },
+    State { view: u8, len: u8 },
 }
 
 fn member(n: u8) -> MemberId {
@@ -90,6 +91,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
         }
         FuzzMsg::InstallReq { have } => Msg::InstallReq { have: v(have) },
         FuzzMsg::NotMember { view } => Msg::NotMember { view: v(view) },
+        FuzzMsg::State { view, len } => Msg::State { view: v(view), state: Bytes::from(vec![3u8; usize::from(len)]) },
     }
 }
 
@@ -97,6 +99,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
 fn setup(now: Instant) -> Node {
     let mut c = Config::new(NodeId(0), Incarnation(0));
     c.bootstrap = true;
+    c.state_transfer = true;
     let mut node = match Node::new(c, now) {
         Ok(n) => n,
         Err(_) => unreachable!("default config is valid"),

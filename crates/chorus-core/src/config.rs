@@ -41,6 +41,11 @@ pub struct Config {
     pub max_members: usize,
     /// Seed of the core's deterministic random choices (jitter of retries).
     pub seed: u64,
+    /// Whether the application transfers state to joiners at the view barrier. When on, the
+    /// oldest surviving member gets `Event::CheckpointRequest` after installing a view that
+    /// adds members, and a joiner delivers nothing of its first view until
+    /// `Event::StateLoaded`. Off by default: joiners start delivering at once.
+    pub state_transfer: bool,
     /// A deliberate protocol bug, for showing that the simulator's checkers catch it.
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -66,6 +71,7 @@ impl Config {
             max_frame: 64 << 20,
             max_members: 64,
             seed: 0,
+            state_transfer: false,
             #[cfg(feature = "mutants")]
             mutant: None,
         }

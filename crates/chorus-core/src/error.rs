@@ -108,3 +108,20 @@ impl SendError {
         matches!(self, SendError::NotMember | SendError::Blocked | SendError::WindowFull)
     }
 }
+
+/// Why `Node::provide_checkpoint` refused a checkpoint (the caller's fault). Nothing was sent.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// No checkpoint was requested for that view (or the view has changed since).
+    #[error("no checkpoint was requested for view {0:?}")]
+    NotRequested(crate::id::ViewId),
+    /// The checkpoint does not fit in one frame (streaming large states is not there yet).
+    #[error("checkpoint of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}

@@ -49,6 +49,23 @@ pub enum Event {
     },
     /// The node left the group after `Node::leave`; it sends and delivers nothing more.
     Left,
+    /// (With `Config::state_transfer`.) This member is the donor for members that just joined:
+    /// it has delivered every message of the previous view and none of `view`. Answer with
+    /// `Node::provide_checkpoint(view, state)` before applying any later delivery.
+    CheckpointRequest {
+        /// The view that added the joiners.
+        view: ViewId,
+        /// The members waiting for the state.
+        joiners: Vec<MemberId>,
+    },
+    /// (With `Config::state_transfer`.) The state this joiner must start from, taken by the
+    /// donor at the barrier before `view`. Deliveries of `view` follow this event.
+    StateLoaded {
+        /// The view it joined in.
+        view: ViewId,
+        /// The donor's checkpoint.
+        state: Bytes,
+    },
 }
 
 /// Why a member is blocked.

@@ -436,6 +436,13 @@ impl Node {
         if !self.proposal_fits(&proposal) {
             return;
         }
+        if self.member().is_some_and(|m| m.awaiting_state) {
+            // A joiner whose donor's state never came: it cannot take part as a replica of a
+            // state it does not have. It comes back as a new incarnation.
+            let by = proposal.next.id;
+            self.excluded(now, Some(by));
+            return;
+        }
         let forwarded = !msgs.is_empty();
         self.store_msgs(msgs);
         let Some(m) = self.member() else { return };

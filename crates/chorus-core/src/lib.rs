@@ -36,7 +36,7 @@ mod time;
 pub mod wire;
 
 pub use config::Config;
-pub use error::{ConfigError, DecodeError, FrameError, SendError};
+pub use error::{CheckpointError, ConfigError, DecodeError, FrameError, SendError};
 pub use event::{BlockReason, Event};
 pub use id::{Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 pub use marks::{Mark, Marks};

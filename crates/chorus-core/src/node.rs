@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{ConfigError, FrameError, SendError};
+use crate::error::{CheckpointError, ConfigError, FrameError, SendError};
 use crate::event::{BlockReason, Event};
 use crate::gms::Coord;
 use crate::id::{MemberId, MsgId, NodeId, Seqno, View, ViewId};
@@ -98,6 +98,11 @@ pub(crate) struct Member {
     pub record: Option<InstallRecord>,
     pub next_hb: Instant,
     pub next_leave_retry: Instant,
+    /// A joiner waiting for its state: it delivers nothing (and acknowledges only what it
+    /// delivered, so senders' windows bound what it buffers) until the donor's state arrives.
+    pub awaiting_state: bool,
+    /// Joiners the application was asked to make a checkpoint for (this member is the donor).
+    pub checkpoint_for: Vec<MemberId>,
     /// Per node, the highest incarnation known to have been a member and departed. A join
     /// request from such an incarnation is a stale one (delayed or duplicated) and is ignored:
     /// a departed incarnation never comes back. Best effort (a joiner starts with none); the
@@ -409,6 +414,11 @@ impl Node {
                     self.on_nak(r, sender, lo, hi);
                 }
             }
+            Msg::State { view, state } if view == cur => {
+                if in_view.is_some() {
+                    self.on_state(view, state);
+                }
+            }
             Msg::Leave { view } if view == cur => {
                 if in_view.is_some() {
                     if let Some(m) = self.member_mut() {
@@ -566,7 +576,7 @@ impl Node {
     /// Delivers sender `s`'s gap-free messages, unless wedged.
     pub(crate) fn deliver_ready(&mut self, s: usize) {
         let Some(m) = self.member_mut() else { return };
-        if m.wedged {
+        if m.wedged || m.awaiting_state {
             return;
         }
         let upto = m.senders[s].received;
@@ -795,6 +805,10 @@ impl Node {
     ) {
         let n = view.members.len();
         let Some(me) = view.rank_of(self.me) else { return };
+        let (was_member, old_members) = match &self.state {
+            State::Member(m) => (true, m.view.members.clone()),
+            _ => (false, Vec::new()),
+        };
         let peers = (0..n)
             .map(|_| Peer {
                 last_heard: now,
@@ -838,10 +852,66 @@ impl Node {
             next_hb: now,
             next_leave_retry: now,
             departed: graveyard,
+            awaiting_state: false,
+            checkpoint_for: Vec::new(),
             view: view.clone(),
         };
+        let id = view.id;
         self.state = State::Member(Box::new(member));
         self.events.push_back(Event::ViewInstalled { view, joined, departed });
+        if self.cfg.state_transfer {
+            self.state_barrier(id, was_member, old_members);
+        }
+    }
+
+    /// State transfer at the barrier: the donor (the oldest member that was in the previous
+    /// view) is asked for a checkpoint; a joiner waits for it.
+    fn state_barrier(&mut self, id: ViewId, was_member: bool, old: Vec<MemberId>) {
+        let me = self.me;
+        let Some(m) = self.member_mut() else { return };
+        if !was_member {
+            m.awaiting_state = m.view.members.iter().any(|x| *x != me);
+            return;
+        }
+        let donor = m.view.members.iter().find(|x| old.contains(x)).copied();
+        let joiners: Vec<MemberId> = m.view.members.iter().copied().filter(|x| !old.contains(x)).collect();
+        if donor == Some(me) && !joiners.is_empty() {
+            m.checkpoint_for = joiners.clone();
+            self.events.push_back(Event::CheckpointRequest { view: id, joiners });
+        }
+    }
+
+    /// Answers `Event::CheckpointRequest`: sends `state` to the joiners of `view`.
+    pub fn provide_checkpoint(&mut self, view: ViewId, state: Bytes) -> Result<(), CheckpointError> {
+        let max = self.cfg.max_frame / 2;
+        let Some(m) = self.member_mut() else { return Err(CheckpointError::NotRequested(view)) };
+        if m.view.id != view || m.checkpoint_for.is_empty() {
+            return Err(CheckpointError::NotRequested(view));
+        }
+        if state.len() > max {
+            return Err(CheckpointError::TooLarge { len: state.len(), max });
+        }
+        let joiners = std::mem::take(&mut m.checkpoint_for);
+        for j in joiners {
+            self.queue_member(j, Msg::State { view, state: state.clone() });
+        }
+        Ok(())
+    }
+
+    fn on_state(&mut self, view: ViewId, state: Bytes) {
+        let Some(m) = self.member_mut() else { return };
+        if m.view.id != view || !m.awaiting_state {
+            return;
+        }
+        m.awaiting_state = false;
+        let n = m.view.members.len();
+        for p in m.peers.iter_mut() {
+            p.ack_dirty = true;
+        }
+        self.events.push_back(Event::StateLoaded { view, state });
+        for s in 0..n {
+            self.deliver_ready(s);
+        }
     }
 
     /// This incarnation learned it is no longer a member: forget everything and join again as
@@ -938,7 +1008,9 @@ impl Node {
 pub(crate) fn ack_of(m: &Member) -> Ack {
     Ack {
         view: m.view.id,
-        received: m.senders.iter().map(|s| s.received).collect(),
+        // A joiner waiting for its state holds what it received but acknowledges only what it
+        // delivered, so that senders stop at their window instead of filling its buffers.
+        received: m.senders.iter().map(|s| if m.awaiting_state { s.delivered } else { s.received }).collect(),
         sent: m.senders[m.me].received,
         suspects: m.peers.iter().enumerate().filter(|(_, p)| p.suspected).map(|(r, _)| r as u16).collect(),
         wedged: m.wedged,
@@ -958,6 +1030,7 @@ fn msg_view(msg: &Msg) -> Option<ViewId> {
         | Msg::Accept { view, .. }
         | Msg::Accepted { view, .. } => Some(*view),
         Msg::Install { proposal, .. } => Some(proposal.prev),
+        Msg::State { view, .. } => Some(*view),
         Msg::Join { .. } | Msg::InstallReq { .. } | Msg::NotMember { .. } => None,
     }
 }

@@ -171,6 +171,13 @@ pub enum Msg {
         /// The replier's view.
         view: ViewId,
     },
+    /// The donor's checkpoint for a joiner of `view`.
+    State {
+        /// The view the joiner joined in.
+        view: ViewId,
+        /// The application's state.
+        state: Bytes,
+    },
 }
 
 impl Msg {
@@ -182,6 +189,7 @@ impl Msg {
             Msg::Ack(a) => 32 + 10 * (a.received.len() + a.suspects.len()),
             Msg::Promise { received, msgs, .. } => 256 + 10 * received.len() + data(msgs),
             Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => 512 + data(msgs),
+            Msg::State { state, .. } => 32 + state.len(),
             _ => 64,
         }
     }

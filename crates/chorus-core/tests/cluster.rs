@@ -19,6 +19,10 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u64) -> Self {
+        Self::with(n, |_| {})
+    }
+
+    fn with(n: u64, tweak: impl Fn(&mut Config)) -> Self {
         let now = Instant::from_nanos(1_000_000_000);
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -26,6 +30,7 @@ impl Cluster {
             c.bootstrap = i == 0;
             c.seeds = (0..n).map(NodeId).collect();
             c.seed = 7;
+            tweak(&mut c);
             nodes.push(Some(Node::new(c, now).expect("valid config")));
         }
         Cluster {
@@ -203,4 +208,59 @@ fn garbage_and_impersonation_are_rejected() {
     other.handle_timeout(now + Duration::from_secs(1));
     let t = other.poll_transmit().expect("heartbeat");
     assert!(c.nodes[0].as_mut().expect("up").handle_frame(now, NodeId(5), &t.frame).is_err());
+}
+
+#[test]
+fn state_transfer_hook_at_the_barrier() {
+    let mut c = Cluster::with(3, |c| c.state_transfer = true);
+    // Let node 0 form a group of {0, 1} with traffic before node 2 joins.
+    let mut n2 = c.nodes[2].take();
+    c.run(Duration::from_secs(2));
+    let first = c.events[0].iter().find_map(|e| match e {
+        Event::CheckpointRequest { view, .. } => Some(*view),
+        _ => None,
+    });
+    c.nodes[0]
+        .as_mut()
+        .expect("up")
+        .provide_checkpoint(first.expect("asked for node 1"), Bytes::new())
+        .expect("ok");
+    c.run(Duration::from_millis(100));
+    for k in 0..5 {
+        let now = c.now;
+        c.nodes[0].as_mut().expect("up").multicast(now, Bytes::from(format!("a{k}"))).expect("sent");
+    }
+    c.run(Duration::from_millis(100));
+    c.nodes[2] = n2.take();
+    // Node 2 joins; the donor (node 0) is asked for a checkpoint at the barrier.
+    let mut asked = None;
+    for _ in 0..400 {
+        c.step(Duration::from_millis(5));
+        asked = c.events[0].iter().rev().find_map(|e| match e {
+            Event::CheckpointRequest { view, joiners } if joiners.iter().any(|j| j.node.0 == 2) => {
+                Some((*view, joiners.clone()))
+            }
+            _ => None,
+        });
+        if asked.is_some() {
+            break;
+        }
+    }
+    let (view, joiners) = asked.expect("checkpoint requested");
+    assert_eq!(joiners.iter().map(|j| j.node.0).collect::<Vec<_>>(), vec![2]);
+    // Node 1 multicasts in the new view before the state is provided: node 2 must hold it.
+    let now = c.now;
+    c.nodes[1].as_mut().expect("up").multicast(now, Bytes::from_static(b"new-view")).expect("sent");
+    c.run(Duration::from_millis(100));
+    assert!(c.delivered[2].is_empty(), "a joiner delivers nothing before its state");
+    let now = c.now;
+    c.nodes[0].as_mut().expect("up").provide_checkpoint(view, Bytes::from_static(b"S")).expect("requested");
+    c.run(Duration::from_millis(100));
+    let loaded =
+        c.events[2].iter().position(|e| matches!(e, Event::StateLoaded { state, .. } if &state[..] == b"S"));
+    let first_delivery = c.events[2].iter().position(|e| matches!(e, Event::Delivered { .. }));
+    assert!(loaded.is_some(), "state loaded");
+    assert!(first_delivery > loaded, "deliveries follow the state");
+    assert_eq!(c.delivered[2].len(), 1);
+    let _ = now;
 }
