@@ -61,6 +61,18 @@ pub struct Settings {
     pub mutant: Option<chorus_core::Mutant>,
 }
 
+impl Settings {
+    /// Keep the trace, and narrate if asked (what `replay` does).
+    pub fn traced(narrate: bool) -> Settings {
+        Settings {
+            keep_trace: true,
+            narrate,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+}
+
 /// Why a run failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -121,6 +133,8 @@ pub struct RunStats {
     pub net: NetStats,
     /// When the liveness phase converged, if it did.
     pub converged_at: Option<u64>,
+    /// The highest view lost its majority for good, so liveness was not judged.
+    pub unrecoverable: bool,
 }
 
 /// The result of one seed.
@@ -151,10 +165,22 @@ pub struct Outcome {
 enum Step {
     /// Start a node (first boot, joiner arrival, restart).
     Start(u64),
-    Frame(InFlight),
-    Timer { node: u64, gen: u64 },
-    Multicast { node: u64, life: u64 },
-    Resume { node: u64, life: u64 },
+    /// A frame arrives (index into `Cluster::wire`).
+    Frame(u32),
+    Timer {
+        node: u64,
+        gen: u64,
+    },
+    Multicast {
+        node: u64,
+        life: u64,
+    },
+    Resume {
+        node: u64,
+        life: u64,
+    },
+    Burst,
+    FlushCrash,
     Nemesis(FaultKind),
     Scripted(usize),
     Heal(u64),
@@ -231,7 +257,8 @@ struct Partition {
 /// A run in progress.
 pub struct Cluster {
     o: SimOptions,
-    settings: Settings,
+    #[cfg(feature = "mutants")]
+    mutant: Option<chorus_core::Mutant>,
     now: u64,
     seq: u64,
     queue: BinaryHeap<Queued>,
@@ -254,11 +281,30 @@ pub struct Cluster {
     quiet: Option<(u64, u64)>,
     same_instant: u64,
     failure: Option<Failure>,
+    /// Highest view whose flush was considered for a targeted crash.
+    flush_crash_view: u64,
+    /// Joiners that crashed or left before any view admitted them, until a newer view is
+    /// installed (see `removable`).
+    ghosts: Vec<Proc>,
+    /// Reused buffer for a node's events.
+    scratch: Vec<Event>,
+    /// Frames in flight (the queue holds indices: small entries sift faster).
+    wire: Slab,
+    digests: Digests,
 }
 
 impl core::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Cluster").field("seed", &self.o.seed).field("now", &self.now).finish_non_exhaustive()
+    }
+}
+
+/// The running life of `node`, if it is up. (A free function so that the borrow of one slot
+/// leaves the rest of the cluster usable.)
+fn life_of(slots: &mut [Slot], node: u64) -> Option<&mut Life> {
+    match slots.get_mut(node as usize) {
+        Some(Slot::Up(l)) => Some(l),
+        _ => None,
     }
 }
 
@@ -276,7 +322,8 @@ impl Cluster {
             nemesis: Nemesis::new(&o),
             workload: Workload::new(&o),
             rec,
-            settings,
+            #[cfg(feature = "mutants")]
+            mutant: settings.mutant,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -295,6 +342,11 @@ impl Cluster {
             quiet: None,
             same_instant: 0,
             failure: None,
+            ghosts: Vec::new(),
+            flush_crash_view: 0,
+            scratch: Vec::new(),
+            wire: Slab::default(),
+            digests: Digests::default(),
             o,
         };
         for (i, t) in c.o.start_at.clone().into_iter().enumerate() {
@@ -310,6 +362,9 @@ impl Cluster {
         }
         for (i, (t, _)) in c.o.script.clone().into_iter().enumerate() {
             c.push(t, Step::Scripted(i));
+        }
+        if let Some(t) = c.o.burst_at {
+            c.push(t, Step::Burst);
         }
         c.push(c.o.safety, Step::Liveness);
         c
@@ -383,20 +438,17 @@ impl Cluster {
         Instant::from_nanos(clock.local(self.now))
     }
 
-    fn life(&mut self, node: u64) -> Option<&mut Life> {
-        match self.slots.get_mut(node as usize) {
-            Some(Slot::Up(l)) => Some(l),
-            _ => None,
-        }
-    }
-
     fn step(&mut self, step: Step) {
         match step {
             Step::Start(node) => self.start(node),
-            Step::Frame(f) => self.arrive(f),
+            Step::Frame(i) => {
+                if let Some(f) = self.wire.take(i) {
+                    self.arrive(f);
+                }
+            }
             Step::Timer { node, gen } => {
                 let now = self.local(node);
-                let Some(l) = self.life(node) else { return };
+                let Some(l) = life_of(&mut self.slots, node) else { return };
                 if l.timer_gen != gen || l.paused {
                     return;
                 }
@@ -406,6 +458,8 @@ impl Cluster {
             }
             Step::Multicast { node, life } => self.multicast(node, life),
             Step::Resume { node, life } => self.resume(node, life),
+            Step::Burst => self.burst(),
+            Step::FlushCrash => self.flush_crash(),
             Step::Nemesis(kind) => {
                 if self.phase != Phase::Safety {
                     return;
@@ -428,7 +482,8 @@ impl Cluster {
                     ScriptedFault::Pause { node, duration } => Fault::Pause { node, duration },
                     ScriptedFault::Leave { node, rejoin_after } => Fault::Leave { node, rejoin_after },
                     ScriptedFault::Partition { side, duration } => {
-                        let others: Vec<u64> = (0..self.o.total_nodes()).filter(|n| !side.contains(n)).collect();
+                        let others: Vec<u64> =
+                            (0..self.o.total_nodes()).filter(|n| !side.contains(n)).collect();
                         let mut cuts = Vec::new();
                         for a in &side {
                             for b in &others {
@@ -441,7 +496,7 @@ impl Cluster {
                 };
                 let allowed = match &fault {
                     Fault::Crash { node, .. } | Fault::Leave { node, .. } => self.removable(*node),
-                    Fault::Pause { node, .. } => self.life(*node).is_some_and(|l| !l.paused),
+                    Fault::Pause { node, .. } => life_of(&mut self.slots, *node).is_some_and(|l| !l.paused),
                     _ => true,
                 };
                 if allowed {
@@ -463,7 +518,7 @@ impl Cluster {
     // ----- node lives -----
 
     fn start(&mut self, node: u64) {
-        if self.life(node).is_some() || self.phase == Phase::Done {
+        if life_of(&mut self.slots, node).is_some() || self.phase == Phase::Done {
             return;
         }
         let Some(restarts) = self.restarts.get_mut(node as usize) else { return };
@@ -475,7 +530,7 @@ impl Cluster {
         config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
         #[cfg(feature = "mutants")]
         {
-            config.mutant = self.settings.mutant;
+            config.mutant = self.mutant;
         }
         let bootstrap = config.bootstrap;
         let built = Node::new(config, self.local(node));
@@ -515,6 +570,9 @@ impl Cluster {
     fn stop(&mut self, node: u64) -> Option<Box<Life>> {
         let slot = self.slots.get_mut(node as usize)?;
         let Slot::Up(l) = core::mem::replace(slot, Slot::Idle) else { return None };
+        if !self.highest.as_ref().is_some_and(|h| h.1.contains(&l.proc_)) {
+            self.ghosts.push(l.proc_);
+        }
         self.marks.add_core(l.node.marks());
         self.net.reset_into(node);
         Some(l)
@@ -525,7 +583,7 @@ impl Cluster {
             return;
         }
         let now = self.local(f.to);
-        let Some(l) = self.life(f.to) else { return };
+        let Some(l) = life_of(&mut self.slots, f.to) else { return };
         if l.paused {
             l.inbox.push((f.from, f.frame));
             return;
@@ -541,7 +599,7 @@ impl Cluster {
         }
         let now = self.local(node);
         let next = self.workload.next(self.now);
-        let Some(l) = self.life(node) else { return };
+        let Some(l) = life_of(&mut self.slots, node) else { return };
         if l.id != life {
             return;
         }
@@ -551,13 +609,13 @@ impl Cluster {
                 Some(p) => p,
                 None => self.workload.payload(n, inc),
             };
-            let Some(l) = self.life(node) else { return };
+            let Some(l) = life_of(&mut self.slots, node) else { return };
             match l.node.multicast(now, payload.clone()) {
                 Ok(id) => {
                     l.sent_view = Some(id.view.0);
                     let p = l.proc_;
                     self.stats.sends += 1;
-                    let digest = chorus_check::trace::digest(&payload);
+                    let digest = self.digests.sent(&payload);
                     self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest });
                 }
                 Err(e) if e.is_transient() => l.pending = Some(payload),
@@ -568,28 +626,79 @@ impl Cluster {
         self.push(next, Step::Multicast { node, life });
     }
 
+    /// Crashes a member blocked in a view change (if the crash is allowed).
+    fn flush_crash(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let mut blocked = Vec::new();
+        let mut coordinator = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let i = i as u64;
+            if let Slot::Up(l) = s {
+                if l.node.status() == Status::Blocked && self.removable(i) {
+                    blocked.push(i);
+                    if l.node.view().and_then(|v| v.members.first()) == Some(&l.node.member_id()) {
+                        coordinator = Some(i);
+                    }
+                }
+            }
+        }
+        if let Some((node, restart_after)) = self.nemesis.flush_crash_target(&blocked, coordinator) {
+            self.apply(Fault::Crash { node, restart_after });
+        }
+    }
+
+    /// One member (the first awake member in node order) multicasts until its window refuses.
+    fn burst(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let Some(node) = (0..self.o.total_nodes()).find(|n| {
+            matches!(self.slots.get(*n as usize),
+                Some(Slot::Up(l)) if !l.paused && l.leaving.is_none() && l.node.status() == Status::Member)
+        }) else {
+            return;
+        };
+        let now = self.local(node);
+        let mut sent = 0u64;
+        while sent < 20_000 && self.failure.is_none() {
+            let Some(l) = life_of(&mut self.slots, node) else { return };
+            let p = l.proc_;
+            let payload = self.workload.payload(p.node, p.inc);
+            let Some(l) = life_of(&mut self.slots, node) else { return };
+            let Ok(id) = l.node.multicast(now, payload.clone()) else { break };
+            l.sent_view = Some(id.view.0);
+            sent += 1;
+            self.stats.sends += 1;
+            let digest = self.digests.sent(&payload);
+            self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest });
+        }
+        self.rec.note(self.now, || format!("n{node} bursts {sent} multicasts until its window is full"));
+        self.drain(node);
+    }
+
     /// Hands everything the node produced to the network and the trace, then re-arms its timer.
     fn drain(&mut self, node: u64) {
-        let mut transmits = Vec::new();
-        let mut events = Vec::new();
-        let Some(l) = self.life(node) else { return };
+        let Cluster { slots, net, queue, seq, now, scratch, wire, .. } = self;
+        let Some(l) = life_of(slots, node) else { return };
         while let Some(t) = l.node.poll_transmit() {
-            transmits.push(t);
+            let to = t.to.0;
+            let route = net.send(*now, node, to, t.frame.len());
+            for at in [route.first, route.duplicate].into_iter().flatten() {
+                *seq += 1;
+                let f = InFlight { from: node, to, epoch: route.epoch, frame: t.frame.clone() };
+                queue.push(Queued { t: at, seq: *seq, step: Step::Frame(wire.put(f)) });
+            }
         }
+        let mut events = core::mem::take(scratch);
         while let Some(e) = l.node.poll_event() {
             events.push(e);
         }
-        for t in transmits {
-            let to = t.to.0;
-            let route = self.net.send(self.now, node, to, t.frame.len());
-            for at in [route.first, route.duplicate].into_iter().flatten() {
-                let f = InFlight { from: node, to, epoch: route.epoch, frame: t.frame.clone() };
-                self.push(at, Step::Frame(f));
-            }
-        }
-        for e in events {
+        for e in events.drain(..) {
             self.core_event(node, e);
         }
+        self.scratch = events;
         self.rearm(node);
     }
 
@@ -598,7 +707,7 @@ impl Cluster {
         let now = self.now;
         self.next_gen += 1;
         let gen = self.next_gen;
-        let Some(l) = self.life(node) else { return };
+        let Some(l) = life_of(&mut self.slots, node) else { return };
         let want = l.node.poll_timeout().map(|t| clock.global(t.as_nanos()).max(now));
         if want == l.timer_at {
             return;
@@ -611,25 +720,35 @@ impl Cluster {
     }
 
     fn core_event(&mut self, node: u64, e: Event) {
-        let Some(l) = self.life(node) else { return };
+        let Some(l) = life_of(&mut self.slots, node) else { return };
         let p = l.proc_;
         match e {
             Event::ViewInstalled { view, .. } => {
                 let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
                 if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
                     self.highest = Some((view.id.0, members.clone()));
+                    self.ghosts.clear();
                 }
                 self.record(Some(p), Ev::Install { view: view.id.0, members });
             }
             Event::Delivered { id, payload } => {
                 self.stats.deliveries += 1;
-                let digest = chorus_check::trace::digest(&payload);
+                let digest = self.digests.delivered(&payload);
                 let ev = Ev::Deliver { sender: proc_of(id.sender), view: id.view.0, seq: id.seq.0, digest };
                 self.record(Some(p), ev);
             }
             Event::Blocked { reason } => {
                 let reason = match reason {
-                    BlockReason::Flush => "flush",
+                    BlockReason::Flush => {
+                        let view = l.node.view().map_or(0, |v| v.id.0);
+                        if self.phase == Phase::Safety && view > self.flush_crash_view {
+                            self.flush_crash_view = view;
+                            if let Some(d) = self.nemesis.flush_crash_delay() {
+                                self.push(self.now + d, Step::FlushCrash);
+                            }
+                        }
+                        "flush"
+                    }
                     BlockReason::NoQuorum => {
                         self.marks.hit(SimMark::MinorityBlocked);
                         "no_quorum"
@@ -669,27 +788,66 @@ impl Cluster {
 
     // ----- faults -----
 
+    /// Whether member `m` is alive: its node runs that life and is not leaving.
+    fn alive(&self, m: &Proc) -> bool {
+        matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.proc_ == *m && l.leaving.is_none())
+    }
+
     /// Whether `node` may crash or leave: afterwards, the live members of the highest view
-    /// still hold a majority of it.
+    /// (and of every view a live member is in) still hold a majority of it, and still would
+    /// if every node now joining were admitted
+    /// (a joiner that dies just as it is admitted counts against the next view's majority), and
+    /// counting joiners that died or left before being admitted as dead would-be members (the
+    /// coordinator may still hold their join requests).
     fn removable(&self, node: u64) -> bool {
         let Some(Slot::Up(target)) = self.slots.get(node as usize) else { return false };
         if target.leaving.is_some() {
             return false;
         }
         let Some((_, members)) = &self.highest else { return true };
-        let alive = members
+        let alive = members.iter().filter(|m| m.node != node && self.alive(m)).count();
+        let joiners: Vec<u64> = self
+            .slots
             .iter()
-            .filter(|m| {
-                m.node != node
-                    && matches!(self.slots.get(m.node as usize),
-                        Some(Slot::Up(l)) if l.proc_ == **m && l.leaving.is_none())
+            .filter_map(|s| match s {
+                Slot::Up(l) if l.leaving.is_none() && !members.contains(&l.proc_) => Some(l.proc_.node),
+                _ => None,
             })
-            .count();
-        alive * 2 > members.len()
+            .collect();
+        let alive_with_joiners = alive + joiners.iter().filter(|j| **j != node).count();
+        let pending = members.len() + joiners.len() + self.ghosts.len();
+        if alive * 2 <= members.len() || alive_with_joiners * 2 <= pending {
+            return false;
+        }
+        // A member may still be in an older view, waiting to learn that the next one was
+        // decided: that older view must keep its majority too, or the member is stuck there.
+        self.slots.iter().all(|s| match s {
+            Slot::Up(l) if l.proc_.node != node => match l.node.view() {
+                Some(v) if v.contains(MemberId::new(l.proc_.node, l.proc_.inc)) => {
+                    let alive =
+                        v.members.iter().filter(|m| m.node.0 != node && self.alive(&proc_of(**m))).count();
+                    alive * 2 > v.members.len()
+                }
+                _ => true,
+            },
+            _ => true,
+        })
+    }
+
+    /// Whether the group can still install views: the live members of the highest view hold a
+    /// majority of it. When the nemesis's precautions were not enough (a view was decided but
+    /// not yet installed by anyone when it crashed a member), liveness cannot be asked for.
+    fn recoverable(&self) -> bool {
+        let Some((_, members)) = &self.highest else { return true };
+        members.iter().filter(|m| self.alive(m)).count() * 2 > members.len()
     }
 
     fn targets(&self) -> Targets {
-        let mut t = Targets { nodes: self.o.total_nodes(), partitioned: self.partition.is_some(), ..Targets::default() };
+        let mut t = Targets {
+            nodes: self.o.total_nodes(),
+            partitioned: self.partition.is_some(),
+            ..Targets::default()
+        };
         for (i, s) in self.slots.iter().enumerate() {
             if let Slot::Up(l) = s {
                 let i = i as u64;
@@ -708,7 +866,7 @@ impl Cluster {
     fn apply(&mut self, fault: Fault) {
         match fault {
             Fault::Crash { node, restart_after } => {
-                let Some(l) = self.life(node) else { return };
+                let Some(l) = life_of(&mut self.slots, node) else { return };
                 let status = l.node.status();
                 let view = l.node.view().map(|v| (v.id.0, v.members.first().copied()));
                 let me = l.node.member_id();
@@ -728,7 +886,7 @@ impl Cluster {
                 self.push(self.now + restart_after, Step::Start(node));
             }
             Fault::Pause { node, duration } => {
-                let Some(l) = self.life(node) else { return };
+                let Some(l) = life_of(&mut self.slots, node) else { return };
                 if l.paused {
                     return;
                 }
@@ -745,7 +903,7 @@ impl Cluster {
                 for (a, b) in &cuts {
                     self.net.set_cut(*a, *b, true);
                     for x in [*a, *b] {
-                        if let Some(l) = self.life(x) {
+                        if let Some(l) = life_of(&mut self.slots, x) {
                             l.disturbed = true;
                         }
                     }
@@ -753,24 +911,28 @@ impl Cluster {
                 self.stats.partitions += 1;
                 let n = self.o.total_nodes();
                 self.rec.note(self.now, || {
-                    format!("partition ({mode:?}, {:.1}s): {}", duration as f64 / SEC as f64, describe_cuts(n, &cuts))
+                    format!(
+                        "partition ({mode:?}, {:.1}s): {}",
+                        duration as f64 / SEC as f64,
+                        describe_cuts(n, &cuts)
+                    )
                 });
                 self.partition = Some(Partition { id, cuts });
                 self.push(self.now + duration, Step::Heal(id));
             }
             Fault::Leave { node, rejoin_after } => {
                 let now = self.local(node);
-                let Some(l) = self.life(node) else { return };
+                let Some(l) = life_of(&mut self.slots, node) else { return };
                 l.leaving = Some(rejoin_after);
                 l.node.leave(now);
                 self.stats.leaves += 1;
                 let p = l.proc_;
-                self.rec.note(self.now, || format!("{p} asks to leave"));
+                self.rec.note(self.now, || format!("{} asks to leave", crate::recorder::show(p)));
                 self.drain(node);
             }
             Fault::Garbage { node, from, bytes } => {
                 let now = self.local(node);
-                let Some(l) = self.life(node) else { return };
+                let Some(l) = life_of(&mut self.slots, node) else { return };
                 if l.paused {
                     return;
                 }
@@ -790,7 +952,7 @@ impl Cluster {
     fn resume(&mut self, node: u64, life: u64) {
         let now = self.local(node);
         let t = self.now;
-        let Some(l) = self.life(node) else { return };
+        let Some(l) = life_of(&mut self.slots, node) else { return };
         if l.id != life || !l.paused {
             return;
         }
@@ -798,7 +960,7 @@ impl Cluster {
         let p = l.proc_;
         let inbox = core::mem::take(&mut l.inbox);
         self.record(Some(p), Ev::Resume);
-        let Some(l) = self.life(node) else { return };
+        let Some(l) = life_of(&mut self.slots, node) else { return };
         for (from, frame) in inbox {
             let _ = l.node.handle_frame(now, NodeId(from), &frame);
         }
@@ -814,7 +976,7 @@ impl Cluster {
         self.net.heal();
         for (a, b) in &p.cuts {
             for x in [*a, *b] {
-                if let Some(l) = self.life(x) {
+                if let Some(l) = life_of(&mut self.slots, x) {
                     l.healed_from_partition = true;
                 }
             }
@@ -831,7 +993,7 @@ impl Cluster {
         self.heal();
         self.net.calm();
         for node in 0..self.o.total_nodes() {
-            let paused = self.life(node).map(|l| (l.paused, l.id));
+            let paused = life_of(&mut self.slots, node).map(|l| (l.paused, l.id));
             match paused {
                 Some((true, life)) => self.resume(node, life),
                 Some((false, _)) => {}
@@ -883,9 +1045,19 @@ impl Cluster {
             (None, _) => self.quiet = None,
         }
         if self.now >= self.liveness_at + LIVENESS_MAX {
-            self.end();
-            if self.failure.is_none() {
-                self.failure = Some(Failure::NoConvergence(self.describe_state()));
+            if self.recoverable() {
+                self.end();
+                if self.failure.is_none() {
+                    self.failure = Some(Failure::NoConvergence(self.describe_state()));
+                }
+            } else {
+                // Not the core's fault: skip the liveness verdict, keep the safety one.
+                self.stats.unrecoverable = true;
+                self.rec.note(self.now, || {
+                    "the highest view lost its majority for good: liveness not judged".into()
+                });
+                self.phase = Phase::Done;
+                self.record(None, Ev::End);
             }
             return;
         }
@@ -919,6 +1091,66 @@ impl Cluster {
             });
         }
         parts.join("; ")
+    }
+}
+
+/// Frames in flight, by index, with a free list.
+#[derive(Debug, Default)]
+struct Slab {
+    items: Vec<Option<InFlight>>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn put(&mut self, f: InFlight) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = Some(f);
+                i
+            }
+            None => {
+                self.items.push(Some(f));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, i: u32) -> Option<InFlight> {
+        let f = self.items.get_mut(i as usize)?.take();
+        if f.is_some() {
+            self.free.push(i);
+        }
+        f
+    }
+}
+
+/// Payload digests, computed once per multicast: a delivery whose bytes equal the sent payload
+/// with the same tag (its first 8 bytes, unique in a run) reuses the sent digest. Byte equality
+/// is checked, so a corrupted delivery still gets its own digest; only the FNV pass is saved.
+#[derive(Debug, Default)]
+struct Digests {
+    by_tag:
+        std::collections::HashMap<u64, (Bytes, u64), core::hash::BuildHasherDefault<crate::recorder::Fnv64>>,
+}
+
+impl Digests {
+    fn tag(payload: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+    }
+
+    fn sent(&mut self, payload: &Bytes) -> u64 {
+        let d = chorus_check::trace::digest(payload);
+        if let Some(tag) = Self::tag(payload) {
+            self.by_tag.insert(tag, (payload.clone(), d));
+        }
+        d
+    }
+
+    fn delivered(&self, payload: &[u8]) -> u64 {
+        match Self::tag(payload).and_then(|t| self.by_tag.get(&t)) {
+            Some((sent, d)) if sent.as_ref() == payload => *d,
+            _ => chorus_check::trace::digest(payload),
+        }
     }
 }
 
@@ -964,6 +1196,27 @@ mod tests {
         h.push(Queued { t: 5, seq: 0, step: Step::Check });
         let order: Vec<(u64, u64)> = core::iter::from_fn(|| h.pop().map(|q| (q.t, q.seq))).collect();
         assert_eq!(order, vec![(3, 2), (5, 0), (5, 1)]);
+    }
+
+    #[test]
+    fn cached_digests_equal_computed_ones() {
+        let mut d = Digests::default();
+        let p = Bytes::from_static(b"12345678 payload");
+        assert_eq!(d.sent(&p), chorus_check::trace::digest(&p));
+        assert_eq!(d.delivered(&p), chorus_check::trace::digest(&p));
+        let corrupted = b"12345678 paylOad";
+        assert_eq!(d.delivered(corrupted), chorus_check::trace::digest(corrupted));
+        assert_eq!(d.delivered(b"short"), chorus_check::trace::digest(b"short"));
+    }
+
+    #[test]
+    fn slab_reuses_slots() {
+        let mut s = Slab::default();
+        let f = || InFlight { from: 0, to: 1, epoch: 0, frame: Bytes::new() };
+        let a = s.put(f());
+        assert!(s.take(a).is_some());
+        assert!(s.take(a).is_none());
+        assert_eq!(s.put(f()), a);
     }
 
     #[test]

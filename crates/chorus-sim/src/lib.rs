@@ -36,3 +36,26 @@ pub mod workload;
 pub use cluster::{run_options, run_seed, Failure, Outcome, RunStats, Settings};
 pub use marks::{MarkCounts, MarkTable, SimMark};
 pub use options::SimOptions;
+
+/// Every mutant of `chorus-core` (the tests check that each one is caught).
+#[cfg(feature = "mutants")]
+pub const ALL_MUTANTS: [chorus_core::Mutant; 8] = {
+    use chorus_core::Mutant::*;
+    [
+        SkipFlush,
+        DeliverStaleView,
+        DropFifo,
+        InstallMinority,
+        DuplicateDelivery,
+        SplitView,
+        InstallWithoutSelf,
+        NoRetransmit,
+    ]
+};
+
+/// The mutant called `name` (its variant name, e.g. `SkipFlush`; case, `-` and `_` ignored).
+#[cfg(feature = "mutants")]
+pub fn mutant_by_name(name: &str) -> Option<chorus_core::Mutant> {
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    ALL_MUTANTS.into_iter().find(|m| norm(&format!("{m:?}")) == norm(name))
+}

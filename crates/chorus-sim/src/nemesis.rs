@@ -10,7 +10,7 @@
 //! permanent, and in the primary-partition model such a group can never install a view again.
 //! Requiring liveness after that would be asking for the impossible.
 
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 
 use crate::options::{PartitionMode, SimOptions, MS, SEC};
@@ -104,6 +104,7 @@ pub struct Nemesis {
     modes: Vec<PartitionMode>,
     partition_max: u64,
     pause_long_share: f64,
+    flush_crash_prob: f64,
 }
 
 impl Nemesis {
@@ -115,7 +116,27 @@ impl Nemesis {
             modes: o.partition_modes.clone(),
             partition_max: o.partition_max,
             pause_long_share: o.pause_long_share,
+            flush_crash_prob: o.flush_crash_prob,
         }
+    }
+
+    /// A view change just started: after what delay (if at all) to crash one of its blocked
+    /// members (BUGGIFY-style aim at the flush, which uniform crash times rarely hit).
+    pub fn flush_crash_delay(&mut self) -> Option<u64> {
+        let r = &mut self.rng;
+        (self.flush_crash_prob > 0.0 && r.random_bool(self.flush_crash_prob))
+            .then(|| rng::between(r, 0, 30 * MS))
+    }
+
+    /// Which blocked member to crash: the coordinator (first of `candidates`, if it is one) half
+    /// of the time, else any; plus the restart delay.
+    pub fn flush_crash_target(&mut self, candidates: &[u64], coordinator: Option<u64>) -> Option<(u64, u64)> {
+        let r = &mut self.rng;
+        let node = match coordinator {
+            Some(c) if r.random_bool(0.5) => c,
+            _ => *candidates.choose(r)?,
+        };
+        Some((node, rng::between(r, 500 * MS, 5 * SEC)))
     }
 
     /// When the next fault of `kind` strikes after `now` (`None`: this kind is off).

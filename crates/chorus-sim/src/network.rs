@@ -40,6 +40,14 @@ pub struct Route {
     pub epoch: u64,
 }
 
+fn link(links: &mut [Link], n: u64, from: u64, to: u64) -> Option<&mut Link> {
+    if from < n && to < n {
+        links.get_mut((from * n + to) as usize)
+    } else {
+        None
+    }
+}
+
 #[derive(Copy, Clone, Debug, Default)]
 struct Link {
     epoch: u64,
@@ -97,11 +105,7 @@ impl Network {
     }
 
     fn link(&mut self, from: u64, to: u64) -> Option<&mut Link> {
-        if from < self.n && to < self.n {
-            self.links.get_mut((from * self.n + to) as usize)
-        } else {
-            None
-        }
+        link(&mut self.links, self.n, from, to)
     }
 
     fn delay(&mut self) -> u64 {
@@ -118,7 +122,7 @@ impl Network {
         let d1 = self.delay();
         let d2 = self.delay();
         let reorder = self.reorder;
-        let Some(link) = self.link(from, to) else {
+        let Some(link) = link(&mut self.links, self.n, from, to) else {
             self.stats.lost += 1;
             return Route::default();
         };

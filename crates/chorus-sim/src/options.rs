@@ -33,8 +33,12 @@ pub enum PartitionMode {
 
 impl PartitionMode {
     /// Every mode.
-    pub const ALL: [PartitionMode; 4] =
-        [PartitionMode::IsolateOne, PartitionMode::Split, PartitionMode::MajoritiesRing, PartitionMode::OneWay];
+    pub const ALL: [PartitionMode; 4] = [
+        PartitionMode::IsolateOne,
+        PartitionMode::Split,
+        PartitionMode::MajoritiesRing,
+        PartitionMode::OneWay,
+    ];
 }
 
 /// A node's clock: `local = offset + rate × global` (rate in parts per million).
@@ -128,6 +132,9 @@ pub struct SimOptions {
     pub partition_max: u64,
     /// Crashes per second, cluster-wide (0: none). Restarts follow after 0.5–5 s.
     pub crash_rate: f64,
+    /// Probability that a view change gets one of its blocked members crashed 0–30 ms after it
+    /// starts (aimed at the flush: its coordinator or a member that sent in the old view).
+    pub flush_crash_prob: f64,
     /// Pauses per second, cluster-wide (0: none).
     pub pause_rate: f64,
     /// Share of pauses that last well beyond the suspect timeout (0.6–3 s; the others 20–400 ms).
@@ -144,6 +151,8 @@ pub struct SimOptions {
     pub payload_min: usize,
     /// Largest payload.
     pub payload_max: usize,
+    /// When one member multicasts as fast as its window allows, until refused (back-pressure).
+    pub burst_at: Option<u64>,
     /// Length of the safety phase (faults + workload).
     pub safety: u64,
     /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
@@ -155,7 +164,8 @@ impl SimOptions {
     pub fn from_seed(seed: u64) -> SimOptions {
         let mut r = rng::stream(seed, Stream::Options);
         let initial_nodes = r.random_range(1..=7u64);
-        let start_at = (0..initial_nodes).map(|i| if i == 0 { 0 } else { r.random_range(0..=50 * MS) }).collect();
+        let start_at =
+            (0..initial_nodes).map(|i| if i == 0 { 0 } else { r.random_range(0..=50 * MS) }).collect();
         let extra = r.random_range(0..=3usize);
         let safety = r.random_range(5 * SEC..=15 * SEC);
         let mut joiners_at: Vec<u64> = (0..extra).map(|_| r.random_range(100 * MS..safety)).collect();
@@ -186,7 +196,10 @@ impl SimOptions {
         let clocks = (0..total)
             .map(|_| {
                 if skew {
-                    Clock { offset: r.random_range(0..=100 * MS), rate_ppm: r.random_range(900_000..=1_100_000) }
+                    Clock {
+                        offset: r.random_range(0..=100 * MS),
+                        rate_ppm: r.random_range(900_000..=1_100_000),
+                    }
                 } else {
                     Clock::EXACT
                 }
@@ -195,6 +208,8 @@ impl SimOptions {
         let send_rate = rate(&mut r, 5.0, 200.0);
         let payload_min = r.random_range(8..=64usize);
         let payload_max = r.random_range(payload_min..=256usize);
+        let burst_at = on(&mut r, 0.15).then(|| r.random_range(500 * MS..safety));
+        let flush_crash_prob = if crash_rate > 0.0 && on(&mut r, 0.5) { rate(&mut r, 0.1, 0.6) } else { 0.0 };
         SimOptions {
             seed,
             initial_nodes,
@@ -209,6 +224,7 @@ impl SimOptions {
             partition_modes,
             partition_max,
             crash_rate,
+            flush_crash_prob,
             pause_rate,
             pause_long_share,
             churn_rate,
@@ -217,6 +233,7 @@ impl SimOptions {
             send_rate,
             payload_min,
             payload_max,
+            burst_at,
             safety,
             script: Vec::new(),
         }
@@ -236,6 +253,7 @@ impl SimOptions {
         o.reorder = false;
         o.partition_rate = 0.0;
         o.crash_rate = 0.0;
+        o.flush_crash_prob = 0.0;
         o.pause_rate = 0.0;
         o.churn_rate = 0.0;
         o.garbage_rate = 0.0;
@@ -243,6 +261,7 @@ impl SimOptions {
         o.send_rate = 20.0;
         o.payload_min = 16;
         o.payload_max = 64;
+        o.burst_at = None;
         o.safety = 10 * SEC;
         o.script = vec![
             (2 * SEC, ScriptedFault::Crash { node: 4, restart_after: 1500 * MS }),
@@ -295,8 +314,9 @@ impl fmt::Display for SimOptions {
         }
         writeln!(
             f,
-            "  process    crash {:.2}/s, pause {:.2}/s ({:.0}% long), churn {:.2}/s, garbage {:.2}/s",
+            "  process    crash {:.2}/s (in flush {:.0}%), pause {:.2}/s ({:.0}% long), churn {:.2}/s, garbage {:.2}/s",
             self.crash_rate,
+            self.flush_crash_prob * 100.0,
             self.pause_rate,
             self.pause_long_share * 100.0,
             self.churn_rate,
@@ -313,9 +333,10 @@ impl fmt::Display for SimOptions {
         for (t, fault) in &self.script {
             writeln!(f, "  scripted   {} {:?}", secs(*t), fault)?;
         }
+        let burst = self.burst_at.map(|t| format!(", a burst at {}", secs(t))).unwrap_or_default();
         write!(
             f,
-            "  workload   {:.0} msgs/s per member, {}-{} bytes; safety phase {}",
+            "  workload   {:.0} msgs/s per member, {}-{} bytes{burst}; safety phase {}",
             self.send_rate,
             self.payload_min,
             self.payload_max,
@@ -340,6 +361,7 @@ mod tests {
             assert!(o.break_prob < 0.02 && o.duplicate_prob < 0.10);
             assert!(!o.partition_modes.is_empty());
             assert!((5 * SEC..=15 * SEC).contains(&o.safety));
+            assert!(o.burst_at.is_none_or(|t| t < o.safety));
             assert_eq!(o.clocks.len() as u64, o.total_nodes());
             assert!(o.payload_min >= 8 && o.payload_max <= 256 && o.payload_min <= o.payload_max);
             assert_eq!(o.start_at[0], 0);
@@ -356,8 +378,11 @@ mod tests {
 
     #[test]
     fn clock_round_trips() {
-        let clocks =
-            [Clock::EXACT, Clock { offset: 37 * MS, rate_ppm: 900_000 }, Clock { offset: 1, rate_ppm: 1_100_000 }];
+        let clocks = [
+            Clock::EXACT,
+            Clock { offset: 37 * MS, rate_ppm: 900_000 },
+            Clock { offset: 1, rate_ppm: 1_100_000 },
+        ];
         for c in clocks {
             for g in [0, 1, 999, 123_456_789, 15 * SEC + 7] {
                 let l = c.local(g);

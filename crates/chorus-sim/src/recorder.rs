@@ -99,23 +99,36 @@ impl Recorder {
 }
 
 /// Turns trace events into a readable story: one line per view (not per member installing it),
-/// per fault, per suspicion; deliveries are only counted.
+/// per fault, per suspicion; deliveries are only counted, per view.
 #[derive(Debug, Default)]
 pub struct Narrator {
     /// The story so far.
     pub lines: Vec<String>,
     views: BTreeMap<u64, Vec<Proc>>,
-    flushes: BTreeSet<u64>,
+    /// When each view's flush began (first member to block).
+    flushes: BTreeMap<u64, u64>,
     suspected: BTreeSet<Proc>,
     /// Current view of each live process.
     current: BTreeMap<Proc, u64>,
-    /// Deliveries and sends since the last narrated line.
-    delivered: u64,
-    sent: u64,
+    /// Multicasts sent in each view.
+    sent: BTreeMap<u64, u64>,
+    /// The last line, if it was a suspicion: (time, suspecter), so that simultaneous ones merge.
+    last_suspicion: Option<(u64, Proc)>,
+}
+
+/// A member, readably: `n3.0`; a restarted node's lives are `n3.r1`, `n3.r1.1` (restart count
+/// is the incarnation's high 32 bits, exclusions the low ones).
+pub fn show(p: Proc) -> String {
+    let (restarts, rejoins) = (p.inc >> 32, p.inc & 0xffff_ffff);
+    match (restarts, rejoins) {
+        (0, k) => format!("n{}.{k}", p.node),
+        (r, 0) => format!("n{}.r{r}", p.node),
+        (r, k) => format!("n{}.r{r}.{k}", p.node),
+    }
 }
 
 fn procs(list: &[Proc]) -> String {
-    let items: Vec<String> = list.iter().map(Proc::to_string).collect();
+    let items: Vec<String> = list.iter().copied().map(show).collect();
     items.join(" ")
 }
 
@@ -126,24 +139,16 @@ pub fn stamp(t: u64) -> String {
 
 impl Narrator {
     fn line(&mut self, t: u64, text: String) {
+        self.last_suspicion = None;
         self.lines.push(format!("{}  {}", stamp(t), text));
-    }
-
-    fn flush_counts(&mut self, t: u64) {
-        if self.sent + self.delivered > 0 {
-            let text = format!("   ... {} multicasts, {} deliveries", self.sent, self.delivered);
-            self.line(t, text);
-            self.sent = 0;
-            self.delivered = 0;
-        }
     }
 
     fn event(&mut self, ev: &TraceEvent) {
         let t = ev.t;
-        let who = ev.p.map(|p| p.to_string()).unwrap_or_default();
+        let who = ev.p.map(show).unwrap_or_default();
         match &ev.ev {
-            Ev::Send { .. } => self.sent += 1,
-            Ev::Deliver { .. } => self.delivered += 1,
+            Ev::Send { view, .. } => *self.sent.entry(*view).or_default() += 1,
+            Ev::Deliver { .. } => {}
             Ev::Install { view, members } => {
                 if let Some(p) = ev.p {
                     self.current.insert(p, *view);
@@ -151,55 +156,65 @@ impl Narrator {
                 if self.views.contains_key(view) {
                     return;
                 }
-                let prev = self.views.range(..*view).next_back().map(|(_, m)| m.clone()).unwrap_or_default();
+                let prev_id = self.views.range(..*view).next_back().map(|(id, _)| *id);
+                let prev = prev_id.and_then(|id| self.views.get(&id)).cloned().unwrap_or_default();
                 let joined: Vec<Proc> = members.iter().filter(|m| !prev.contains(m)).copied().collect();
                 let departed: Vec<Proc> = prev.iter().filter(|m| !members.contains(m)).copied().collect();
-                let mut change = String::new();
+                let mut text = format!("view v{view} [{}]", procs(members));
                 if !joined.is_empty() {
-                    change += &format!("  +{}", procs(&joined));
+                    text += &format!("  +{}", procs(&joined));
                 }
                 if !departed.is_empty() {
-                    change += &format!("  -{}", procs(&departed));
+                    text += &format!("  -{}", procs(&departed));
                 }
-                self.flush_counts(t);
-                self.line(t, format!("view v{view} installed: [{}]{change}", procs(members)));
+                if let Some(p) = prev_id {
+                    let sent = self.sent.get(&p).copied().unwrap_or(0);
+                    let flush = self
+                        .flushes
+                        .get(&p)
+                        .map(|f| format!(", flush {} ms", t.saturating_sub(*f) / 1_000_000));
+                    text += &format!("   (v{p}: {sent} msgs{})", flush.unwrap_or_default());
+                }
+                self.line(t, text);
                 self.views.insert(*view, members.clone());
                 self.suspected.clear();
             }
             Ev::Blocked { reason } if reason == "flush" => {
-                let Some(v) = ev.p.and_then(|p| self.current.get(&p).copied()) else { return };
-                if self.flushes.insert(v) {
-                    self.flush_counts(t);
-                    self.line(t, format!("v{v} flushing: {who} blocks for a view change"));
+                if let Some(v) = ev.p.and_then(|p| self.current.get(&p).copied()) {
+                    self.flushes.entry(v).or_insert(t);
                 }
             }
             Ev::Blocked { reason } => {
-                self.flush_counts(t);
                 self.line(t, format!("{who} blocked ({reason}): it cannot reach a majority of its view"));
             }
             Ev::Suspect { member } => {
-                if self.suspected.insert(*member) {
-                    self.line(t, format!("{who} suspects {member}"));
+                let Some(p) = ev.p else { return };
+                if !self.suspected.insert(*member) {
+                    return;
+                }
+                match (self.last_suspicion, self.lines.last_mut()) {
+                    (Some((lt, lp)), Some(last)) if lt == t && lp == p => {
+                        *last += &format!(" {}", show(*member))
+                    }
+                    _ => {
+                        self.line(t, format!("{who} suspects {}", show(*member)));
+                        self.last_suspicion = Some((t, p));
+                    }
                 }
             }
             Ev::Start { bootstrap: true } => self.line(t, format!("{who} starts and bootstraps the group")),
             Ev::Start { bootstrap: false } => self.line(t, format!("{who} starts and asks to join")),
-            Ev::Excluded => self.line(t, format!("{who} learns it was excluded; it re-joins as a new member")),
-            Ev::Left => self.line(t, format!("{who} left the group")),
-            Ev::Crash => {
-                self.flush_counts(t);
-                self.line(t, format!("{who} CRASHES"));
+            Ev::Excluded => {
+                self.line(t, format!("{who} learns it was excluded; it re-joins as a new member"))
             }
+            Ev::Left => self.line(t, format!("{who} left the group")),
+            Ev::Crash => self.line(t, format!("{who} CRASHES")),
             Ev::Pause => self.line(t, format!("{who} is paused")),
             Ev::Resume => self.line(t, format!("{who} resumes")),
             Ev::Phase { name } => {
-                self.flush_counts(t);
-                self.line(t, format!("--- phase: {name} (faults stop, everything heals) ---"));
+                self.line(t, format!("--- phase: {name} (faults stop, everything heals) ---"))
             }
-            Ev::End => {
-                self.flush_counts(t);
-                self.line(t, "--- end ---".to_string());
-            }
+            Ev::End => self.line(t, "--- end ---".to_string()),
         }
         if matches!(ev.ev, Ev::Crash | Ev::Excluded | Ev::Left) {
             if let Some(p) = ev.p {
@@ -232,15 +247,27 @@ mod tests {
     }
 
     #[test]
+    fn restarted_lives_read_well() {
+        assert_eq!(show(Proc { node: 3, inc: 0 }), "n3.0");
+        assert_eq!(show(Proc { node: 3, inc: 2 }), "n3.2");
+        assert_eq!(show(Proc { node: 3, inc: 1 << 32 }), "n3.r1");
+        assert_eq!(show(Proc { node: 3, inc: (2 << 32) | 1 }), "n3.r2.1");
+    }
+
+    #[test]
     fn narration_tells_each_view_once() {
         let mut r = Recorder::new(true, true);
-        let install = |node, view, members: Vec<Proc>| TraceEvent { t: 0, p: Some(p(node)), ev: Ev::Install { view, members } };
+        let install = |node, view, members: Vec<Proc>| TraceEvent {
+            t: 0,
+            p: Some(p(node)),
+            ev: Ev::Install { view, members },
+        };
         let _ = r.record(TraceEvent { t: 0, p: Some(p(0)), ev: Ev::Start { bootstrap: true } });
         let _ = r.record(install(0, 1, vec![p(0)]));
         r.note(5, || "hello".to_string());
         let lines = r.narrator.as_ref().map(|n| n.lines.clone()).unwrap_or_default();
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert!(lines[1].contains("view v1 installed: [n0.0]"));
+        assert!(lines[1].contains("view v1 [n0.0]"), "{lines:?}");
         assert_eq!(r.trace.as_ref().map(Vec::len), Some(2));
         assert_eq!(r.events, 2);
     }

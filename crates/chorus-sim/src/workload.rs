@@ -6,7 +6,7 @@
 //! payload, or a resurrected payload of an earlier life, shows up as a digest mismatch.
 
 use bytes::Bytes;
-use rand::Rng;
+use rand::RngCore;
 
 use crate::options::{SimOptions, SEC};
 use crate::rng::{self, SimRng, Stream};
@@ -54,9 +54,9 @@ impl Workload {
         if len >= 16 {
             p.extend_from_slice(&inc.to_le_bytes());
         }
-        while p.len() < len {
-            p.push(self.rng.random());
-        }
+        let head = p.len().min(len);
+        p.resize(len.max(head), 0);
+        self.rng.fill_bytes(&mut p[head..]);
         Bytes::from(p)
     }
 }

@@ -1,0 +1,105 @@
+//! The checker is only as good as the bugs it catches. Each `chorus_core::Mutant` breaks one
+//! guarantee on purpose; with it switched on in every node, ordinary random seeds must produce
+//! a violation of exactly that guarantee within a bounded number of seeds (TESTING §4.0: validate
+//! every invariant with a mutant).
+
+#![cfg(feature = "mutants")]
+
+use chorus_check::Guarantee;
+use chorus_core::Mutant;
+use chorus_sim::batch::run_batch;
+use chorus_sim::{Failure, Settings};
+
+/// Seeds tried per mutant before giving up. The rarest (`InstallWithoutSelf`, which needs a
+/// member to hear the install of a view that drops it: a one-way partition) needs a few hundred.
+const MAX_SEEDS: u64 = 800;
+
+/// Runs seeds `0..MAX_SEEDS` in parallel chunks until one violates `expected`; returns that
+/// seed and what the other failing seeds reported.
+fn first_catch(mutant: Mutant, expected: Guarantee) -> (Option<u64>, Vec<String>) {
+    let settings = Settings { mutant: Some(mutant), ..Settings::default() };
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = (jobs * 16) as u64;
+    let mut other = Vec::new();
+    let mut start = 0;
+    while start < MAX_SEEDS {
+        let seeds: Vec<u64> = (start..(start + chunk).min(MAX_SEEDS)).collect();
+        let report = run_batch(&seeds, jobs, &settings, |_, _, _| {});
+        for r in &report.results {
+            match &r.failure {
+                Some(Failure::Violation(v)) if v.guarantee == expected => return (Some(r.seed), other),
+                Some(f) => other.push(format!("seed {}: {f}", r.seed)),
+                None => {}
+            }
+        }
+        start += chunk;
+    }
+    (None, other)
+}
+
+fn assert_caught(mutant: Mutant, expected: Guarantee) {
+    let (seed, other) = first_catch(mutant, expected);
+    assert!(
+        seed.is_some(),
+        "{mutant:?} was not caught as {expected} in {MAX_SEEDS} seeds; other failures: {other:#?}"
+    );
+}
+
+#[test]
+fn skip_flush_breaks_virtual_synchrony() {
+    assert_caught(Mutant::SkipFlush, Guarantee::G4VirtualSynchrony);
+}
+
+#[test]
+fn deliver_stale_view_breaks_sending_view_delivery() {
+    assert_caught(Mutant::DeliverStaleView, Guarantee::G5SendingView);
+}
+
+#[test]
+fn drop_fifo_breaks_fifo() {
+    assert_caught(Mutant::DropFifo, Guarantee::G7Fifo);
+}
+
+#[test]
+fn install_minority_breaks_one_history() {
+    assert_caught(Mutant::InstallMinority, Guarantee::G2OneHistory);
+}
+
+#[test]
+fn duplicate_delivery_breaks_integrity() {
+    assert_caught(Mutant::DuplicateDelivery, Guarantee::G6Integrity);
+}
+
+#[test]
+fn split_view_breaks_view_agreement() {
+    assert_caught(Mutant::SplitView, Guarantee::G1ViewAgreement);
+}
+
+#[test]
+fn install_without_self_breaks_self_inclusion() {
+    assert_caught(Mutant::InstallWithoutSelf, Guarantee::G3SelfInclusion);
+}
+
+#[test]
+fn no_retransmit_breaks_liveness() {
+    assert_caught(Mutant::NoRetransmit, Guarantee::G12Liveness);
+}
+
+/// Every mutant has a test above: a new variant fails to compile here until it gets one.
+#[test]
+fn every_mutant_is_covered() {
+    let expected = |m: Mutant| match m {
+        Mutant::SkipFlush => Guarantee::G4VirtualSynchrony,
+        Mutant::DeliverStaleView => Guarantee::G5SendingView,
+        Mutant::DropFifo => Guarantee::G7Fifo,
+        Mutant::InstallMinority => Guarantee::G2OneHistory,
+        Mutant::DuplicateDelivery => Guarantee::G6Integrity,
+        Mutant::SplitView => Guarantee::G1ViewAgreement,
+        Mutant::InstallWithoutSelf => Guarantee::G3SelfInclusion,
+        Mutant::NoRetransmit => Guarantee::G12Liveness,
+    };
+    for m in chorus_sim::ALL_MUTANTS {
+        let _ = expected(m);
+        assert_eq!(chorus_sim::mutant_by_name(&format!("{m:?}")), Some(m));
+    }
+}
