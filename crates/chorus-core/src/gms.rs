@@ -139,7 +139,7 @@ impl Node {
             }
         }
         for (r, x) in m.view.members.iter().enumerate() {
-            if m.pending_joins.iter().any(|j| j.node == x.node && j.inc > x.inc) {
+            if m.pending_joins.keys().any(|j| j.node == x.node && j.inc > x.inc) {
                 out.insert(r);
             }
         }
@@ -291,14 +291,18 @@ impl Node {
             if members.len() < majority && !minority {
                 return;
             }
-            let mut joined = Vec::new();
-            for j in &m.pending_joins {
-                if members.len() >= max_members {
+            // Let in fewer joiners than there are staying members, so that the old members are
+            // a majority of the next view: if the joiners all die at once, the view can still
+            // change. A lone member lets in two: then one joiner dying is survivable.
+            let max_joins = if members.len() <= 1 { 2 } else { members.len() - 1 };
+            let mut joins = 0;
+            for j in m.pending_joins.keys() {
+                if members.len() >= max_members || joins >= max_joins {
                     break;
                 }
                 if !members.iter().any(|x| x.node == j.node) {
                     members.push(*j);
-                    joined.push(*j);
+                    joins += 1;
                 }
             }
             if members.is_empty() {
@@ -362,16 +366,31 @@ impl Node {
             self.queue_member(from, Msg::Preempted { view, ballot: higher });
             return;
         }
-        let _ = now;
+        let me_id = self.me;
         let Some(m) = self.member_mut() else { return };
         m.promised = Some(ballot);
         m.accepted = Some((ballot, proposal));
+        let me = m.me;
+        let coord = m.view.rank_of(from);
+        let others: Vec<MemberId> = m.view.members.iter().copied().filter(|x| *x != me_id).collect();
         self.wedge();
         self.store_msgs(msgs);
-        self.queue_member(from, Msg::Accepted { view, ballot });
+        // Tell every member, not only the coordinator: if the coordinator dies right after
+        // the proposal is chosen, the acceptors can still learn that it was and install it
+        // (Paxos learners), instead of waiting in a view that may have lost its majority.
+        for x in others {
+            self.queue_member(x, Msg::Accepted { view, ballot });
+        }
+        if let Some(c) = coord {
+            self.learn(now, view, ballot, c); // The coordinator accepted its own proposal.
+        }
+        self.learn(now, view, ballot, me);
     }
 
     pub(crate) fn on_accepted(&mut self, now: Instant, r: usize, ballot: Ballot) {
+        if let Some(view) = self.member().map(|m| m.view.id) {
+            self.learn(now, view, ballot, r);
+        }
         let Some(m) = self.member_mut() else { return };
         if let Some(Coord { ballot: b, phase: Phase::Accepting { accepted, .. }, .. }) = &mut m.coord {
             if *b == ballot {
@@ -379,6 +398,27 @@ impl Node {
             }
         }
         self.try_commit(now);
+    }
+
+    /// Records that rank `r` accepted `ballot`; an acceptor of that ballot that sees a majority
+    /// knows its proposal is chosen and installs it (it holds every message of the cut).
+    fn learn(&mut self, now: Instant, view: crate::id::ViewId, ballot: Ballot, r: usize) {
+        let Some(m) = self.member_mut() else { return };
+        if m.view.id != view {
+            return;
+        }
+        if m.learned.len() >= 16 && !m.learned.contains_key(&ballot) {
+            m.learned.pop_first(); // Bounded: forget the oldest ballots first.
+        }
+        let set = m.learned.entry(ballot).or_default();
+        set.insert(r);
+        let chosen = set.len() >= m.view.majority();
+        let mine = m.accepted.as_ref().filter(|(b, _)| *b == ballot).map(|(_, p)| p.clone());
+        let coordinating = m.coord.is_some();
+        if let (true, Some(p), false) = (chosen, mine, coordinating) {
+            self.marks.hit(Mark::LearnedChosen);
+            self.on_install(now, p, Vec::new());
+        }
     }
 
     /// Once a majority of the view accepted, the proposal is chosen: send it to every member

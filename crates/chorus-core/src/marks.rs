@@ -27,11 +27,14 @@ pub enum Mark {
     Retransmitted,
     /// The sender's window was full (back-pressure).
     WindowFull,
+    /// An acceptor learned its proposal was chosen from other acceptors and installed it
+    /// without the coordinator's install.
+    LearnedChosen,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 10] = [
+    pub const ALL: [Mark; 11] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -42,6 +45,7 @@ impl Mark {
         Mark::InstallResent,
         Mark::Retransmitted,
         Mark::WindowFull,
+        Mark::LearnedChosen,
     ];
 }
 

@@ -88,11 +88,15 @@ pub(crate) struct Member {
     pub accepted: Option<(Ballot, Proposal)>,
     /// The view change this member coordinates, if any.
     pub coord: Option<Coord>,
+    /// Per ballot, the ranks known to have accepted it (Paxos learner state).
+    pub learned: BTreeMap<Ballot, BTreeSet<usize>>,
     /// Highest round seen in any ballot of this view.
     pub max_round: u64,
     /// Do not start a round before this (another coordinator is at work).
     pub backoff_until: Instant,
-    pub pending_joins: BTreeSet<MemberId>,
+    /// Join requests, with when each was last repeated: a joiner that stopped asking (it
+    /// crashed or gave up) is not let in, so that it cannot become a dead member of the view.
+    pub pending_joins: BTreeMap<MemberId, Instant>,
     pub pending_leaves: BTreeSet<MemberId>,
     /// The install that created this view, kept to resend to members that missed it.
     pub record: Option<InstallRecord>,
@@ -533,10 +537,12 @@ impl Node {
         let max_members = self.cfg.max_members;
         let Some(m) = self.member_mut() else { return };
         if coord == m.me {
-            if m.view.members.len() + m.pending_joins.len() < max_members {
-                m.pending_joins.retain(|j| j.node != joiner.node || j.inc > joiner.inc);
-                if !m.pending_joins.iter().any(|j| j.node == joiner.node) {
-                    m.pending_joins.insert(joiner);
+            if m.view.members.len() + m.pending_joins.len() < max_members
+                || m.pending_joins.contains_key(&joiner)
+            {
+                m.pending_joins.retain(|j, _| j.node != joiner.node || j.inc > joiner.inc);
+                if !m.pending_joins.keys().any(|j| j.node == joiner.node) {
+                    m.pending_joins.insert(joiner, now);
                 }
             }
         } else {
@@ -669,6 +675,7 @@ impl Node {
 
     fn member_tick(&mut self, now: Instant) {
         let hb = self.cfg.heartbeat_interval;
+        let join_ttl = self.cfg.join_retry_interval * 4;
         let timeout = self.cfg.suspect_timeout;
         let retransmit = self.cfg.retransmit_interval;
         let window = u64::from(self.cfg.window_msgs);
@@ -688,6 +695,7 @@ impl Node {
                 newly.push(m.view.members[r]);
             }
         }
+        m.pending_joins.retain(|_, t| now.since(*t) <= join_ttl);
         // Heartbeats: every peer gets an acknowledgement at least every `hb`.
         let heartbeat = now >= m.next_hb;
         if heartbeat {
@@ -844,9 +852,10 @@ impl Node {
             promised: None,
             accepted: None,
             coord: None,
+            learned: BTreeMap::new(),
             max_round: 0,
             backoff_until: now,
-            pending_joins: BTreeSet::new(),
+            pending_joins: BTreeMap::new(),
             pending_leaves,
             record,
             next_hb: now,
