@@ -726,13 +726,19 @@ impl Node {
                 ));
             }
         }
-        // Drop the install record once every member that moved with us has shown it installed.
+        // Resend the install to members not yet heard in this view (its first sending may
+        // have been lost, and its sender may die); drop the record once all were heard.
+        let mut laggards = Vec::new();
         if let Some(rec) = &m.record {
-            let all = rec.proposal.next.members.iter().all(|x| match m.view.rank_of(*x) {
-                Some(r) => r == me || m.peers[r].heard_in_view,
-                None => true,
-            });
-            if all {
+            laggards = rec
+                .proposal
+                .next
+                .members
+                .iter()
+                .copied()
+                .filter(|x| m.view.rank_of(*x).is_some_and(|r| r != me && !m.peers[r].heard_in_view))
+                .collect();
+            if laggards.is_empty() {
                 m.record = None;
             }
         }
@@ -755,6 +761,9 @@ impl Node {
         }
         for (to, msg) in naks {
             self.queue_member(to, msg);
+        }
+        for x in laggards {
+            self.resend_install(now, x);
         }
         if let Some(view) = leave_to {
             let c = self.coordinator_rank();

@@ -793,6 +793,14 @@ impl Cluster {
         matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.proc_ == *m && l.leaving.is_none())
     }
 
+    /// Whether member `m` is alive and can carry the highest view on: it installed a view (that
+    /// one, or an older one from which it can still learn of it). A joiner that never heard of
+    /// its admission knows nothing: if every member that knew the view is dead, it is lost.
+    fn carries(&self, m: &Proc) -> bool {
+        self.alive(m)
+            && matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.node.view().is_some())
+    }
+
     /// Whether `node` may crash or leave: afterwards, the live members of the highest view
     /// (and of every view a live member is in) still hold a majority of it, and still would
     /// if every node now joining were admitted
@@ -805,7 +813,7 @@ impl Cluster {
             return false;
         }
         let Some((_, members)) = &self.highest else { return true };
-        let alive = members.iter().filter(|m| m.node != node && self.alive(m)).count();
+        let alive = members.iter().filter(|m| m.node != node && self.carries(m)).count();
         let joiners: Vec<u64> = self
             .slots
             .iter()
@@ -839,7 +847,7 @@ impl Cluster {
     /// not yet installed by anyone when it crashed a member), liveness cannot be asked for.
     fn recoverable(&self) -> bool {
         let Some((_, members)) = &self.highest else { return true };
-        members.iter().filter(|m| self.alive(m)).count() * 2 > members.len()
+        members.iter().filter(|m| self.carries(m)).count() * 2 > members.len()
     }
 
     fn targets(&self) -> Targets {
