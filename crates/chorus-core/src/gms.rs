@@ -195,10 +195,7 @@ impl Node {
             return;
         }
         let view = m.view.id;
-        m.max_round = m.max_round.max(ballot.round);
-        if m.promised.is_some_and(|p| p > ballot) {
-            let higher = m.promised.unwrap_or(ballot);
-            self.queue_member(from, Msg::Preempted { view, ballot: higher });
+        if self.preempts(from, ballot) {
             return;
         }
         let Some(m) = self.member_mut() else { return };
@@ -221,6 +218,20 @@ impl Node {
         let accepted = m.accepted.clone();
         self.wedge();
         self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs });
+    }
+
+    /// Notes `ballot`'s round; if a higher ballot was promised, tells `from` and returns true.
+    fn preempts(&mut self, from: MemberId, ballot: Ballot) -> bool {
+        let Some(m) = self.member_mut() else { return true };
+        m.max_round = m.max_round.max(ballot.round);
+        match m.promised {
+            Some(higher) if higher > ballot => {
+                let view = m.view.id;
+                self.queue_member(from, Msg::Preempted { view, ballot: higher });
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn on_promise(
@@ -360,10 +371,7 @@ impl Node {
         }
         let Some(m) = self.member_mut() else { return };
         let view = m.view.id;
-        m.max_round = m.max_round.max(ballot.round);
-        if m.promised.is_some_and(|p| p > ballot) {
-            let higher = m.promised.unwrap_or(ballot);
-            self.queue_member(from, Msg::Preempted { view, ballot: higher });
+        if self.preempts(from, ballot) {
             return;
         }
         let me_id = self.me;

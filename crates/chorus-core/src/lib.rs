@@ -65,3 +65,18 @@ pub enum Mutant {
     /// Never answer a retransmission request (breaks G12).
     NoRetransmit,
 }
+
+#[cfg(feature = "mutants")]
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 8] = [
+        Mutant::SkipFlush,
+        Mutant::DeliverStaleView,
+        Mutant::DropFifo,
+        Mutant::InstallMinority,
+        Mutant::DuplicateDelivery,
+        Mutant::SplitView,
+        Mutant::InstallWithoutSelf,
+        Mutant::NoRetransmit,
+    ];
+}
