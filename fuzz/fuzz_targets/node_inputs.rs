@@ -58,10 +58,13 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             view: v(view),
             sender: sender % 4,
             seq: seq % 64,
+            order: chorus_core::Order::ALL[usize::from(len % 4)],
+            lamport: seq % 100,
+            deps: if len % 2 == 0 { vec![u64::from(len % 5); usize::from(len % 4)] } else { Vec::new() },
             payload: Bytes::from(vec![7u8; usize::from(len)]),
         }),
         FuzzMsg::Ack { view, received, sent, suspects, wedged } => {
-            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged })
+            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged, clock: sent % 100 })
         }
         FuzzMsg::Nak { view, sender, from, to } => Msg::Nak { view: v(view), sender, from, to },
         FuzzMsg::Join { node, inc } => Msg::Join { joiner: MemberId::new(u64::from(node % 5), u64::from(inc % 3)) },
@@ -75,7 +78,15 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             received: received.clone(),
             accepted: accepted.then(|| (ballot(round, from), proposal(view, view.wrapping_add(1), &[0, 1, 2], received))),
             msgs: (0..msgs % 4)
-                .map(|i| Data { view: v(view), sender: u16::from(i), seq: u64::from(i) + 1, payload: Bytes::new() })
+                .map(|i| Data {
+                    view: v(view),
+                    sender: u16::from(i),
+                    seq: u64::from(i) + 1,
+                    order: chorus_core::Order::Total,
+                    lamport: u64::from(i),
+                    deps: Vec::new(),
+                    payload: Bytes::new(),
+                })
                 .collect(),
         },
         FuzzMsg::Preempted { view, round, coord } => Msg::Preempted { view: v(view), ballot: ballot(round, member(coord)) },
@@ -130,7 +141,8 @@ fuzz_target!(|inputs: Vec<Input>| {
                 node.handle_timeout(now);
             }
             Input::Multicast { len } => {
-                let _ = node.multicast(now, Bytes::from(vec![1u8; usize::from(len)]));
+                let order = chorus_core::Order::ALL[usize::from(len % 4)];
+                let _ = node.multicast_ordered(now, Bytes::from(vec![1u8; usize::from(len)]), order);
             }
             Input::Leave => node.leave(now),
         }

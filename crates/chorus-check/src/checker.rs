@@ -2,7 +2,8 @@
 
 use crate::hash::FastMap;
 use crate::invariants::{
-    fifo, integrity, liveness, one_history, self_inclusion, sending_view, view_agreement, virtual_synchrony,
+    causal, fifo, integrity, liveness, one_history, safe, self_inclusion, sending_view, total,
+    view_agreement, virtual_synchrony,
 };
 use crate::trace::{Ev, Proc, TraceEvent};
 use crate::violation::{MsgId, Violation};
@@ -10,9 +11,10 @@ use crate::violation::{MsgId, Violation};
 /// Name of the harness phase from which G12 applies.
 pub(crate) const LIVENESS_PHASE: &str = "liveness";
 
-/// Checks a trace against DESIGN §3 (G1–G7, G12), one event at a time.
+/// Checks a trace against DESIGN §3 (G1–G10, G12), one event at a time.
 ///
-/// Feed every event in trace order to [`Checker::observe`], then call [`Checker::finish`].
+/// Feed every event in trace order to [`Checker::observe`], then call [`Checker::finish`]
+/// (G9 for processes still in their view at the end, and G12).
 /// Once a violation is found the checker stops judging: every later call returns that same
 /// violation, so its state never has to make sense of a broken history.
 #[derive(Debug, Default)]
@@ -23,6 +25,9 @@ pub struct Checker {
     /// Every view id installed so far, with the member list first seen for it.
     views: Views,
     integrity: integrity::Integrity,
+    causal: causal::Causal,
+    total: total::TotalOrder,
+    safe: safe::Safe,
     virtual_synchrony: virtual_synchrony::VirtualSynchrony,
     liveness: liveness::Liveness,
     last_t: u64,
@@ -52,6 +57,8 @@ pub(crate) struct ProcState {
     /// every delivery before this is updated, so the delivered set from `s` is exactly
     /// `1..=delivered[s]`: this map *is* the delivered set, at the cost of one entry per sender.
     pub(crate) delivered: Delivered,
+    /// The total and safe messages it delivered in its current view, in order (for G9).
+    pub(crate) totals: Vec<MsgId>,
 }
 
 /// A view id as first installed.
@@ -81,14 +88,37 @@ impl Checker {
         result
     }
 
-    /// End-of-run checks (G12 liveness), judged on everything observed. Call after the
-    /// harness's `End` event. Returns `Ok` if no `liveness` phase was observed.
+    /// End-of-run checks, judged on everything observed: [`Checker::finish_safety`], then G12
+    /// liveness if a `liveness` phase was observed. Call after the harness's `End` event.
     pub fn finish(&mut self) -> Result<(), Violation> {
+        self.finish_safety()?;
+        let t = self.end_t.unwrap_or(self.last_t);
+        let result = self.liveness.finish(t, &self.procs, &self.views);
+        if let Err(v) = &result {
+            self.failed = Some(v.clone());
+        }
+        result
+    }
+
+    /// The end-of-run safety checks alone: G9 for the processes still alive, whose stay in
+    /// their current view ends with the run. For a harness that ends a run without judging
+    /// liveness. (Calling it again, or [`Checker::finish`] after it, checks nothing twice.)
+    pub fn finish_safety(&mut self) -> Result<(), Violation> {
         if let Some(v) = &self.failed {
             return Err(v.clone());
         }
         let t = self.end_t.unwrap_or(self.last_t);
-        let result = self.liveness.finish(t, &self.procs, &self.views);
+        let mut alive: Vec<Proc> = self.procs.iter().filter(|(_, s)| s.live).map(|(p, _)| *p).collect();
+        alive.sort_unstable();
+        let mut result = Ok(());
+        for p in alive {
+            if let Some(state) = self.procs.get_mut(&p) {
+                result = end_view(&mut self.total, t, p, state);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
         if let Err(v) = &result {
             self.failed = Some(v.clone());
         }
@@ -117,10 +147,13 @@ impl Checker {
             // Harness events: the harness may crash or pause whatever it likes, even a process
             // that already ended on its own.
             Ev::Crash => {
-                if let Some(state) = self.procs.get_mut(&p) {
-                    state.live = false;
-                }
-                return Ok(());
+                return match self.procs.get_mut(&p) {
+                    Some(state) if state.live => {
+                        state.live = false;
+                        end_view(&mut self.total, t, p, state)
+                    }
+                    _ => Ok(()),
+                };
             }
             Ev::Pause | Ev::Resume => return Ok(()),
             _ => {}
@@ -147,26 +180,40 @@ impl Checker {
                     let own = delivered.get(&p).copied().unwrap_or(0);
                     self.liveness.on_transition(p, from, state.sent, own);
                     self.virtual_synchrony.on_transition(t, p, from, delivered)?;
+                    // G4 held: `p`'s set is the one the first process to leave `from` left there.
+                    if let Some((_, set)) = self.virtual_synchrony.survivor(from) {
+                        self.safe.on_transition(t, p, from, set)?;
+                    }
+                    end_view(&mut self.total, t, p, state)?;
                 }
                 state.view = Some(view);
                 state.sent = 0;
             }
-            Ev::Send { view, seq, digest } => {
+            Ev::Send { view, seq, digest, order } => {
                 let id = MsgId { sender: p, view: *view, seq: *seq };
                 sending_view::on_send(t, state.view, id)?;
                 fifo::on_send(t, state.sent, id)?;
-                self.integrity.on_send(id, *digest);
+                self.integrity.on_send(id, *digest, *order);
+                self.causal.on_send(id, *order, &state.delivered);
                 state.sent = *seq;
             }
-            Ev::Deliver { sender, view, seq, digest } => {
-                let id = MsgId { sender: *sender, view: *view, seq: *seq };
+            Ev::Deliver { sender, view, seq, digest, order } => {
+                let (id, order) = (MsgId { sender: *sender, view: *view, seq: *seq }, *order);
                 sending_view::on_deliver(t, p, state.view, id)?;
                 let so_far = state.delivered.get(sender).copied().unwrap_or(0);
-                self.integrity.on_deliver(t, p, id, *digest, so_far)?;
+                self.integrity.on_deliver(t, p, id, *digest, order, so_far)?;
                 fifo::on_deliver(t, p, so_far, id)?;
+                self.causal.on_deliver(t, p, id, order, &state.delivered)?;
+                self.safe.on_deliver(t, p, id, order, self.virtual_synchrony.survivor(id.view))?;
                 state.delivered.insert(*sender, *seq);
+                if order.is_total() {
+                    state.totals.push(id);
+                }
             }
-            Ev::Excluded | Ev::Left => state.live = false,
+            Ev::Excluded | Ev::Left => {
+                state.live = false;
+                end_view(&mut self.total, t, p, state)?;
+            }
             Ev::Suspect { .. } | Ev::Blocked { .. } => {}
             // Handled above.
             Ev::Start { .. } | Ev::Crash | Ev::Pause | Ev::Resume | Ev::Phase { .. } | Ev::End => {}
@@ -184,14 +231,25 @@ impl Checker {
             }
             // A node runs one incarnation at a time: starting a new one ends the old one even
             // if no `crash` line says so (a killed real process writes no last words).
-            if let Some(old) = self.procs.get_mut(&Proc { node: p.node, inc: newest }) {
-                old.live = false;
+            let old_p = Proc { node: p.node, inc: newest };
+            if let Some(old) = self.procs.get_mut(&old_p) {
+                if old.live {
+                    old.live = false;
+                    end_view(&mut self.total, t, old_p, old)?;
+                }
             }
         }
         self.newest_inc.insert(p.node, p.inc);
         self.procs.insert(p, ProcState { live: true, ..ProcState::default() });
         Ok(())
     }
+}
+
+/// `p`'s stay in its current view ends (next install, end of life, end of run): its sequence of
+/// total and safe deliveries there is final (G9).
+fn end_view(total: &mut total::TotalOrder, t: u64, p: Proc, state: &mut ProcState) -> Result<(), Violation> {
+    let Some(view) = state.view else { return Ok(()) };
+    total.on_view_end(t, p, view, std::mem::take(&mut state.totals))
 }
 
 /// Observes every event, then runs the end-of-run checks.

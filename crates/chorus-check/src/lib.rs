@@ -5,14 +5,18 @@
 //! [`Checker`] reads a trace event by event and reports the first [`Violation`] of a guarantee.
 //!
 //! ```
-//! use chorus_check::{check_trace, Ev, Proc, TraceEvent};
+//! use chorus_check::{check_trace, Ev, Order, Proc, TraceEvent};
 //!
 //! let a = Proc { node: 1, inc: 0 };
 //! let trace = [
 //!     TraceEvent { t: 1, p: Some(a), ev: Ev::Start { bootstrap: true } },
 //!     TraceEvent { t: 2, p: Some(a), ev: Ev::Install { view: 1, members: vec![a] } },
-//!     TraceEvent { t: 3, p: Some(a), ev: Ev::Send { view: 1, seq: 1, digest: 7 } },
-//!     TraceEvent { t: 4, p: Some(a), ev: Ev::Deliver { sender: a, view: 1, seq: 1, digest: 7 } },
+//!     TraceEvent { t: 3, p: Some(a), ev: Ev::Send { view: 1, seq: 1, digest: 7, order: Order::Total } },
+//!     TraceEvent {
+//!         t: 4,
+//!         p: Some(a),
+//!         ev: Ev::Deliver { sender: a, view: 1, seq: 1, digest: 7, order: Order::Total },
+//!     },
 //! ];
 //! assert_eq!(check_trace(&trace), Ok(()));
 //! ```
@@ -28,5 +32,5 @@ pub mod trace;
 mod violation;
 
 pub use checker::{check_trace, Checker};
-pub use trace::{read_jsonl, write_jsonl, Ev, Proc, TraceError, TraceEvent};
+pub use trace::{read_jsonl, write_jsonl, Ev, Order, Proc, TraceError, TraceEvent};
 pub use violation::{Guarantee, Violation};

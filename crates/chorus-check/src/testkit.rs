@@ -1,6 +1,8 @@
 //! Compact trace building for tests.
 
-use crate::trace::{digest, Ev, Proc, TraceEvent};
+use std::collections::HashMap;
+
+use crate::trace::{digest, Ev, Order, Proc, TraceEvent};
 use crate::{check_trace, Guarantee, Violation};
 
 /// Node `node`, first incarnation.
@@ -23,6 +25,8 @@ pub(crate) fn msg_digest(sender: Proc, view: u64, seq: u64) -> u64 {
 pub(crate) struct Trace {
     pub(crate) events: Vec<TraceEvent>,
     t: u64,
+    /// The order each message was sent with, so that deliveries can repeat it.
+    orders: HashMap<(Proc, u64, u64), Order>,
 }
 
 impl Trace {
@@ -62,13 +66,34 @@ impl Trace {
         self
     }
 
+    /// A FIFO multicast.
     pub(crate) fn send(&mut self, p: Proc, view: u64, seq: u64) -> &mut Self {
-        let digest = msg_digest(p, view, seq);
-        self.ev(Some(p), Ev::Send { view, seq, digest })
+        self.send_as(p, view, seq, Order::Fifo)
     }
 
+    /// A multicast with the given order; its deliveries (by [`Trace::deliver`]) carry it too.
+    pub(crate) fn send_as(&mut self, p: Proc, view: u64, seq: u64, order: Order) -> &mut Self {
+        let digest = msg_digest(p, view, seq);
+        self.orders.insert((p, view, seq), order);
+        self.ev(Some(p), Ev::Send { view, seq, digest, order })
+    }
+
+    /// Delivers a message with the order it was sent with (FIFO if it was never sent).
     pub(crate) fn deliver(&mut self, p: Proc, sender: Proc, view: u64, seq: u64) -> &mut Self {
         self.deliver_digest(p, sender, view, seq, msg_digest(sender, view, seq))
+    }
+
+    /// Delivers a message claiming the given order, whatever it was sent with.
+    pub(crate) fn deliver_as(
+        &mut self,
+        p: Proc,
+        sender: Proc,
+        view: u64,
+        seq: u64,
+        order: Order,
+    ) -> &mut Self {
+        let digest = msg_digest(sender, view, seq);
+        self.ev(Some(p), Ev::Deliver { sender, view, seq, digest, order })
     }
 
     pub(crate) fn deliver_digest(
@@ -79,7 +104,8 @@ impl Trace {
         seq: u64,
         digest: u64,
     ) -> &mut Self {
-        self.ev(Some(p), Ev::Deliver { sender, view, seq, digest })
+        let order = self.orders.get(&(sender, view, seq)).copied().unwrap_or_default();
+        self.ev(Some(p), Ev::Deliver { sender, view, seq, digest, order })
     }
 
     /// Every process in `to` delivers the message.
@@ -93,6 +119,18 @@ impl Trace {
     /// `sender` multicasts in `view` and everyone in `to` delivers it.
     pub(crate) fn multicast(&mut self, sender: Proc, view: u64, seq: u64, to: &[Proc]) -> &mut Self {
         self.send(sender, view, seq).deliver_all(to, sender, view, seq)
+    }
+
+    /// `sender` multicasts with `order` in `view` and everyone in `to` delivers it.
+    pub(crate) fn multicast_as(
+        &mut self,
+        sender: Proc,
+        view: u64,
+        seq: u64,
+        order: Order,
+        to: &[Proc],
+    ) -> &mut Self {
+        self.send_as(sender, view, seq, order).deliver_all(to, sender, view, seq)
     }
 
     pub(crate) fn crash(&mut self, p: Proc) -> &mut Self {

@@ -23,6 +23,52 @@ impl fmt::Display for Proc {
     }
 }
 
+/// How a multicast is ordered (DESIGN §3 G7–G10). Every mode is FIFO per sender (G7); `causal`
+/// adds G8, `total` G9, `safe` G9 and G10. Written in traces as `"fifo"`, `"causal"`, `"total"`
+/// or `"safe"`; a `send` or `deliver` line without `order` is `fifo` (traces written before
+/// orderings existed).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Per-sender order only.
+    #[default]
+    Fifo,
+    /// After everything its sender had delivered or sent in its view before sending it.
+    Causal,
+    /// In one order shared by every process that delivers it (with the other total and safe
+    /// messages).
+    Total,
+    /// Total, and uniform: if anyone delivers it in a view, every process that goes on to the
+    /// next view delivers it too.
+    Safe,
+}
+
+impl Order {
+    /// Every mode.
+    pub const ALL: [Order; 4] = [Order::Fifo, Order::Causal, Order::Total, Order::Safe];
+
+    /// Whether the mode is in the shared total order (`total` and `safe`).
+    pub fn is_total(self) -> bool {
+        matches!(self, Order::Total | Order::Safe)
+    }
+
+    /// The name used in traces: `fifo`, `causal`, `total`, `safe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Fifo => "fifo",
+            Order::Causal => "causal",
+            Order::Total => "total",
+            Order::Safe => "safe",
+        }
+    }
+}
+
+impl fmt::Display for Order {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One line of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TraceEvent {
@@ -62,6 +108,9 @@ pub enum Ev {
         seq: u64,
         /// A 64-bit digest of the payload (FNV-1a).
         digest: u64,
+        /// How it is to be ordered (`fifo` if absent).
+        #[serde(default)]
+        order: Order,
     },
     /// The process delivered a message.
     Deliver {
@@ -73,6 +122,9 @@ pub enum Ev {
         seq: u64,
         /// Digest of the payload as delivered.
         digest: u64,
+        /// How it was ordered (`fifo` if absent).
+        #[serde(default)]
+        order: Order,
     },
     /// The process's failure detector suspects a member.
     Suspect {
@@ -212,8 +264,14 @@ mod tests {
         vec![
             ev(1, a, Ev::Start { bootstrap: true }),
             ev(2, a, Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)] }),
-            ev(3, a, Ev::Send { view: 1, seq: 1, digest: u64::MAX }),
-            ev(4, a, Ev::Deliver { sender: p(2, 3), view: 1, seq: 9, digest: digest(b"x") }),
+            ev(3, a, Ev::Send { view: 1, seq: 1, digest: u64::MAX, order: Order::Fifo }),
+            ev(3, a, Ev::Send { view: 1, seq: 2, digest: 1, order: Order::Causal }),
+            ev(
+                4,
+                a,
+                Ev::Deliver { sender: p(2, 3), view: 1, seq: 9, digest: digest(b"x"), order: Order::Total },
+            ),
+            ev(4, a, Ev::Deliver { sender: p(2, 3), view: 1, seq: 10, digest: 2, order: Order::Safe }),
             ev(5, a, Ev::Suspect { member: p(2, 3) }),
             ev(6, a, Ev::Blocked { reason: "flush".to_owned() }),
             ev(7, a, Ev::Excluded),
@@ -240,11 +298,38 @@ mod tests {
 
     #[test]
     fn the_wire_shape_is_flat_and_tagged() {
-        let ev = TraceEvent { t: 5, p: Some(p(1, 0)), ev: Ev::Send { view: 3, seq: 2, digest: 7 } };
+        let send = Ev::Send { view: 3, seq: 2, digest: 7, order: Order::Causal };
+        let ev = TraceEvent { t: 5, p: Some(p(1, 0)), ev: send };
         let line = serde_json::to_string(&ev).unwrap();
-        assert_eq!(line, r#"{"t":5,"p":{"node":1,"inc":0},"ev":"send","view":3,"seq":2,"digest":7}"#);
+        assert_eq!(
+            line,
+            r#"{"t":5,"p":{"node":1,"inc":0},"ev":"send","view":3,"seq":2,"digest":7,"order":"causal"}"#
+        );
         let end = TraceEvent { t: 9, p: None, ev: Ev::End };
         assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"t":9,"ev":"end"}"#);
+    }
+
+    #[test]
+    fn lines_without_an_order_are_fifo() {
+        let send = r#"{"t":5,"p":{"node":1,"inc":0},"ev":"send","view":3,"seq":2,"digest":7}"#;
+        let deliver = r#"{"t":6,"p":{"node":2,"inc":0},"ev":"deliver","sender":{"node":1,"inc":0},"view":3,"seq":2,"digest":7}"#;
+        let events = read_jsonl(format!("{send}\n{deliver}\n").as_bytes()).unwrap();
+        assert_eq!(events[0].ev, Ev::Send { view: 3, seq: 2, digest: 7, order: Order::Fifo });
+        assert_eq!(
+            events[1].ev,
+            Ev::Deliver { sender: p(1, 0), view: 3, seq: 2, digest: 7, order: Order::Fifo }
+        );
+    }
+
+    #[test]
+    fn orders_are_snake_case_and_unknown_ones_are_rejected() {
+        for order in Order::ALL {
+            let json = serde_json::to_string(&order).unwrap();
+            assert_eq!(json, format!("\"{order}\""));
+            assert_eq!(serde_json::from_str::<Order>(&json).unwrap(), order);
+        }
+        let bad = r#"{"t":5,"p":{"node":1,"inc":0},"ev":"send","view":3,"seq":2,"digest":7,"order":"Total"}"#;
+        assert_eq!(read_jsonl(bad.as_bytes()).unwrap_err().line(), 1);
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub enum Guarantee {
     G6Integrity,
     /// G7: per sender and view, sequence numbers 1, 2, 3, ... with no gap or reordering.
     G7Fifo,
+    /// G8: a causal message is delivered after everything its sender had delivered or sent in
+    /// its view before sending it.
+    G8Causal,
+    /// G9: total and safe messages are delivered in one order shared by every process.
+    G9Total,
+    /// G10: a safe message delivered by anyone in a view is delivered by every process that goes
+    /// on from that view to the next (uniform delivery).
+    G10Safe,
     /// G12: after healing, one view of all live processes, and every multicast delivered.
     G12Liveness,
 }
@@ -47,6 +55,9 @@ impl fmt::Display for Guarantee {
             Guarantee::G5SendingView => "G5 sending-view delivery",
             Guarantee::G6Integrity => "G6 integrity",
             Guarantee::G7Fifo => "G7 FIFO",
+            Guarantee::G8Causal => "G8 causal",
+            Guarantee::G9Total => "G9 total",
+            Guarantee::G10Safe => "G10 safe",
             Guarantee::G12Liveness => "G12 liveness",
         })
     }

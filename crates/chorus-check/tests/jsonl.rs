@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chorus_check::trace::{digest, merge_by_time};
-use chorus_check::{check_trace, read_jsonl, write_jsonl, Checker, Ev, Guarantee, Proc, TraceEvent};
+use chorus_check::{check_trace, read_jsonl, write_jsonl, Checker, Ev, Guarantee, Order, Proc, TraceEvent};
 
 fn p(node: u64) -> Proc {
     Proc { node, inc: 0 }
@@ -26,10 +26,14 @@ fn per_node_files(deliver_at_3: bool) -> Vec<Vec<u8>> {
             line(100 + node, me, Ev::Install { view: 1, members: members.clone() }),
         ];
         if node == 1 {
-            evs.push(line(200, me, Ev::Send { view: 1, seq: 1, digest: d }));
+            evs.push(line(200, me, Ev::Send { view: 1, seq: 1, digest: d, order: Order::Total }));
         }
         if node != 3 || deliver_at_3 {
-            evs.push(line(300 + node, me, Ev::Deliver { sender: p(1), view: 1, seq: 1, digest: d }));
+            evs.push(line(
+                300 + node,
+                me,
+                Ev::Deliver { sender: p(1), view: 1, seq: 1, digest: d, order: Order::Total },
+            ));
         }
         if node == 1 {
             // The harness's lines travel in node 1's file here; any file would do.

@@ -25,6 +25,9 @@ pub struct Config {
     pub tick_interval: Duration,
     /// Minimum time between two retransmission requests for the same gap.
     pub retransmit_interval: Duration,
+    /// Longest wait before acknowledging a total or safe message when there is no traffic to
+    /// piggyback the acknowledgement on (their delivery waits for every member's).
+    pub ack_delay: Duration,
     /// A view-change round that has not completed in this time is retried with a higher ballot.
     pub flush_timeout: Duration,
     /// How often a joiner repeats its join request.
@@ -63,6 +66,7 @@ impl Config {
             suspect_timeout: Duration::from_millis(500),
             tick_interval: Duration::from_millis(10),
             retransmit_interval: Duration::from_millis(50),
+            ack_delay: Duration::from_millis(1),
             flush_timeout: Duration::from_millis(1000),
             join_retry_interval: Duration::from_millis(250),
             window_msgs: 4096,

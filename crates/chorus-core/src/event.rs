@@ -19,10 +19,13 @@ pub enum Event {
         /// Members of the previous view that are not in this one (failed, suspected or left).
         departed: Vec<MemberId>,
     },
-    /// A multicast is delivered, in the view it was sent in, in FIFO order per sender.
+    /// A multicast is delivered, in the view it was sent in, in FIFO order per sender and in
+    /// the order its mode asks for.
     Delivered {
         /// Its id (sender, view, sequence number).
         id: MsgId,
+        /// How it was ordered.
+        order: crate::Order,
         /// The payload.
         payload: Bytes,
     },

@@ -500,15 +500,10 @@ impl Node {
         let skip = mutant == Some(crate::Mutant::SkipFlush);
         #[cfg(not(feature = "mutants"))]
         let skip = false;
-        let mut from_departed = false;
-        for s in 0..n {
-            let Some(m) = self.member() else { return };
-            if m.senders[s].delivered < proposal.cut[s] && !proposal.next.contains(old.members[s]) {
-                from_departed = true;
-            }
-            if !skip {
-                self.deliver_upto(s, proposal.cut[s]);
-            }
+        let from_departed = (0..n)
+            .any(|s| m.senders[s].delivered < proposal.cut[s] && !proposal.next.contains(old.members[s]));
+        if !skip {
+            self.deliver_cut(&proposal.cut);
         }
         if forwarded {
             self.marks.hit(Mark::FlushForwarded);
@@ -529,22 +524,23 @@ impl Node {
             keep.extend(m.senders[s].range(m.stable[s].saturating_add(1), proposal.cut[s]).cloned());
         }
         #[cfg(feature = "mutants")]
-        let stale: Vec<(crate::id::MsgId, bytes::Bytes)> = if mutant == Some(crate::Mutant::DeliverStaleView)
-        {
-            (0..n)
-                .flat_map(|s| {
-                    let sender = old.members[s];
-                    m.senders[s].range(proposal.cut[s].saturating_add(1), u64::MAX).map(move |d| {
-                        (
-                            crate::id::MsgId { sender, view: d.view, seq: crate::id::Seqno(d.seq) },
-                            d.payload.clone(),
-                        )
+        let stale: Vec<(crate::id::MsgId, crate::Order, bytes::Bytes)> =
+            if mutant == Some(crate::Mutant::DeliverStaleView) {
+                (0..n)
+                    .flat_map(|s| {
+                        let sender = old.members[s];
+                        m.senders[s].range(proposal.cut[s].saturating_add(1), u64::MAX).map(move |d| {
+                            (
+                                crate::id::MsgId { sender, view: d.view, seq: crate::id::Seqno(d.seq) },
+                                d.order,
+                                d.payload.clone(),
+                            )
+                        })
                     })
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                    .collect()
+            } else {
+                Vec::new()
+            };
         #[cfg(feature = "mutants")]
         let keep_self = mutant == Some(crate::Mutant::InstallWithoutSelf);
         #[cfg(not(feature = "mutants"))]
@@ -556,8 +552,8 @@ impl Node {
             let next = proposal.next.clone();
             self.install_view(now, next, joined, departed, Some(InstallRecord { proposal, msgs: keep }));
             #[cfg(feature = "mutants")]
-            for (id, payload) in stale {
-                self.push_event(Event::Delivered { id, payload });
+            for (id, order, payload) in stale {
+                self.push_event(Event::Delivered { id, order, payload });
             }
         } else if keep_self && !self.leaving {
             // Mutant: pretend to be in the view (breaks self-inclusion).
@@ -582,17 +578,14 @@ impl Node {
             if d.view != view || s >= n || d.seq == 0 || d.payload.len() > max_payload {
                 continue;
             }
+            m.clock = m.clock.max(d.lamport);
             advanced |= m.senders[s].insert(d, window) == crate::mcast::Insert::Advanced;
         }
         if advanced {
             for p in m.peers.iter_mut() {
                 p.ack_dirty = true;
             }
-            if !m.wedged {
-                for s in 0..n {
-                    self.deliver_ready(s);
-                }
-            }
+            self.pump();
         }
     }
 

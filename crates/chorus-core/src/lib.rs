@@ -32,6 +32,7 @@ mod id;
 mod marks;
 mod mcast;
 mod node;
+mod order;
 mod time;
 pub mod wire;
 
@@ -41,6 +42,7 @@ pub use event::{BlockReason, Event};
 pub use id::{Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 pub use marks::{Mark, Marks};
 pub use node::{Node, Status, Transmit};
+pub use order::Order;
 pub use time::Instant;
 
 /// Deliberate protocol bugs. Each breaks one guarantee so that a test can show the simulator's
@@ -64,12 +66,19 @@ pub enum Mutant {
     InstallWithoutSelf,
     /// Never answer a retransmission request (breaks G12).
     NoRetransmit,
+    /// Deliver causal messages without waiting for their causal past (breaks G8).
+    IgnoreCausalDeps,
+    /// Deliver total-order messages as soon as they are next from their sender (breaks G9).
+    TotalByArrival,
+    /// Deliver safe messages without waiting for stability (breaks G10 when a sender and its
+    /// only receivers crash).
+    SafeBeforeStable,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 8] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::SkipFlush,
         Mutant::DeliverStaleView,
         Mutant::DropFifo,
@@ -78,5 +87,8 @@ impl Mutant {
         Mutant::SplitView,
         Mutant::InstallWithoutSelf,
         Mutant::NoRetransmit,
+        Mutant::IgnoreCausalDeps,
+        Mutant::TotalByArrival,
+        Mutant::SafeBeforeStable,
     ];
 }

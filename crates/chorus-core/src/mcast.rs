@@ -29,6 +29,10 @@ pub(crate) struct SenderStore {
     pub gap_since: Option<Instant>,
     /// When a retransmission was last asked for.
     pub last_nak: Option<Instant>,
+    /// Lamport timestamp of the message `received` (timestamps grow along a sender's stream).
+    pub last_lamport: u64,
+    /// Sequence numbers of the total and safe messages in `delivered+1..=received`, in order.
+    totals: VecDeque<u64>,
 }
 
 /// Result of offering a message to a store.
@@ -55,6 +59,27 @@ impl SenderStore {
             highest_seen: 0,
             gap_since: None,
             last_nak: None,
+            last_lamport: 0,
+            totals: VecDeque::new(),
+        }
+    }
+
+    fn advanced(&mut self, d: &Data) {
+        self.last_lamport = self.last_lamport.max(d.lamport);
+        if matches!(d.order, crate::Order::Total | crate::Order::Safe) {
+            self.totals.push_back(d.seq);
+        }
+    }
+
+    /// The first undelivered total or safe message held without a gap.
+    pub(crate) fn first_total(&self) -> Option<u64> {
+        self.totals.front().copied()
+    }
+
+    /// Notes that total message `seq` was delivered.
+    pub(crate) fn pop_total(&mut self, seq: u64) {
+        if self.totals.front() == Some(&seq) {
+            self.totals.pop_front();
         }
     }
 
@@ -74,9 +99,11 @@ impl SenderStore {
                 None => Insert::Buffered,
             };
         }
+        self.advanced(&d);
         self.msgs.push_back(d);
         self.received = seq;
         while let Some(next) = self.ooo.remove(&(self.received + 1)) {
+            self.advanced(&next);
             self.msgs.push_back(next);
             self.received += 1;
         }
@@ -136,7 +163,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn d(seq: u64) -> Data {
-        Data { view: ViewId(1), sender: 0, seq, payload: Bytes::from(seq.to_be_bytes().to_vec()) }
+        Data {
+            view: ViewId(1),
+            sender: 0,
+            seq,
+            order: crate::Order::Fifo,
+            lamport: seq,
+            deps: Vec::new(),
+            payload: Bytes::from(seq.to_be_bytes().to_vec()),
+        }
     }
 
     proptest! {

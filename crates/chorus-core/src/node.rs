@@ -14,6 +14,7 @@ use crate::gms::Coord;
 use crate::id::{MemberId, MsgId, NodeId, Seqno, View, ViewId};
 use crate::marks::{Mark, Marks};
 use crate::mcast::{Insert, SenderStore};
+use crate::order::Order;
 use crate::time::Instant;
 use crate::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal};
 
@@ -57,6 +58,10 @@ pub struct Node {
     pub(crate) leaving: bool,
     /// Last time we answered a peer's stale or lagging message (rate limit).
     last_reply: BTreeMap<NodeId, Instant>,
+    /// A total or safe message arrived: acknowledge within `ack_delay` even if there is
+    /// nothing to piggyback the acknowledgement on (delayed ack, as in TCP).
+    ack_wanted: bool,
+    ack_due: Option<Instant>,
     rng: u64,
 }
 
@@ -79,8 +84,13 @@ pub(crate) struct Member {
     pub stable: Vec<u64>,
     /// Payload bytes of this member's own unstable messages.
     pub unstable_bytes: u64,
+    /// Lamport clock: the highest timestamp seen or sent in this view.
+    pub clock: u64,
     /// Delivery and sending stopped (for this view, for good).
     pub wedged: bool,
+    /// The received vector at the moment of wedging, which is what this member acknowledges
+    /// from then on (see `freeze_acks`).
+    pub frozen_acks: Option<Vec<u64>>,
     pub no_quorum_announced: bool,
     /// Highest ballot promised in this view.
     pub promised: Option<Ballot>,
@@ -114,6 +124,20 @@ pub(crate) struct Member {
     pub departed: BTreeMap<NodeId, crate::id::Incarnation>,
 }
 
+impl Member {
+    /// Freezes what this member acknowledges at what it has received now, the vector it reports
+    /// when it promises. Acknowledging more after promising would let a member outside the next
+    /// view see a safe message as stable (so deliver it) while the cut, built from the promises,
+    /// leaves it out: survivors would not deliver it, breaking uniform delivery (found by the
+    /// simulator, seed 795649863056). Every later report is at least this, so everything this
+    /// member ever acknowledged is in any cut it helps build.
+    fn freeze_acks(&mut self) {
+        if self.frozen_acks.is_none() {
+            self.frozen_acks = Some(self.senders.iter().map(|s| s.received).collect());
+        }
+    }
+}
+
 /// What this member knows of another member of the view.
 #[derive(Debug)]
 pub(crate) struct Peer {
@@ -132,6 +156,10 @@ pub(crate) struct Peer {
     pub ack_dirty: bool,
     /// It has sent us something in this view (so it installed it).
     pub heard_in_view: bool,
+    /// Its last promise: every message it sends after `promise_sent` has a Lamport timestamp
+    /// above `promise_clock`.
+    pub promise_sent: u64,
+    pub promise_clock: u64,
 }
 
 /// The chosen proposal that created the current view, and the messages of the previous view
@@ -161,6 +189,8 @@ impl Node {
             seeds,
             leaving: false,
             last_reply: BTreeMap::new(),
+            ack_wanted: false,
+            ack_due: None,
             rng: rng | 1,
         };
         if bootstrap {
@@ -210,7 +240,7 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Left => None,
-            _ => Some(self.next_tick),
+            _ => Some(self.ack_due.map_or(self.next_tick, |t| t.min(self.next_tick))),
         }
     }
 
@@ -251,6 +281,10 @@ impl Node {
 
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ack_due.is_some_and(|t| t <= now) {
+            self.ack_due = None;
+            self.flush_acks();
+        }
         if now < self.next_tick {
             return;
         }
@@ -270,9 +304,20 @@ impl Node {
         }
     }
 
-    /// Multicasts `payload` to the current view. It is delivered to every member that stays in
-    /// the view (this one included, at once), in FIFO order with this member's other messages.
-    pub fn multicast(&mut self, _now: Instant, payload: Bytes) -> Result<MsgId, SendError> {
+    /// Multicasts `payload` to the current view in FIFO order: it is delivered to every
+    /// member that stays in the view (this one included), after this member's earlier ones.
+    pub fn multicast(&mut self, now: Instant, payload: Bytes) -> Result<MsgId, SendError> {
+        self.multicast_ordered(now, payload, Order::Fifo)
+    }
+
+    /// Multicasts `payload` with the given ordering (see [`Order`]). FIFO per sender holds in
+    /// every mode; this member delivers its own message too, when its order allows.
+    pub fn multicast_ordered(
+        &mut self,
+        _now: Instant,
+        payload: Bytes,
+        order: Order,
+    ) -> Result<MsgId, SendError> {
         if payload.len() > self.cfg.max_payload {
             return Err(SendError::TooLarge { len: payload.len(), max: self.cfg.max_payload });
         }
@@ -292,21 +337,27 @@ impl Node {
         let Some(m) = self.member_mut() else { return Err(SendError::NotMember) };
         let me = m.me;
         let seq = m.senders[me].received + 1;
-        let data = Data { view: m.view.id, sender: me as u16, seq, payload };
+        m.clock += 1;
+        let deps = if order.carries_deps() {
+            m.senders.iter().enumerate().map(|(r, st)| if r == me { seq - 1 } else { st.delivered }).collect()
+        } else {
+            Vec::new()
+        };
+        let data = Data { view: m.view.id, sender: me as u16, seq, order, lamport: m.clock, deps, payload };
         m.unstable_bytes += data.payload.len() as u64;
         let id = MsgId { sender: me_id, view: m.view.id, seq: Seqno(seq) };
-        let payload = data.payload.clone();
         let targets: Vec<MemberId> =
             m.view.members.iter().enumerate().filter(|(r, _)| *r != me).map(|(_, x)| *x).collect();
         m.senders[me].insert(data.clone(), u64::MAX);
-        m.senders[me].delivered = seq;
         for p in m.peers.iter_mut() {
             p.ack_dirty = true;
         }
         for t in targets {
             self.queue_member(t, Msg::Data(data.clone()));
         }
-        self.events.push_back(Event::Delivered { id, payload });
+        // Our own message is received by us: in a view of one that alone makes it stable.
+        self.update_stability();
+        self.pump();
         Ok(id)
     }
 
@@ -360,6 +411,9 @@ impl Node {
                 break;
             }
             self.handle_msg(now, sender, msg);
+        }
+        if std::mem::take(&mut self.ack_wanted) && self.ack_due.is_none() {
+            self.ack_due = Some(now + self.cfg.ack_delay);
         }
         Ok(())
     }
@@ -561,53 +615,27 @@ impl Node {
             return;
         }
         let s = usize::from(d.sender);
+        m.clock = m.clock.max(d.lamport);
+        // Total and safe delivery wait for every member's promise or acknowledgement: answer
+        // at once rather than at the next heartbeat.
+        let prompt_ack = matches!(d.order, Order::Total | Order::Safe);
         if m.senders[s].insert(d, window) == Insert::Advanced {
             for p in m.peers.iter_mut() {
                 p.ack_dirty = true;
             }
         }
+        self.ack_wanted |= prompt_ack;
         #[cfg(feature = "mutants")]
-        if mutant == Some(crate::Mutant::DropFifo) && !m.wedged {
+        if let Some(m) = self.member_mut().filter(|m| mutant == Some(crate::Mutant::DropFifo) && !m.wedged) {
             // Deliver what arrived beyond a gap at once; it is delivered again in order later.
             let early: Vec<Data> = m.senders[s].ooo().cloned().collect();
             let sender = m.view.members[s];
             for d in early {
                 let id = MsgId { sender, view: d.view, seq: Seqno(d.seq) };
-                self.events.push_back(Event::Delivered { id, payload: d.payload });
+                self.events.push_back(Event::Delivered { id, order: d.order, payload: d.payload });
             }
         }
-        self.deliver_ready(s);
-    }
-
-    /// Delivers sender `s`'s gap-free messages, unless wedged.
-    pub(crate) fn deliver_ready(&mut self, s: usize) {
-        let Some(m) = self.member_mut() else { return };
-        if m.wedged || m.awaiting_state {
-            return;
-        }
-        let upto = m.senders[s].received;
-        self.deliver_upto(s, upto);
-    }
-
-    /// Delivers sender `s`'s messages up to `upto` (which must be held).
-    pub(crate) fn deliver_upto(&mut self, s: usize, upto: u64) {
-        #[cfg(feature = "mutants")]
-        let dup = self.cfg.mutant == Some(crate::Mutant::DuplicateDelivery);
-        let Some(State::Member(m)) = Some(&mut self.state) else { return };
-        let sender = m.view.members[s];
-        let view = m.view.id;
-        let store = &mut m.senders[s];
-        while store.delivered < upto {
-            let seq = store.delivered + 1;
-            let Some(d) = store.get(seq) else { break };
-            let id = MsgId { sender, view, seq: Seqno(seq) };
-            #[cfg(feature = "mutants")]
-            if dup && seq % 7 == 3 {
-                self.events.push_back(Event::Delivered { id, payload: d.payload.clone() });
-            }
-            self.events.push_back(Event::Delivered { id, payload: d.payload.clone() });
-            store.delivered = seq;
-        }
+        self.pump();
     }
 
     fn on_ack(&mut self, r: usize, a: Ack) {
@@ -623,9 +651,14 @@ impl Node {
         }
         peer.suspects = a.suspects;
         peer.wedged = a.wedged;
+        if a.sent >= peer.promise_sent {
+            peer.promise_sent = a.sent;
+            peer.promise_clock = peer.promise_clock.max(a.clock);
+        }
         let sent = a.sent;
         m.senders[r].highest_seen = m.senders[r].highest_seen.max(sent);
         self.update_stability();
+        self.pump();
     }
 
     /// Recomputes what every member has received and discards what is stable and delivered.
@@ -785,6 +818,7 @@ impl Node {
         let reachable = m.peers.iter().enumerate().filter(|(r, p)| *r == m.me || !p.suspected).count();
         if reachable < m.view.majority() && !m.no_quorum_announced {
             m.no_quorum_announced = true;
+            m.freeze_acks();
             m.wedged = true;
             self.marks.hit(Mark::MinorityBlocked);
             self.events.push_back(Event::Blocked { reason: BlockReason::NoQuorum });
@@ -795,6 +829,7 @@ impl Node {
     pub(crate) fn wedge(&mut self) {
         let Some(m) = self.member_mut() else { return };
         if !m.wedged {
+            m.freeze_acks();
             m.wedged = true;
             self.events.push_back(Event::Blocked { reason: BlockReason::Flush });
         }
@@ -836,6 +871,8 @@ impl Node {
                 announced: false,
                 ack_dirty: true,
                 heard_in_view: false,
+                promise_sent: 0,
+                promise_clock: 0,
             })
             .collect();
         let mut pending_leaves = BTreeSet::new();
@@ -856,7 +893,9 @@ impl Node {
             peers,
             stable: vec![0; n],
             unstable_bytes: 0,
+            clock: 0,
             wedged: false,
+            frozen_acks: None,
             no_quorum_announced: false,
             promised: None,
             accepted: None,
@@ -926,10 +965,9 @@ impl Node {
         for p in m.peers.iter_mut() {
             p.ack_dirty = true;
         }
+        let _ = n;
         self.events.push_back(Event::StateLoaded { view, state });
-        for s in 0..n {
-            self.deliver_ready(s);
-        }
+        self.pump();
     }
 
     /// This incarnation learned it is no longer a member: forget everything and join again as
@@ -949,6 +987,23 @@ impl Node {
         self.state = State::Joining { next_retry: now };
         self.marks.hit(Mark::RejoinAfterExclusion);
         self.events.push_back(Event::Excluded { by_view, rejoin_as: self.me });
+    }
+
+    /// Makes sure every peer we owe an acknowledgement gets a frame (with just the `Ack` if
+    /// nothing else is queued for it).
+    fn flush_acks(&mut self) {
+        let Some(m) = self.member() else { return };
+        let owed: Vec<MemberId> = m
+            .view
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| *r != m.me && m.peers[*r].ack_dirty)
+            .map(|(_, x)| *x)
+            .collect();
+        for p in owed {
+            self.outq.entry((p.node, Some(p))).or_default();
+        }
     }
 
     fn finish_left(&mut self) {
@@ -1028,10 +1083,16 @@ pub(crate) fn ack_of(m: &Member) -> Ack {
         view: m.view.id,
         // A joiner waiting for its state holds what it received but acknowledges only what it
         // delivered, so that senders stop at their window instead of filling its buffers.
-        received: m.senders.iter().map(|s| if m.awaiting_state { s.delivered } else { s.received }).collect(),
+        received: match &m.frozen_acks {
+            Some(frozen) => frozen.clone(),
+            None => {
+                m.senders.iter().map(|s| if m.awaiting_state { s.delivered } else { s.received }).collect()
+            }
+        },
         sent: m.senders[m.me].received,
         suspects: m.peers.iter().enumerate().filter(|(_, p)| p.suspected).map(|(r, _)| r as u16).collect(),
         wedged: m.wedged,
+        clock: m.clock,
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
 use crate::id::{MemberId, View, ViewId};
+use crate::order::Order;
 
 /// First two bytes of every frame.
 pub const MAGIC: u16 = 0xC405;
@@ -60,6 +61,13 @@ pub struct Data {
     pub sender: u16,
     /// The sender's sequence number in that view (from 1).
     pub seq: u64,
+    /// How it is ordered.
+    pub order: Order,
+    /// The sender's Lamport clock when sending (orders total and safe messages).
+    pub lamport: u64,
+    /// For causal and safe messages: per sender rank, how many messages the sender had
+    /// delivered from it when sending (its causal past). Empty otherwise.
+    pub deps: Vec<u64>,
     /// The application's bytes.
     pub payload: Bytes,
 }
@@ -77,6 +85,8 @@ pub struct Ack {
     pub suspects: Vec<u16>,
     /// Whether this member is blocked (so the coordinator knows a view change is needed).
     pub wedged: bool,
+    /// The sender's Lamport clock: every message it sends after `sent` has a larger timestamp.
+    pub clock: u64,
 }
 
 /// Every protocol message.
@@ -183,9 +193,9 @@ pub enum Msg {
 impl Msg {
     /// A rough upper bound of the encoded size, for splitting batches into frames.
     pub(crate) fn size_hint(&self) -> usize {
-        let data = |d: &[Data]| d.iter().map(|d| d.payload.len() + 24).sum::<usize>();
+        let data = |d: &[Data]| d.iter().map(|d| d.payload.len() + 32 + 10 * d.deps.len()).sum::<usize>();
         match self {
-            Msg::Data(d) => d.payload.len() + 24,
+            Msg::Data(d) => d.payload.len() + 32 + 10 * d.deps.len(),
             Msg::Ack(a) => 32 + 10 * (a.received.len() + a.suspects.len()),
             Msg::Promise { received, msgs, .. } => 256 + 10 * received.len() + data(msgs),
             Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => 512 + data(msgs),
@@ -241,8 +251,20 @@ mod tests {
     }
 
     fn data() -> impl Strategy<Value = Data> {
-        (0u64..5, 0u16..7, 1u64..1000, proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(v, s, q, p)| Data { view: ViewId(v), sender: s, seq: q, payload: Bytes::from(p) })
+        (
+            (0u64..5, 0u16..7, 1u64..1000),
+            (0usize..4, any::<u64>(), proptest::collection::vec(0u64..100, 0..4)),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|((v, s, q), (o, l, deps), p)| Data {
+                view: ViewId(v),
+                sender: s,
+                seq: q,
+                order: Order::ALL[o],
+                lamport: l,
+                deps,
+                payload: Bytes::from(p),
+            })
     }
 
     fn msg() -> impl Strategy<Value = Msg> {
@@ -254,7 +276,8 @@ mod tests {
                 received: r,
                 sent: 9,
                 suspects: vec![1, 2],
-                wedged: w
+                wedged: w,
+                clock: 77,
             })),
             member().prop_map(|j| Msg::Join { joiner: j }),
             (member(), vec.clone()).prop_map(|(c, r)| Msg::Prepare {

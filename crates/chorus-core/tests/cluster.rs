@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::{Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Status};
+use chorus_core::{Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Status};
 
 struct Cluster {
     nodes: Vec<Option<Node>>,
@@ -52,7 +52,7 @@ impl Cluster {
                     frames.push((i as u64, t));
                 }
                 while let Some(e) = n.poll_event() {
-                    if let Event::Delivered { id, payload } = &e {
+                    if let Event::Delivered { id, payload, .. } = &e {
                         self.delivered[i].push((id.sender, id.seq.0, payload.clone()));
                     }
                     self.events[i].push(e);
@@ -263,4 +263,88 @@ fn state_transfer_hook_at_the_barrier() {
     assert!(first_delivery > loaded, "deliveries follow the state");
     assert_eq!(c.delivered[2].len(), 1);
     let _ = now;
+}
+
+/// Sends `k` rounds of one message per node in `order`, interleaving delivery steps.
+fn send_rounds(c: &mut Cluster, k: usize, order: Order) {
+    for round in 0..k {
+        for i in 0..c.nodes.len() {
+            let now = c.now;
+            if let Some(n) = c.nodes[i].as_mut() {
+                n.multicast_ordered(now, Bytes::from(format!("{i}:{round}")), order).expect("accepted");
+            }
+            if round % 3 == i % 3 {
+                c.step(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn sequence(c: &Cluster, i: usize, order: Order) -> Vec<(u64, u64)> {
+    c.events[i]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered { id, order: o, .. } if *o == order => Some((id.sender.node.0, id.seq.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn total_order_is_the_same_everywhere() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    send_rounds(&mut c, 40, Order::Total);
+    c.run(Duration::from_millis(500));
+    let first = sequence(&c, 0, Order::Total);
+    assert_eq!(first.len(), 120);
+    for i in 1..3 {
+        assert_eq!(sequence(&c, i, Order::Total), first, "node {i} delivered the same total order");
+    }
+}
+
+#[test]
+fn safe_and_causal_and_mixed_modes() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    for (k, order) in
+        [Order::Causal, Order::Safe, Order::Fifo, Order::Total].into_iter().cycle().take(12).enumerate()
+    {
+        send_rounds(&mut c, 3, order);
+        if k % 4 == 1 {
+            c.step(Duration::from_millis(1));
+        }
+    }
+    c.run(Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(c.delivered[i].len(), 108, "node {i} delivered everything");
+        for s in 0..3u64 {
+            let seqs: Vec<u64> = c.delivered[i].iter().filter(|d| d.0.node.0 == s).map(|d| d.1).collect();
+            assert_eq!(seqs, (1..=36).collect::<Vec<_>>(), "FIFO from {s} at {i} in every mode");
+        }
+    }
+    let safe0 = sequence(&c, 0, Order::Safe);
+    assert_eq!(safe0.len(), 27);
+    for i in 1..3 {
+        assert_eq!(sequence(&c, i, Order::Safe), safe0);
+    }
+}
+
+#[test]
+fn total_order_survives_a_sender_crash_in_the_flush() {
+    let mut c = Cluster::new(4);
+    c.run(Duration::from_secs(2));
+    // Node 3's total messages reach only node 2, then node 3 dies.
+    for j in [0u64, 1] {
+        c.cut.insert((3, j));
+    }
+    send_rounds(&mut c, 10, Order::Total);
+    c.nodes[3] = None;
+    c.cut.clear();
+    c.run(Duration::from_secs(3));
+    let reference = sequence(&c, 0, Order::Total);
+    assert!(reference.iter().any(|(s, _)| *s == 3), "the dead sender's messages were flushed");
+    for i in 1..3 {
+        assert_eq!(sequence(&c, i, Order::Total), reference, "node {i}");
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::{Config, Event, Incarnation, Instant, Node, NodeId, Status};
+use chorus_core::{Config, Event, Incarnation, Instant, Node, NodeId, Order, Status};
 
 use crate::options::MS;
 
@@ -50,6 +50,7 @@ pub fn thread_cpu_time() -> Duration {
 
 struct Bench {
     nodes: Vec<Node>,
+    order: Order,
     now: u64,
     wire: VecDeque<(u64, u64, Bytes)>,
     r: BenchReport,
@@ -76,7 +77,7 @@ impl Bench {
         let mut busy = false;
         for i in 0..self.nodes.len() {
             for _ in 0..64 {
-                if self.nodes[i].multicast(now, payload.clone()).is_err() {
+                if self.nodes[i].multicast_ordered(now, payload.clone(), self.order).is_err() {
                     break;
                 }
                 self.r.multicasts += 1;
@@ -119,8 +120,9 @@ impl Bench {
     }
 }
 
-/// Runs the bench for about `cpu_budget` of thread CPU time after the group has formed.
-pub fn run_bench(cpu_budget: Duration) -> Result<BenchReport, String> {
+/// Runs the bench for about `cpu_budget` of thread CPU time after the group has formed, every
+/// member multicasting in `order`.
+pub fn run_bench(cpu_budget: Duration, order: Order) -> Result<BenchReport, String> {
     let mut nodes = Vec::new();
     for i in 0..3u64 {
         let mut c = Config::new(NodeId(i), Incarnation(0));
@@ -129,7 +131,7 @@ pub fn run_bench(cpu_budget: Duration) -> Result<BenchReport, String> {
         c.seed = i;
         nodes.push(Node::new(c, Instant::ZERO).map_err(|e| e.to_string())?);
     }
-    let mut b = Bench { nodes, now: 0, wire: VecDeque::new(), r: BenchReport::default() };
+    let mut b = Bench { nodes, order, now: 0, wire: VecDeque::new(), r: BenchReport::default() };
     for i in 0..3 {
         b.drain(i);
     }

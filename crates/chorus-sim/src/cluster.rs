@@ -28,7 +28,7 @@ use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 use chorus_check::{Ev, Proc, TraceEvent, Violation};
-use chorus_core::{BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Status};
+use chorus_core::{BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Status};
 
 use crate::marks::{MarkCounts, SimMark};
 use crate::nemesis::{Fault, FaultKind, Nemesis, Targets};
@@ -226,14 +226,18 @@ struct Life {
     inbox: Vec<(u64, Bytes)>,
     timer_at: Option<u64>,
     timer_gen: u64,
-    /// A multicast refused as "not now", to retry.
-    pending: Option<Bytes>,
+    /// A multicast refused as "not now", to retry (with the same order).
+    pending: Option<(Bytes, Order)>,
     /// View id of its latest accepted multicast.
     sent_view: Option<u64>,
     /// Paused or partitioned in this life (so an exclusion is a false suspicion).
     disturbed: bool,
     /// Cut off by a partition that has since healed.
     healed_from_partition: bool,
+    /// Node ids it delivered from in its current view, as bits (for a coverage mark).
+    delivered_from: u64,
+    /// Blocked for a view change: deliveries now are the flush's.
+    flushing: bool,
 }
 
 #[derive(Debug)]
@@ -310,6 +314,21 @@ fn life_of(slots: &mut [Slot], node: u64) -> Option<&mut Life> {
 
 fn proc_of(m: MemberId) -> Proc {
     Proc { node: m.node.0, inc: m.inc.0 }
+}
+
+/// The trace's name for an ordering mode.
+fn trace_order(o: Order) -> chorus_check::Order {
+    match o {
+        Order::Fifo => chorus_check::Order::Fifo,
+        Order::Causal => chorus_check::Order::Causal,
+        Order::Total => chorus_check::Order::Total,
+        Order::Safe => chorus_check::Order::Safe,
+    }
+}
+
+/// A node id as a bit (node ids are small; larger ones share bits, which only blurs a mark).
+fn node_bit(node: u64) -> u64 {
+    1 << (node % 64)
 }
 
 impl Cluster {
@@ -528,6 +547,7 @@ impl Cluster {
         config.seeds = (0..self.o.total_nodes()).filter(|n| *n != node).map(NodeId).collect();
         config.bootstrap = node == 0 && inc == 0;
         config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
+        config.ack_delay = std::time::Duration::from_nanos(self.o.ack_delay);
         #[cfg(feature = "mutants")]
         {
             config.mutant = self.mutant;
@@ -557,6 +577,8 @@ impl Cluster {
             sent_view: None,
             disturbed: false,
             healed_from_partition: false,
+            delivered_from: 0,
+            flushing: false,
         }));
         self.record(Some(proc_), Ev::Start { bootstrap });
         if self.now < self.workload_until {
@@ -605,25 +627,33 @@ impl Cluster {
         }
         if !l.paused && l.leaving.is_none() {
             let (n, inc) = (l.proc_.node, l.proc_.inc);
-            let payload = match l.pending.take() {
-                Some(p) => p,
-                None => self.workload.payload(n, inc),
+            let (payload, order) = match l.pending.take() {
+                Some(pending) => pending,
+                None => (self.workload.payload(n, inc), self.workload.order()),
             };
             let Some(l) = life_of(&mut self.slots, node) else { return };
-            match l.node.multicast(now, payload.clone()) {
-                Ok(id) => {
-                    l.sent_view = Some(id.view.0);
-                    let p = l.proc_;
-                    self.stats.sends += 1;
-                    let digest = self.digests.sent(&payload);
-                    self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest });
-                }
-                Err(e) if e.is_transient() => l.pending = Some(payload),
+            match l.node.multicast_ordered(now, payload.clone(), order) {
+                Ok(id) => self.sent(node, id, &payload, order),
+                Err(e) if e.is_transient() => l.pending = Some((payload, order)),
                 Err(_) => {}
             }
             self.drain(node);
         }
         self.push(next, Step::Multicast { node, life });
+    }
+
+    /// Records an accepted multicast.
+    fn sent(&mut self, node: u64, id: chorus_core::MsgId, payload: &Bytes, order: Order) {
+        let Some(l) = life_of(&mut self.slots, node) else { return };
+        l.sent_view = Some(id.view.0);
+        let p = l.proc_;
+        if order == Order::Causal && (l.delivered_from & !node_bit(node)).count_ones() >= 2 {
+            self.marks.hit(SimMark::CausalPastOfThreeSenders);
+        }
+        self.stats.sends += 1;
+        let digest = self.digests.sent(payload);
+        let order = trace_order(order);
+        self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest, order });
     }
 
     /// Crashes a member blocked in a view change (if the crash is allowed).
@@ -666,13 +696,11 @@ impl Cluster {
             let Some(l) = life_of(&mut self.slots, node) else { return };
             let p = l.proc_;
             let payload = self.workload.payload(p.node, p.inc);
+            let order = self.workload.order();
             let Some(l) = life_of(&mut self.slots, node) else { return };
-            let Ok(id) = l.node.multicast(now, payload.clone()) else { break };
-            l.sent_view = Some(id.view.0);
+            let Ok(id) = l.node.multicast_ordered(now, payload.clone(), order) else { break };
             sent += 1;
-            self.stats.sends += 1;
-            let digest = self.digests.sent(&payload);
-            self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest });
+            self.sent(node, id, &payload, order);
         }
         self.rec.note(self.now, || format!("n{node} bursts {sent} multicasts until its window is full"));
         self.drain(node);
@@ -725,21 +753,33 @@ impl Cluster {
         match e {
             Event::ViewInstalled { view, .. } => {
                 let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
+                l.delivered_from = 0;
+                l.flushing = false;
                 if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
                     self.highest = Some((view.id.0, members.clone()));
                     self.ghosts.clear();
                 }
                 self.record(Some(p), Ev::Install { view: view.id.0, members });
             }
-            Event::Delivered { id, payload } => {
+            Event::Delivered { id, order, payload } => {
                 self.stats.deliveries += 1;
+                l.delivered_from |= node_bit(id.sender.node.0);
+                if l.flushing {
+                    match order {
+                        Order::Total => self.marks.hit(SimMark::TotalDeliveredInFlush),
+                        Order::Safe => self.marks.hit(SimMark::SafeDeliveredInFlush),
+                        Order::Fifo | Order::Causal => {}
+                    }
+                }
                 let digest = self.digests.delivered(&payload);
-                let ev = Ev::Deliver { sender: proc_of(id.sender), view: id.view.0, seq: id.seq.0, digest };
+                let (sender, order) = (proc_of(id.sender), trace_order(order));
+                let ev = Ev::Deliver { sender, view: id.view.0, seq: id.seq.0, digest, order };
                 self.record(Some(p), ev);
             }
             Event::Blocked { reason } => {
                 let reason = match reason {
                     BlockReason::Flush => {
+                        l.flushing = true;
                         let view = l.node.view().map_or(0, |v| v.id.0);
                         if self.phase == Phase::Safety && view > self.flush_crash_view {
                             self.flush_crash_view = view;
@@ -772,6 +812,8 @@ impl Cluster {
                 l.sent_view = None;
                 l.disturbed = false;
                 l.healed_from_partition = false;
+                l.delivered_from = 0;
+                l.flushing = false;
                 self.record(Some(p), Ev::Excluded);
                 self.record(Some(next), Ev::Start { bootstrap: false });
             }
@@ -1066,6 +1108,11 @@ impl Cluster {
                 });
                 self.phase = Phase::Done;
                 self.record(None, Ev::End);
+                if self.failure.is_none() {
+                    if let Err(v) = self.rec.finish_safety() {
+                        self.failure = Some(Failure::Violation(v));
+                    }
+                }
             }
             return;
         }

@@ -21,16 +21,27 @@ pub enum SimMark {
     MinorityBlocked,
     /// A node that was paused or partitioned, but alive all along, was excluded and re-joined.
     FalselySuspectedRejoined,
+    /// A causal multicast whose sender had delivered messages of two other senders in its view
+    /// before sending it (a causal past spanning three senders).
+    CausalPastOfThreeSenders,
+    /// A total-order message was delivered in a flush (between blocking for a view change and
+    /// installing the next view).
+    TotalDeliveredInFlush,
+    /// A safe message was delivered in a flush.
+    SafeDeliveredInFlush,
 }
 
 impl SimMark {
     /// Every sim mark, in order.
-    pub const ALL: [SimMark; 5] = [
+    pub const ALL: [SimMark; 8] = [
         SimMark::SenderCrashedInFlush,
         SimMark::CoordinatorCrashedInViewChange,
         SimMark::RejoinAfterPartitionHealed,
         SimMark::MinorityBlocked,
         SimMark::FalselySuspectedRejoined,
+        SimMark::CausalPastOfThreeSenders,
+        SimMark::TotalDeliveredInFlush,
+        SimMark::SafeDeliveredInFlush,
     ];
 }
 

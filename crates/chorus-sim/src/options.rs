@@ -8,6 +8,7 @@
 
 use core::fmt;
 
+use chorus_core::Order;
 use rand::Rng;
 
 use crate::rng::{self, SimRng, Stream};
@@ -65,6 +66,102 @@ impl Clock {
         let Some(d) = local.checked_sub(self.offset) else { return 0 };
         let g = (u128::from(d) * 1_000_000).div_ceil(u128::from(self.rate_ppm.max(1)));
         u64::try_from(g).unwrap_or(u64::MAX)
+    }
+}
+
+/// How a run's multicasts pick their ordering: a weight per mode, in [`Order::ALL`] order.
+///
+/// Swarm again: some seeds use one mode for everything (the purest test of that mode's
+/// machinery), the others a random blend (modes interacting in one view: a total message
+/// waiting behind a causal one of the same sender, a safe one stuck behind a FIFO gap).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct OrderMix {
+    /// Relative weights of FIFO, causal, total and safe (not all zero).
+    pub weights: [f64; 4],
+}
+
+impl OrderMix {
+    /// Every multicast in `order`.
+    pub fn only(order: Order) -> OrderMix {
+        let mut weights = [0.0; 4];
+        weights[Self::index(order)] = 1.0;
+        OrderMix { weights }
+    }
+
+    /// All four modes equally.
+    pub const EVEN: OrderMix = OrderMix { weights: [1.0; 4] };
+
+    fn index(order: Order) -> usize {
+        match order {
+            Order::Fifo => 0,
+            Order::Causal => 1,
+            Order::Total => 2,
+            Order::Safe => 3,
+        }
+    }
+
+    /// The share of multicasts that use `order`, in `[0, 1]`.
+    pub fn share(&self, order: Order) -> f64 {
+        let total: f64 = self.weights.iter().sum();
+        if total > 0.0 {
+            self.weights[Self::index(order)] / total
+        } else {
+            f64::from(u8::from(order == Order::Fifo))
+        }
+    }
+
+    /// The single mode in use, if there is one.
+    pub fn single(&self) -> Option<Order> {
+        let mut used = Order::ALL.into_iter().filter(|o| self.share(*o) > 0.0);
+        match (used.next(), used.next()) {
+            (Some(o), None) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Draws a mode for one multicast.
+    pub fn pick(&self, r: &mut SimRng) -> Order {
+        if let Some(o) = self.single() {
+            return o;
+        }
+        let total: f64 = self.weights.iter().sum();
+        let mut x = r.random_range(0.0..total);
+        for (o, w) in Order::ALL.into_iter().zip(self.weights) {
+            if x < w {
+                return o;
+            }
+            x -= w;
+        }
+        Order::Fifo
+    }
+
+    fn draw(r: &mut SimRng) -> OrderMix {
+        if r.random_bool(0.3) {
+            return OrderMix::only(Order::ALL[r.random_range(0..Order::ALL.len())]);
+        }
+        let mut weights = [0.0; 4];
+        for w in &mut weights {
+            if r.random_bool(0.75) {
+                *w = r.random_range(0.1..1.0);
+            }
+        }
+        if weights.iter().all(|w| *w == 0.0) {
+            weights[r.random_range(0..weights.len())] = 1.0;
+        }
+        OrderMix { weights }
+    }
+}
+
+/// `safe only`, or `fifo 40% causal 0% total 25% safe 35%`.
+impl fmt::Display for OrderMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |o: Order| format!("{o:?}").to_lowercase();
+        if let Some(o) = self.single() {
+            return write!(f, "{} only", name(o));
+        }
+        let parts: Vec<String> =
+            Order::ALL.iter().map(|o| format!("{} {:.0}%", name(*o), self.share(*o) * 100.0)).collect();
+        f.write_str(&parts.join(" "))
     }
 }
 
@@ -153,6 +250,11 @@ pub struct SimOptions {
     pub payload_max: usize,
     /// When one member multicasts as fast as its window allows, until refused (back-pressure).
     pub burst_at: Option<u64>,
+    /// How multicasts pick their ordering.
+    pub orders: OrderMix,
+    /// The core's `ack_delay` (how soon a member acknowledges total and safe messages when it
+    /// has nothing to piggyback on), in nanoseconds.
+    pub ack_delay: u64,
     /// Length of the safety phase (faults + workload).
     pub safety: u64,
     /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
@@ -210,6 +312,9 @@ impl SimOptions {
         let payload_max = r.random_range(payload_min..=256usize);
         let burst_at = on(&mut r, 0.15).then(|| r.random_range(500 * MS..safety));
         let flush_crash_prob = if crash_rate > 0.0 && on(&mut r, 0.5) { rate(&mut r, 0.1, 0.6) } else { 0.0 };
+        // Drawn last, so that adding it left every other option of a seed as it was.
+        let orders = OrderMix::draw(&mut r);
+        let ack_delay = [200, 1000, 5000, 20_000][r.random_range(0..4usize)] * 1000;
         SimOptions {
             seed,
             initial_nodes,
@@ -234,6 +339,8 @@ impl SimOptions {
             payload_min,
             payload_max,
             burst_at,
+            orders,
+            ack_delay,
             safety,
             script: Vec::new(),
         }
@@ -262,6 +369,7 @@ impl SimOptions {
         o.payload_min = 16;
         o.payload_max = 64;
         o.burst_at = None;
+        o.orders = OrderMix::EVEN;
         o.safety = 10 * SEC;
         o.script = vec![
             (2 * SEC, ScriptedFault::Crash { node: 4, restart_after: 1500 * MS }),
@@ -334,14 +442,15 @@ impl fmt::Display for SimOptions {
             writeln!(f, "  scripted   {} {:?}", secs(*t), fault)?;
         }
         let burst = self.burst_at.map(|t| format!(", a burst at {}", secs(t))).unwrap_or_default();
-        write!(
+        writeln!(
             f,
             "  workload   {:.0} msgs/s per member, {}-{} bytes{burst}; safety phase {}",
             self.send_rate,
             self.payload_min,
             self.payload_max,
             secs(self.safety)
-        )
+        )?;
+        write!(f, "  orders     {}; ack delay {} µs", self.orders, self.ack_delay / 1000)
     }
 }
 
@@ -374,6 +483,25 @@ mod tests {
         assert!(opts.iter().any(|o| o.crash_rate == 0.0) && opts.iter().any(|o| o.crash_rate > 0.0));
         assert!(opts.iter().any(|o| o.reorder) && opts.iter().any(|o| !o.reorder));
         assert!(opts.iter().any(|o| o.initial_nodes == 1) && opts.iter().any(|o| o.initial_nodes == 7));
+        for order in Order::ALL {
+            assert!(opts.iter().any(|o| o.orders.single() == Some(order)), "no {order:?}-only seed");
+        }
+        assert!(opts.iter().any(|o| Order::ALL.iter().all(|m| o.orders.share(*m) > 0.0)));
+    }
+
+    #[test]
+    fn order_mixes_pick_by_weight() {
+        let mut r = rng::stream(5, Stream::Workload);
+        let only = OrderMix::only(Order::Safe);
+        assert_eq!(only.single(), Some(Order::Safe));
+        assert!((0..100).all(|_| only.pick(&mut r) == Order::Safe));
+        assert_eq!(only.to_string(), "safe only");
+        let mix = OrderMix { weights: [0.0, 1.0, 3.0, 0.0] };
+        assert_eq!(mix.single(), None);
+        assert_eq!(mix.to_string(), "fifo 0% causal 25% total 75% safe 0%");
+        let total = (0..4000).filter(|_| mix.pick(&mut r) == Order::Total).count();
+        assert!((2800..3200).contains(&total), "{total}");
+        assert!((0..1000).all(|_| mix.pick(&mut r) != Order::Fifo));
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl Recorder {
         self.checker.finish()
     }
 
+    /// The checker's end-of-run safety checks alone, for a run whose liveness is not judged.
+    pub fn finish_safety(&mut self) -> Result<(), Violation> {
+        self.checker.finish_safety()
+    }
+
     /// Hash of every event so far.
     pub fn hash(&self) -> u64 {
         self.hash.finish()

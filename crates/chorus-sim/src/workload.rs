@@ -1,4 +1,5 @@
-//! The application load: every member multicasts tagged payloads at a Poisson rate.
+//! The application load: every member multicasts tagged payloads at a Poisson rate, each in an
+//! ordering mode drawn from the seed's [`OrderMix`].
 //!
 //! Why tags: the checker matches deliveries to sends by sender, view, sequence number and
 //! payload digest. A payload that starts with a tag unique in the run (node, per-node counter,
@@ -6,9 +7,10 @@
 //! payload, or a resurrected payload of an earlier life, shows up as a digest mismatch.
 
 use bytes::Bytes;
+use chorus_core::Order;
 use rand::RngCore;
 
-use crate::options::{SimOptions, SEC};
+use crate::options::{OrderMix, SimOptions, SEC};
 use crate::rng::{self, SimRng, Stream};
 
 /// Draws send times and payloads from a seed's [`Stream::Workload`] stream.
@@ -18,6 +20,7 @@ pub struct Workload {
     rate: f64,
     payload_min: usize,
     payload_max: usize,
+    orders: OrderMix,
     counters: Vec<u64>,
 }
 
@@ -29,6 +32,7 @@ impl Workload {
             rate: o.send_rate,
             payload_min: o.payload_min,
             payload_max: o.payload_max,
+            orders: o.orders,
             counters: vec![0; o.total_nodes() as usize],
         }
     }
@@ -36,6 +40,11 @@ impl Workload {
     /// When a member that multicast at `now` multicasts next.
     pub fn next(&mut self, now: u64) -> u64 {
         now + rng::exp_nanos(&mut self.rng, SEC as f64 / self.rate.max(1e-3))
+    }
+
+    /// The ordering of the next multicast.
+    pub fn order(&mut self) -> Order {
+        self.orders.pick(&mut self.rng)
     }
 
     /// A fresh payload for `node` in incarnation `inc`: 8-byte tag `node << 56 | counter`,

@@ -6,25 +6,33 @@
 #![cfg(feature = "mutants")]
 
 use chorus_check::Guarantee;
-use chorus_core::Mutant;
+use chorus_core::{Mutant, Order};
 use chorus_sim::batch::run_batch;
-use chorus_sim::{Failure, Settings};
+use chorus_sim::{Failure, Settings, SimOptions};
 
 /// Seeds tried per mutant before giving up. The rarest (`InstallWithoutSelf`, which needs a
 /// member to hear the install of a view that drops it: a one-way partition) needs a few hundred.
-const MAX_SEEDS: u64 = 800;
+const MAX_SEEDS: usize = 800;
 
-/// Runs seeds `0..MAX_SEEDS` in parallel chunks until one violates `expected`; returns that
-/// seed and what the other failing seeds reported.
-fn first_catch(mutant: Mutant, expected: Guarantee) -> (Option<u64>, Vec<String>) {
+/// Which seeds a mutant is tried on: those whose drawn options can show its bug. Seeds stay
+/// ordinary seeds (a catch replays with `replay --seed N --mutant M`); only the choice of seeds
+/// is steered.
+type Suits = fn(&SimOptions) -> bool;
+
+fn any_seed(_: &SimOptions) -> bool {
+    true
+}
+
+/// Runs the first `MAX_SEEDS` seeds that suit the mutant, in parallel chunks, until one
+/// violates `expected`; returns that seed and what the other failing seeds reported.
+fn first_catch(mutant: Mutant, expected: Guarantee, suits: Suits) -> (Option<u64>, Vec<String>) {
     let settings = Settings { mutant: Some(mutant), ..Settings::default() };
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = (jobs * 16) as u64;
+    let chunk = jobs * 16;
+    let all: Vec<u64> = (0..).filter(|s| suits(&SimOptions::from_seed(*s))).take(MAX_SEEDS).collect();
     let mut other = Vec::new();
-    let mut start = 0;
-    while start < MAX_SEEDS {
-        let seeds: Vec<u64> = (start..(start + chunk).min(MAX_SEEDS)).collect();
-        let report = run_batch(&seeds, jobs, &settings, |_, _, _| {});
+    for seeds in all.chunks(chunk) {
+        let report = run_batch(seeds, jobs, &settings, |_, _, _| {});
         for r in &report.results {
             match &r.failure {
                 Some(Failure::Violation(v)) if v.guarantee == expected => return (Some(r.seed), other),
@@ -32,13 +40,19 @@ fn first_catch(mutant: Mutant, expected: Guarantee) -> (Option<u64>, Vec<String>
                 None => {}
             }
         }
-        start += chunk;
     }
     (None, other)
 }
 
 fn assert_caught(mutant: Mutant, expected: Guarantee) {
-    let (seed, other) = first_catch(mutant, expected);
+    assert_caught_on(mutant, expected, any_seed);
+}
+
+fn assert_caught_on(mutant: Mutant, expected: Guarantee, suits: Suits) {
+    let (seed, other) = first_catch(mutant, expected, suits);
+    if let Some(seed) = seed {
+        eprintln!("{mutant:?} caught as {expected} at seed {seed}");
+    }
     assert!(
         seed.is_some(),
         "{mutant:?} was not caught as {expected} in {MAX_SEEDS} seeds; other failures: {other:#?}"
@@ -85,6 +99,37 @@ fn no_retransmit_breaks_liveness() {
     assert_caught(Mutant::NoRetransmit, Guarantee::G12Liveness);
 }
 
+/// Causal messages to reorder: a third of the multicasts or more, among three members or more.
+fn causal_heavy(o: &SimOptions) -> bool {
+    o.orders.share(Order::Causal) >= 0.3 && o.initial_nodes >= 3
+}
+
+#[test]
+fn ignore_causal_deps_breaks_causal_order() {
+    assert_caught_on(Mutant::IgnoreCausalDeps, Guarantee::G8Causal, causal_heavy);
+}
+
+/// Total-order messages from several senders arriving in different orders at different members.
+fn total_heavy(o: &SimOptions) -> bool {
+    o.orders.share(Order::Total) >= 0.3 && o.initial_nodes >= 3
+}
+
+#[test]
+fn total_by_arrival_breaks_total_order() {
+    assert_caught_on(Mutant::TotalByArrival, Guarantee::G9Total, total_heavy);
+}
+
+/// Safe messages, and a partition to cut off a member that delivered one before anyone else had
+/// it (crashes rarely do it: a crashed sender's frames already on the wire still arrive).
+fn safe_and_partitions(o: &SimOptions) -> bool {
+    o.orders.share(Order::Safe) >= 0.2 && o.partition_rate > 0.0 && o.initial_nodes >= 3
+}
+
+#[test]
+fn safe_before_stable_breaks_safe_delivery() {
+    assert_caught_on(Mutant::SafeBeforeStable, Guarantee::G10Safe, safe_and_partitions);
+}
+
 /// Every mutant has a test above: a new variant fails to compile here until it gets one.
 #[test]
 fn every_mutant_is_covered() {
@@ -97,6 +142,9 @@ fn every_mutant_is_covered() {
         Mutant::SplitView => Guarantee::G1ViewAgreement,
         Mutant::InstallWithoutSelf => Guarantee::G3SelfInclusion,
         Mutant::NoRetransmit => Guarantee::G12Liveness,
+        Mutant::IgnoreCausalDeps => Guarantee::G8Causal,
+        Mutant::TotalByArrival => Guarantee::G9Total,
+        Mutant::SafeBeforeStable => Guarantee::G10Safe,
     };
     for m in chorus_sim::ALL_MUTANTS {
         let _ = expected(m);

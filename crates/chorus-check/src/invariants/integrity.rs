@@ -1,9 +1,10 @@
 //! G6 integrity (DESIGN §3 G6; TESTING MC1 "Delivery Integrity / no creation", MC2 "No
 //! Duplication"; CKV01).
 //!
-//! Checkable form: every `deliver` of (s, v, n) with digest d at process p comes after a
-//! `send` line of s with view v, seq n and digest d; and p delivers a given (s, v, n) at most
-//! once.
+//! Checkable form: every `deliver` of (s, v, n) with digest d and order o at process p comes
+//! after a `send` line of s with view v, seq n, digest d and order o; and p delivers a given
+//! (s, v, n) at most once. (A delivery under another order than the one asked for would leave
+//! G8–G10 judging the wrong rule, so it is reported here.)
 //!
 //! Reported under G6 too, because a trace that breaks them cannot be judged: process lives.
 //! Every event except `phase` and `end` names a process; a process's events lie between its
@@ -16,19 +17,19 @@
 //! the nodes share a clock (see `docs/trace-format.md`).
 
 use crate::hash::FastMap;
-use crate::trace::Proc;
+use crate::trace::{Order, Proc};
 use crate::violation::{Guarantee, MsgId, Violation};
 
-/// Every send observed, with its digest.
+/// Every send observed, with its digest and order.
 #[derive(Debug, Default)]
 pub(crate) struct Integrity {
-    sends: FastMap<MsgId, u64>,
+    sends: FastMap<MsgId, (u64, Order)>,
 }
 
 impl Integrity {
     /// Records a send; G7 has already rejected a repeated id.
-    pub(crate) fn on_send(&mut self, id: MsgId, digest: u64) {
-        self.sends.insert(id, digest);
+    pub(crate) fn on_send(&mut self, id: MsgId, digest: u64, order: Order) {
+        self.sends.insert(id, (digest, order));
     }
 
     /// `so_far` is the highest seq `p` delivered from this sender in this view: by G7 it has
@@ -39,12 +40,16 @@ impl Integrity {
         p: Proc,
         id: MsgId,
         digest: u64,
+        order: Order,
         so_far: u64,
     ) -> Result<(), Violation> {
         match self.sends.get(&id) {
             None => return fail(t, format!("{p} delivered {id}, which was never sent")),
-            Some(&sent) if sent != digest => {
+            Some(&(sent, _)) if sent != digest => {
                 return fail(t, format!("{p} delivered {id} with digest {digest:#x}, sent with {sent:#x}"))
+            }
+            Some(&(_, asked)) if asked != order => {
+                return fail(t, format!("{p} delivered {id} as {order}, sent as {asked}"))
             }
             Some(_) => {}
         }
@@ -86,7 +91,7 @@ fn fail(t: u64, detail: String) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     use crate::testkit::{msg_digest, p, pi, Trace};
-    use crate::trace::Ev;
+    use crate::trace::{Ev, Order};
     use crate::Guarantee;
 
     #[test]
@@ -121,6 +126,15 @@ mod tests {
         tr.send(a, 1, 1).deliver_digest(b, a, 1, 1, msg_digest(a, 1, 1) ^ 1);
         let v = tr.assert_violates(Guarantee::G6Integrity);
         assert!(v.detail.contains("digest"), "{v}");
+    }
+
+    #[test]
+    fn a_delivery_under_another_order_is_caught() {
+        let (a, b) = (p(1), p(2));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.send_as(a, 1, 1, Order::Safe).deliver_as(b, a, 1, 1, Order::Total);
+        let v = tr.assert_violates(Guarantee::G6Integrity);
+        assert!(v.detail.contains("as total, sent as safe"), "{v}");
     }
 
     #[test]
@@ -174,7 +188,7 @@ mod tests {
         backwards.assert_violates(Guarantee::G6Integrity);
 
         let mut anonymous = Trace::new();
-        anonymous.ev(None, Ev::Send { view: 1, seq: 1, digest: 0 });
+        anonymous.ev(None, Ev::Send { view: 1, seq: 1, digest: 0, order: Order::Fifo });
         anonymous.assert_violates(Guarantee::G6Integrity);
     }
 }

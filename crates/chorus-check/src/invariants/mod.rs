@@ -2,11 +2,14 @@
 //! exposes the hooks [`crate::Checker`] calls; the shared per-process state lives in the
 //! checker.
 
+pub(crate) mod causal;
 pub(crate) mod fifo;
 pub(crate) mod integrity;
 pub(crate) mod liveness;
 pub(crate) mod one_history;
+pub(crate) mod safe;
 pub(crate) mod self_inclusion;
 pub(crate) mod sending_view;
+pub(crate) mod total;
 pub(crate) mod view_agreement;
 pub(crate) mod virtual_synchrony;

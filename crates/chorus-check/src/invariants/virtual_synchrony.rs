@@ -27,6 +27,12 @@ pub(crate) struct VirtualSynchrony {
 }
 
 impl VirtualSynchrony {
+    /// The first process that went from `view` to the next, and the set it delivered in `view`
+    /// (by G4, the set of every process that did).
+    pub(crate) fn survivor(&self, view: u64) -> Option<(Proc, &Delivered)> {
+        self.first.get(&view).map(|(p, set)| (*p, set))
+    }
+
     /// `p` installs `from + 1` after `from`, having delivered `delivered` in `from`.
     pub(crate) fn on_transition(
         &mut self,
