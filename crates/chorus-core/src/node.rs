@@ -961,11 +961,9 @@ impl Node {
             return;
         }
         m.awaiting_state = false;
-        let n = m.view.members.len();
         for p in m.peers.iter_mut() {
             p.ack_dirty = true;
         }
-        let _ = n;
         self.events.push_back(Event::StateLoaded { view, state });
         self.pump();
     }
