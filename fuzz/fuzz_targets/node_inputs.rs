@@ -18,6 +18,8 @@ enum Input {
     Tick { ms: u16 },
     Multicast { len: u8 },
     Leave,
+    /// The application writes a checkpoint piece (or finishes) for the last view it was asked.
+    Checkpoint { len: u16, finish: bool },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -35,7 +37,8 @@ enum FuzzMsg {
     Install { prev: u8, next: u8, members: Vec<u8>, cut: Vec<u64> },
     InstallReq { have: u8 },
     NotMember { view: u8 },
-    State { view: u8, len: u8 },
+    StateChunk { view: u8, offset: u64, len: u8, last: bool },
+    StateAck { view: u8, offset: u64, done: bool },
 }
 
 fn member(n: u8) -> MemberId {
@@ -47,6 +50,7 @@ fn proposal(prev: u8, next: u8, members: &[u8], cut: Vec<u64>) -> Proposal {
         prev: ViewId(u64::from(prev % 6)),
         next: View { id: ViewId(u64::from(next % 6)), members: members.iter().take(8).map(|m| member(*m)).collect() },
         cut,
+        loading: members.iter().skip(1).take(2).map(|m| member(*m)).collect(),
     }
 }
 
@@ -64,7 +68,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             payload: Bytes::from(vec![7u8; usize::from(len)]),
         }),
         FuzzMsg::Ack { view, received, sent, suspects, wedged } => {
-            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged, clock: sent % 100 })
+            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged, clock: sent % 100, holds_state: !wedged })
         }
         FuzzMsg::Nak { view, sender, from, to } => Msg::Nak { view: v(view), sender, from, to },
         FuzzMsg::Join { node, inc } => Msg::Join { joiner: MemberId::new(u64::from(node % 5), u64::from(inc % 3)) },
@@ -88,6 +92,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
                     payload: Bytes::new(),
                 })
                 .collect(),
+            holds_state: msgs % 2 == 0,
         },
         FuzzMsg::Preempted { view, round, coord } => Msg::Preempted { view: v(view), ballot: ballot(round, member(coord)) },
         FuzzMsg::Accept { view, round, members, cut } => Msg::Accept {
@@ -102,7 +107,13 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
         }
         FuzzMsg::InstallReq { have } => Msg::InstallReq { have: v(have) },
         FuzzMsg::NotMember { view } => Msg::NotMember { view: v(view) },
-        FuzzMsg::State { view, len } => Msg::State { view: v(view), state: Bytes::from(vec![3u8; usize::from(len)]) },
+        FuzzMsg::StateChunk { view, offset, len, last } => Msg::StateChunk {
+            view: v(view),
+            offset: offset % 1024,
+            data: Bytes::from(vec![3u8; usize::from(len)]),
+            last,
+        },
+        FuzzMsg::StateAck { view, offset, done } => Msg::StateAck { view: v(view), offset: offset % 1024, done },
     }
 }
 
@@ -125,6 +136,7 @@ fn setup(now: Instant) -> Node {
 fuzz_target!(|inputs: Vec<Input>| {
     let mut now = Instant::from_nanos(1_000_000_000);
     let mut node = setup(now);
+    let mut asked = None;
     for input in inputs.into_iter().take(64) {
         match input {
             Input::Raw { from, bytes } => {
@@ -145,8 +157,22 @@ fuzz_target!(|inputs: Vec<Input>| {
                 let _ = node.multicast_ordered(now, Bytes::from(vec![1u8; usize::from(len)]), order);
             }
             Input::Leave => node.leave(now),
+            Input::Checkpoint { len, finish } => {
+                if let Some(view) = asked {
+                    let _ = if finish {
+                        node.finish_checkpoint(view)
+                    } else {
+                        node.write_checkpoint(view, Bytes::from(vec![5u8; usize::from(len)]))
+                    };
+                }
+            }
         }
         while node.poll_transmit().is_some() {}
-        while node.poll_event().is_some() {}
+        while let Some(ev) = node.poll_event() {
+            if let chorus_core::Event::CheckpointRequest { view, .. } = ev {
+                asked = Some(view);
+            }
+        }
+        while node.poll_transmit().is_some() {}
     }
 });

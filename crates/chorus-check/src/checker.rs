@@ -1,22 +1,31 @@
 //! The checker: shared per-process state, dispatching each event to the invariants.
 
+use std::fmt;
+
 use crate::hash::FastMap;
+use crate::invariants::replica_determinism::{self, Origin, Replica};
+use crate::invariants::state_transfer::{self, Report};
+use crate::invariants::transfer_atomicity::{self, Transfer};
 use crate::invariants::{
     causal, fifo, integrity, liveness, one_history, safe, self_inclusion, sending_view, total,
     view_agreement, virtual_synchrony,
 };
-use crate::trace::{Ev, Proc, TraceEvent};
+use crate::trace::{chain, Ev, Proc, TraceEvent};
 use crate::violation::{MsgId, Violation};
 
 /// Name of the harness phase from which G12 applies.
 pub(crate) const LIVENESS_PHASE: &str = "liveness";
 
-/// Checks a trace against DESIGN §3 (G1–G10, G12), one event at a time.
+/// Checks a trace against DESIGN §3 (G1–G12) and TESTING §2.4 (ST2, ST3), one event at a time.
 ///
 /// Feed every event in trace order to [`Checker::observe`], then call [`Checker::finish`]
 /// (G9 for processes still in their view at the end, and G12).
 /// Once a violation is found the checker stops judging: every later call returns that same
 /// violation, so its state never has to make sense of a broken history.
+///
+/// The state-transfer checks (G11, ST2, ST3) judge the `loading` lists of installs and the
+/// `digest` and `state_loaded` lines; a trace without them (written before state transfer
+/// existed, or with it switched off) passes them trivially.
 #[derive(Debug, Default)]
 pub struct Checker {
     procs: Procs,
@@ -29,6 +38,8 @@ pub struct Checker {
     total: total::TotalOrder,
     safe: safe::Safe,
     virtual_synchrony: virtual_synchrony::VirtualSynchrony,
+    state_transfer: state_transfer::StateTransfer,
+    replica_determinism: replica_determinism::ReplicaDeterminism,
     liveness: liveness::Liveness,
     last_t: u64,
     end_t: Option<u64>,
@@ -59,12 +70,49 @@ pub(crate) struct ProcState {
     pub(crate) delivered: Delivered,
     /// The total and safe messages it delivered in its current view, in order (for G9).
     pub(crate) totals: Vec<MsgId>,
+    /// Its life began with `start` `bootstrap`: it founds the group, with the initial state.
+    pub(crate) bootstrap: bool,
+    /// Whether its current view lists it in `loading`, and whether it loaded there (ST2).
+    pub(crate) transfer: Transfer,
+    /// It reported a `digest` in its current view already.
+    pub(crate) digest_reported: bool,
+    /// Its replicated state, replayed from its last report (ST3); `None` while it holds no
+    /// state or the trace reported none yet.
+    pub(crate) replica: Option<Replica>,
+}
+
+/// The state of a replicated state machine as `digest` and `state_loaded` lines report it: how
+/// many total and safe messages it applied, and the [`chain`] of their payload digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AppState {
+    pub(crate) applied: u64,
+    pub(crate) hash: u64,
+}
+
+impl AppState {
+    /// Before anything is applied.
+    pub(crate) const INITIAL: AppState = AppState { applied: 0, hash: 0 };
+
+    /// Applies a message whose payload digest is `digest`.
+    pub(crate) fn apply(&mut self, digest: u64) {
+        self.applied = self.applied.wrapping_add(1);
+        self.hash = chain(self.hash, digest);
+    }
+}
+
+/// `applied 3, hash 0x1f…`
+impl fmt::Display for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "applied {}, hash {:#x}", self.applied, self.hash)
+    }
 }
 
 /// A view id as first installed.
 #[derive(Debug)]
 pub(crate) struct ViewRecord {
     pub(crate) members: Vec<Proc>,
+    /// Its `loading` list, the same at every install (G1).
+    pub(crate) loading: Vec<Proc>,
     /// Who installed it first, for reports.
     pub(crate) first: Proc,
 }
@@ -93,7 +141,7 @@ impl Checker {
     pub fn finish(&mut self) -> Result<(), Violation> {
         self.finish_safety()?;
         let t = self.end_t.unwrap_or(self.last_t);
-        let result = self.liveness.finish(t, &self.procs, &self.views);
+        let result = self.liveness.finish(t, &self.procs, &self.views, &self.virtual_synchrony);
         if let Err(v) = &result {
             self.failed = Some(v.clone());
         }
@@ -143,7 +191,7 @@ impl Checker {
             (other, None) => return Err(integrity::no_process(t, kind(other))),
         };
         match &ev.ev {
-            Ev::Start { .. } => return self.start(t, p),
+            Ev::Start { bootstrap } => return self.start(t, p, *bootstrap),
             // Harness events: the harness may crash or pause whatever it likes, even a process
             // that already ended on its own.
             Ev::Crash => {
@@ -165,29 +213,45 @@ impl Checker {
             return Err(integrity::ended(t, p, kind(&ev.ev)));
         }
         match &ev.ev {
-            Ev::Install { view, members } => {
+            Ev::Install { view, members, loading } => {
                 let view = *view;
                 self_inclusion::on_install(t, p, view, members)?;
-                let known = view_agreement::on_install(&self.views, t, p, view, members)?;
+                let known = view_agreement::on_install(&self.views, t, p, view, members, loading)?;
                 one_history::on_install(&self.views, t, p, state.view, view, members)?;
                 if !known {
-                    let record = ViewRecord { members: members.clone(), first: p };
+                    let record = ViewRecord { members: members.clone(), loading: loading.clone(), first: p };
                     self.views.insert(view, record);
                 }
+                let listed = loading.contains(&p);
+                let transfer = transfer_atomicity::on_install(t, p, state.transfer, view, listed)?;
                 if let Some(from) = state.view {
+                    // Listed in `loading` of `from` and never loaded there: by ST2 it delivered
+                    // nothing in `from`, and it holds no state. G4, G10 and G12's self-delivery
+                    // do not apply to it in `from`: its delivered set is empty by design.
+                    let cut_off = state.transfer.waiting() == Some(from);
                     // The set delivered in `from` is final now; moving it out also resets it.
                     let delivered = std::mem::take(&mut state.delivered);
                     let own = delivered.get(&p).copied().unwrap_or(0);
-                    self.liveness.on_transition(p, from, state.sent, own);
-                    self.virtual_synchrony.on_transition(t, p, from, delivered)?;
+                    self.liveness.on_transition(p, from, state.sent, own, cut_off);
+                    self.virtual_synchrony.on_transition(t, p, from, delivered, cut_off)?;
                     // G4 held: `p`'s set is the one the first process to leave `from` left there.
-                    if let Some((_, set)) = self.virtual_synchrony.survivor(from) {
+                    if let (false, Some((_, set))) = (cut_off, self.virtual_synchrony.survivor(from)) {
                         self.safe.on_transition(t, p, from, set)?;
                     }
                     end_view(&mut self.total, t, p, state)?;
                 }
+                let first = state.view.is_none();
+                state.replica = replica_determinism::on_install(
+                    state.replica.take(),
+                    view,
+                    first,
+                    state.bootstrap,
+                    listed,
+                );
                 state.view = Some(view);
                 state.sent = 0;
+                state.transfer = transfer;
+                state.digest_reported = false;
             }
             Ev::Send { view, seq, digest, order } => {
                 let id = MsgId { sender: p, view: *view, seq: *seq };
@@ -200,6 +264,7 @@ impl Checker {
             Ev::Deliver { sender, view, seq, digest, order } => {
                 let (id, order) = (MsgId { sender: *sender, view: *view, seq: *seq }, *order);
                 sending_view::on_deliver(t, p, state.view, id)?;
+                transfer_atomicity::on_deliver(t, p, state.transfer, id)?;
                 let so_far = state.delivered.get(sender).copied().unwrap_or(0);
                 self.integrity.on_deliver(t, p, id, *digest, order, so_far)?;
                 fifo::on_deliver(t, p, so_far, id)?;
@@ -208,7 +273,28 @@ impl Checker {
                 state.delivered.insert(*sender, *seq);
                 if order.is_total() {
                     state.totals.push(id);
+                    if let Some(replica) = &mut state.replica {
+                        replica.state.apply(*digest);
+                    }
                 }
+            }
+            Ev::Digest { view, applied, hash } => {
+                let (view, reported) = (*view, AppState { applied: *applied, hash: *hash });
+                let delivered_any = !state.delivered.is_empty();
+                state_transfer::on_digest_line(t, p, state.view, view, state.digest_reported, delivered_any)?;
+                transfer_atomicity::on_digest(t, p, state.transfer, view)?;
+                replica_determinism::on_digest(t, p, view, state.replica.as_ref(), reported)?;
+                state.digest_reported = true;
+                state.replica = Some(Replica::new(reported, Origin::Digest(view)));
+                self.state_transfer.on_report(t, p, view, Report::Digest, reported)?;
+                self.replica_determinism.on_report(t, p, view, reported)?;
+            }
+            Ev::StateLoaded { view, applied, hash } => {
+                let (view, loaded) = (*view, AppState { applied: *applied, hash: *hash });
+                state.transfer = transfer_atomicity::on_state_loaded(t, p, state.view, state.transfer, view)?;
+                state.replica = Some(Replica::new(loaded, Origin::Loaded(view)));
+                self.state_transfer.on_report(t, p, view, Report::Loaded, loaded)?;
+                self.replica_determinism.on_report(t, p, view, loaded)?;
             }
             Ev::Excluded | Ev::Left => {
                 state.live = false;
@@ -221,7 +307,7 @@ impl Checker {
         Ok(())
     }
 
-    fn start(&mut self, t: u64, p: Proc) -> Result<(), Violation> {
+    fn start(&mut self, t: u64, p: Proc, bootstrap: bool) -> Result<(), Violation> {
         if self.procs.contains_key(&p) {
             return Err(integrity::started_twice(t, p));
         }
@@ -240,7 +326,7 @@ impl Checker {
             }
         }
         self.newest_inc.insert(p.node, p.inc);
-        self.procs.insert(p, ProcState { live: true, ..ProcState::default() });
+        self.procs.insert(p, ProcState { live: true, bootstrap, ..ProcState::default() });
         Ok(())
     }
 }
@@ -268,6 +354,8 @@ fn kind(ev: &Ev) -> &'static str {
         Ev::Install { .. } => "install",
         Ev::Send { .. } => "send",
         Ev::Deliver { .. } => "deliver",
+        Ev::Digest { .. } => "digest",
+        Ev::StateLoaded { .. } => "state_loaded",
         Ev::Suspect { .. } => "suspect",
         Ev::Blocked { .. } => "blocked",
         Ev::Excluded => "excluded",

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::trace::{digest, Ev, Order, Proc, TraceEvent};
+use crate::trace::{chain, digest, Ev, Order, Proc, TraceEvent};
 use crate::{check_trace, Guarantee, Violation};
 
 /// Node `node`, first incarnation.
@@ -18,6 +18,17 @@ pub(crate) fn pi(node: u64, inc: u64) -> Proc {
 /// The digest a test message carries: a function of its identity.
 pub(crate) fn msg_digest(sender: Proc, view: u64, seq: u64) -> u64 {
     digest(format!("{sender}/{view}/{seq}").as_bytes())
+}
+
+/// The state (`applied`, `hash`) after applying the given total or safe messages, in order,
+/// from the initial state.
+pub(crate) fn state_after(msgs: &[(Proc, u64, u64)]) -> (u64, u64) {
+    state_from((0, 0), msgs)
+}
+
+/// The state after applying the given total or safe messages, in order, to `from`.
+pub(crate) fn state_from(from: (u64, u64), msgs: &[(Proc, u64, u64)]) -> (u64, u64) {
+    msgs.iter().fold(from, |(applied, hash), &(s, v, n)| (applied + 1, chain(hash, msg_digest(s, v, n))))
 }
 
 /// A trace under construction; each event is one nanosecond after the previous one.
@@ -54,8 +65,42 @@ impl Trace {
         self.ev(Some(p), Ev::Start { bootstrap: false })
     }
 
+    /// A process that founds the group (its state starts as the initial one).
+    pub(crate) fn bootstrap(&mut self, p: Proc) -> &mut Self {
+        self.ev(Some(p), Ev::Start { bootstrap: true })
+    }
+
     pub(crate) fn install(&mut self, p: Proc, view: u64, members: &[Proc]) -> &mut Self {
-        self.ev(Some(p), Ev::Install { view, members: members.to_vec() })
+        self.install_loading(p, view, members, &[])
+    }
+
+    /// An install of a view whose `loading` list is `loading`.
+    pub(crate) fn install_loading(
+        &mut self,
+        p: Proc,
+        view: u64,
+        members: &[Proc],
+        loading: &[Proc],
+    ) -> &mut Self {
+        self.ev(Some(p), Ev::Install { view, members: members.to_vec(), loading: loading.to_vec() })
+    }
+
+    /// Every member installs `view` with exactly `members` and `loading`.
+    pub(crate) fn install_loading_all(&mut self, view: u64, members: &[Proc], loading: &[Proc]) -> &mut Self {
+        for &m in members {
+            self.install_loading(m, view, members, loading);
+        }
+        self
+    }
+
+    /// `p` reports its state at the start of `view`.
+    pub(crate) fn digest(&mut self, p: Proc, view: u64, (applied, hash): (u64, u64)) -> &mut Self {
+        self.ev(Some(p), Ev::Digest { view, applied, hash })
+    }
+
+    /// `p` loaded the state transferred for `view`.
+    pub(crate) fn state_loaded(&mut self, p: Proc, view: u64, (applied, hash): (u64, u64)) -> &mut Self {
+        self.ev(Some(p), Ev::StateLoaded { view, applied, hash })
     }
 
     /// Every member installs `view` with exactly `members`.

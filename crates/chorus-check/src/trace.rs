@@ -99,6 +99,34 @@ pub enum Ev {
         view: u64,
         /// Members, oldest first.
         members: Vec<Proc>,
+        /// The members that start this view without the group's application state and wait
+        /// for a state transfer in it: new joiners, and members whose transfer in the previous
+        /// view was cut off by this view change and restarts now. Omitted when empty (and in
+        /// traces written before state transfer existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        loading: Vec<Proc>,
+    },
+    /// A process that installed `view` without being in its `loading` list reports the state
+    /// of its replicated state machine at the view boundary: after everything it delivered in
+    /// the previous view, before anything of `view`. Written right after the `install` line.
+    Digest {
+        /// The view just installed.
+        view: u64,
+        /// How many `total` and `safe` messages the state machine applied since the group
+        /// began.
+        applied: u64,
+        /// The hash chain over their payload digests, in delivery order (see [`chain`]).
+        hash: u64,
+    },
+    /// A process in the `loading` list of `view` finished loading the state transferred to it
+    /// for `view` (the group's state at that view boundary).
+    StateLoaded {
+        /// The view it loaded state for: its current view.
+        view: u64,
+        /// `applied` of the loaded state.
+        applied: u64,
+        /// `hash` of the loaded state.
+        hash: u64,
     },
     /// The process multicast a message in its current view.
     Send {
@@ -158,12 +186,40 @@ pub enum Ev {
     End,
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 /// FNV-1a, the payload digest used in traces.
 pub fn digest(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a(FNV_OFFSET, bytes)
+}
+
+/// One step of the replicated state machine's state hash, as reported in `digest` and
+/// `state_loaded` lines: applying a message whose payload digest is `payload_digest` to a state
+/// whose hash is `hash` gives the hash `chain(hash, payload_digest)` (and one more `applied`).
+///
+/// It is FNV-1a over the 8 little-endian bytes of `payload_digest`, starting from `hash` instead
+/// of the FNV offset basis: for each byte `b`, `h = (h ^ b) * 0x100000001b3` (wrapping). The
+/// initial state, before anything is applied, is `applied` 0 and `hash` 0, and only `total` and
+/// `safe` deliveries ([`Order::is_total`]) are applied.
+///
+/// ```
+/// use chorus_check::trace::{chain, digest};
+///
+/// let (m1, m2) = (digest(b"set x 1"), digest(b"set x 2"));
+/// let after_two = chain(chain(0, m1), m2);
+/// assert_ne!(after_two, chain(chain(0, m2), m1)); // the order matters
+/// assert_eq!(chain(0, 0x0102_0304_0506_0708), 0x6410_0608_e636_9618);
+/// ```
+pub fn chain(hash: u64, payload_digest: u64) -> u64 {
+    fnv1a(hash, &payload_digest.to_le_bytes())
+}
+
+fn fnv1a(start: u64, bytes: &[u8]) -> u64 {
+    let mut h = start;
     for b in bytes {
         h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -263,7 +319,10 @@ mod tests {
         let ev = |t, p, ev| TraceEvent { t, p, ev };
         vec![
             ev(1, a, Ev::Start { bootstrap: true }),
-            ev(2, a, Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)] }),
+            ev(2, a, Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)], loading: vec![] }),
+            ev(2, a, Ev::Install { view: 2, members: vec![p(1, 0), p(2, 3)], loading: vec![p(2, 3)] }),
+            ev(2, a, Ev::Digest { view: 2, applied: 0, hash: 0 }),
+            ev(2, a, Ev::StateLoaded { view: 2, applied: u64::MAX, hash: u64::MAX }),
             ev(3, a, Ev::Send { view: 1, seq: 1, digest: u64::MAX, order: Order::Fifo }),
             ev(3, a, Ev::Send { view: 1, seq: 2, digest: 1, order: Order::Causal }),
             ev(
@@ -319,6 +378,51 @@ mod tests {
             events[1].ev,
             Ev::Deliver { sender: p(1, 0), view: 3, seq: 2, digest: 7, order: Order::Fifo }
         );
+    }
+
+    #[test]
+    fn installs_without_loading_read_and_write_as_before() {
+        let old = r#"{"t":5,"p":{"node":1,"inc":0},"ev":"install","view":3,"members":[{"node":1,"inc":0}]}"#;
+        let events = read_jsonl(old.as_bytes()).unwrap();
+        assert_eq!(events[0].ev, Ev::Install { view: 3, members: vec![p(1, 0)], loading: vec![] });
+        assert_eq!(serde_json::to_string(&events[0]).unwrap(), old);
+
+        let new = TraceEvent {
+            t: 5,
+            p: Some(p(1, 0)),
+            ev: Ev::Install { view: 3, members: vec![p(1, 0), p(2, 0)], loading: vec![p(2, 0)] },
+        };
+        let line = serde_json::to_string(&new).unwrap();
+        assert!(line.ends_with(r#""loading":[{"node":2,"inc":0}]}"#), "{line}");
+    }
+
+    #[test]
+    fn state_lines_have_their_wire_shape() {
+        let digest = TraceEvent { t: 5, p: Some(p(1, 0)), ev: Ev::Digest { view: 3, applied: 2, hash: 9 } };
+        assert_eq!(
+            serde_json::to_string(&digest).unwrap(),
+            r#"{"t":5,"p":{"node":1,"inc":0},"ev":"digest","view":3,"applied":2,"hash":9}"#
+        );
+        let loaded =
+            TraceEvent { t: 6, p: Some(p(2, 0)), ev: Ev::StateLoaded { view: 3, applied: 2, hash: 9 } };
+        assert_eq!(
+            serde_json::to_string(&loaded).unwrap(),
+            r#"{"t":6,"p":{"node":2,"inc":0},"ev":"state_loaded","view":3,"applied":2,"hash":9}"#
+        );
+        let missing_hash = r#"{"t":6,"p":{"node":2,"inc":0},"ev":"digest","view":3,"applied":2}"#;
+        assert_eq!(read_jsonl(missing_hash.as_bytes()).unwrap_err().line(), 1);
+    }
+
+    #[test]
+    fn chain_is_fnv1a_over_the_digest_bytes_from_the_state() {
+        // From the FNV offset basis, chaining is exactly FNV-1a of the 8 little-endian bytes.
+        let d: u64 = 0x1122_3344_5566_7788;
+        assert_eq!(chain(FNV_OFFSET, d), digest(&d.to_le_bytes()));
+        // Order-sensitive, and every step changes the hash.
+        let (x, y) = (digest(b"x"), digest(b"y"));
+        assert_ne!(chain(chain(0, x), y), chain(chain(0, y), x));
+        assert_ne!(chain(0, x), 0);
+        assert_ne!(chain(chain(0, x), x), chain(0, x));
     }
 
     #[test]

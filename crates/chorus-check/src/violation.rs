@@ -41,8 +41,21 @@ pub enum Guarantee {
     /// G10: a safe message delivered by anyone in a view is delivered by every process that goes
     /// on from that view to the next (uniform delivery).
     G10Safe,
-    /// G12: after healing, one view of all live processes, and every multicast delivered.
+    /// G11 (TESTING ST1): within a view, every state reported at its boundary (`digest`) and
+    /// every state transferred for it (`state_loaded`) are equal. Also: a `digest` comes once
+    /// per view, in the current view, before any delivery in it.
+    G11StateTransfer,
+    /// G12: after healing, one view of all live processes (none still waiting for its state),
+    /// and every multicast delivered.
     G12Liveness,
+    /// TESTING ST2 transfer atomicity: a process loading state in a view delivers nothing there
+    /// before its `state_loaded`; it loads only in a view that lists it in `loading`, once; a
+    /// transfer cut off by a view change restarts in the next view.
+    ST2TransferAtomicity,
+    /// TESTING ST3 replica determinism (DESIGN G13): a replica's reported state is the one its
+    /// own total and safe deliveries give, replayed from its previous report; and equal
+    /// `applied` means equal `hash` everywhere.
+    ST3ReplicaDeterminism,
 }
 
 impl fmt::Display for Guarantee {
@@ -58,7 +71,10 @@ impl fmt::Display for Guarantee {
             Guarantee::G8Causal => "G8 causal",
             Guarantee::G9Total => "G9 total",
             Guarantee::G10Safe => "G10 safe",
+            Guarantee::G11StateTransfer => "G11 state transfer",
             Guarantee::G12Liveness => "G12 liveness",
+            Guarantee::ST2TransferAtomicity => "ST2 transfer atomicity",
+            Guarantee::ST3ReplicaDeterminism => "ST3 replica determinism",
         })
     }
 }

@@ -41,8 +41,21 @@ fn every_event_kind_has_an_example() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ev"].to_string())
         .collect();
     let all = [
-        "start", "install", "send", "deliver", "suspect", "blocked", "excluded", "left", "crash", "pause",
-        "resume", "phase", "end",
+        "start",
+        "install",
+        "digest",
+        "state_loaded",
+        "send",
+        "deliver",
+        "suspect",
+        "blocked",
+        "excluded",
+        "left",
+        "crash",
+        "pause",
+        "resume",
+        "phase",
+        "end",
     ];
     for kind in all {
         assert!(kinds.contains(&format!("\"{kind}\"")), "no example for `{kind}`");

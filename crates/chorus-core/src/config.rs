@@ -45,10 +45,17 @@ pub struct Config {
     /// Seed of the core's deterministic random choices (jitter of retries).
     pub seed: u64,
     /// Whether the application transfers state to joiners at the view barrier. When on, the
-    /// oldest surviving member gets `Event::CheckpointRequest` after installing a view that
-    /// adds members, and a joiner delivers nothing of its first view until
-    /// `Event::StateLoaded`. Off by default: joiners start delivering at once.
+    /// oldest member holding the state gets `Event::CheckpointRequest` after installing a view
+    /// that adds members, and a joiner delivers nothing of its first view until
+    /// `Event::StateLoaded`. Off by default: joiners start delivering at once. The
+    /// coordinator's setting decides for each view change: set it alike on every member.
     pub state_transfer: bool,
+    /// Checkpoint bytes a donor may have sent and not yet seen consumed by every loading
+    /// member: the memory a transfer takes at each end.
+    pub state_window: u64,
+    /// New-view message bytes a loading member holds before it stops acknowledging more (the
+    /// senders then stop at their windows until the state is loaded).
+    pub state_buffer: u64,
     /// A deliberate protocol bug, for showing that the simulator's checkers catch it.
     #[cfg(feature = "mutants")]
     pub mutant: Option<crate::Mutant>,
@@ -76,6 +83,8 @@ impl Config {
             max_members: 64,
             seed: 0,
             state_transfer: false,
+            state_window: 8 << 20,
+            state_buffer: 16 << 20,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -109,6 +118,12 @@ impl Config {
         }
         if self.max_payload as u64 > self.window_bytes {
             return bad("max_payload", "larger than window_bytes: such a message could never be sent".into());
+        }
+        if self.state_window < self.max_payload as u64 || self.state_buffer == 0 {
+            return bad(
+                "state_window/state_buffer",
+                "state_window must hold one chunk of max_payload, state_buffer must be positive".into(),
+            );
         }
         if self.max_members < 1 {
             return bad("max_members", "must be at least 1".into());

@@ -82,6 +82,9 @@ pub enum SendError {
     /// `Event::ViewInstalled`.
     #[error("not a member of a view")]
     NotMember,
+    /// This member is loading the group's state: wait for `Event::StateLoaded`.
+    #[error("waiting for the group's state")]
+    AwaitingState,
     /// A view change (flush) is in progress: wait for `Event::ViewInstalled`.
     #[error("blocked by a view change")]
     Blocked,
@@ -105,23 +108,35 @@ pub enum SendError {
 impl SendError {
     /// Whether trying again later can succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SendError::NotMember | SendError::Blocked | SendError::WindowFull)
+        matches!(
+            self,
+            SendError::NotMember | SendError::AwaitingState | SendError::Blocked | SendError::WindowFull
+        )
     }
 }
 
-/// Why `Node::provide_checkpoint` refused a checkpoint (the caller's fault). Nothing was sent.
+/// Why a checkpoint write was refused. Nothing was sent.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// No checkpoint was requested for that view (or the view has changed since).
-    #[error("no checkpoint was requested for view {0:?}")]
+    /// No checkpoint is being taken for that view: none was asked, or the view has changed
+    /// since and the transfer was abandoned (drop the snapshot).
+    #[error("no checkpoint is requested for view {0:?}")]
     NotRequested(crate::id::ViewId),
-    /// The checkpoint does not fit in one frame (streaming large states is not there yet).
-    #[error("checkpoint of {len} bytes exceeds the limit of {max}")]
+    /// `finish_checkpoint` was called already for that view (the caller's fault).
+    #[error("the checkpoint for view {0:?} is finished already")]
+    Finished(crate::id::ViewId),
+    /// The chunk is larger than allowed (the caller's fault): `Config::max_payload` per chunk,
+    /// or for `provide_checkpoint` the room left in `Config::state_window`.
+    #[error("checkpoint chunk of {len} bytes exceeds the limit of {max}")]
     TooLarge {
         /// Its length.
         len: usize,
         /// The limit.
         max: usize,
     },
+    /// `Config::state_window` bytes are waiting for the loading members: wait for
+    /// `Event::CheckpointWritable`.
+    #[error("state transfer window full")]
+    WindowFull,
 }

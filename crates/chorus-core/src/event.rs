@@ -18,6 +18,9 @@ pub enum Event {
         joined: Vec<MemberId>,
         /// Members of the previous view that are not in this one (failed, suspected or left).
         departed: Vec<MemberId>,
+        /// Members that start this view without the application's state and load it from a
+        /// donor (with state transfer on; see `StateIncoming`). Empty otherwise.
+        loading: Vec<MemberId>,
     },
     /// A multicast is delivered, in the view it was sent in, in FIFO order per sender and in
     /// the order its mode asks for.
@@ -52,22 +55,55 @@ pub enum Event {
     },
     /// The node left the group after `Node::leave`; it sends and delivers nothing more.
     Left,
-    /// (With `Config::state_transfer`.) This member is the donor for members that just joined:
-    /// it has delivered every message of the previous view and none of `view`. Answer with
-    /// `Node::provide_checkpoint(view, state)` before applying any later delivery.
+    /// (State transfer.) This member is the donor for members that start `view` without the
+    /// state: it has delivered every message of the previous view and none of `view`. Take a
+    /// checkpoint of the state now, before applying any later delivery (a copy, or a
+    /// copy-on-write snapshot), and stream it with `Node::write_checkpoint(view, chunk)` as
+    /// room allows, then `Node::finish_checkpoint(view)`. If the view changes first, the
+    /// transfer is abandoned (writes fail with `NotRequested`); drop the snapshot.
     CheckpointRequest {
-        /// The view that added the joiners.
+        /// The view whose barrier the checkpoint is taken at.
         view: ViewId,
         /// The members waiting for the state.
         joiners: Vec<MemberId>,
     },
-    /// (With `Config::state_transfer`.) The state this joiner must start from, taken by the
-    /// donor at the barrier before `view`. Deliveries of `view` follow this event.
-    StateLoaded {
-        /// The view it joined in.
+    /// (State transfer, donor.) `write_checkpoint` refused a chunk with `WindowFull`; there is
+    /// room again.
+    CheckpointWritable {
+        /// The view of the transfer.
         view: ViewId,
-        /// The donor's checkpoint.
-        state: Bytes,
+    },
+    /// (State transfer, donor.) Every loading member has the whole checkpoint: drop it.
+    CheckpointComplete {
+        /// The view of the transfer.
+        view: ViewId,
+    },
+    /// (State transfer, loading member.) This member has no state in `view`: discard any
+    /// state (and any partly loaded checkpoint) and load the one `donor` streams, from
+    /// offset 0. Nothing of `view` is delivered before `StateLoaded`.
+    StateIncoming {
+        /// The view whose barrier the checkpoint is taken at.
+        view: ViewId,
+        /// The member that streams it.
+        donor: MemberId,
+    },
+    /// (State transfer, loading member.) The next piece of the checkpoint, in order. Taking
+    /// it from `poll_event` acknowledges it to the donor, which then sends more.
+    StateChunk {
+        /// The view of the transfer.
+        view: ViewId,
+        /// Its offset in the checkpoint.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// (State transfer, loading member.) The whole checkpoint of `view` arrived: the state is
+    /// loaded. Deliveries of `view` follow.
+    StateLoaded {
+        /// The view of the transfer.
+        view: ViewId,
+        /// The checkpoint's length in bytes.
+        len: u64,
     },
 }
 

@@ -48,6 +48,7 @@ enum Phase {
 struct Promised {
     received: Vec<u64>,
     accepted: Option<(Ballot, Proposal)>,
+    holds_state: bool,
 }
 
 impl Node {
@@ -117,10 +118,28 @@ impl Node {
         let excluded = self.exclusions();
         let staying = m.view.members.len().saturating_sub(excluded.len());
         m.wedged
-            || !m.pending_joins.is_empty()
+            || (!m.pending_joins.is_empty() && self.join_room(&excluded))
             || !excluded.is_empty()
             || !self.removable_leavers(staying).is_empty()
             || m.peers.iter().enumerate().any(|(r, p)| r != m.me && !p.suspected && p.wedged)
+    }
+
+    /// Whether to change the view for a join now. With state transfer, not while a member of
+    /// the view is loading state: the view change would abandon its transfer and restart it.
+    /// (A view change needed for another reason still lets joiners in, up to the cap in
+    /// `try_decide`, since the restart happens anyway.)
+    fn join_room(&self, excluded: &BTreeSet<usize>) -> bool {
+        let Some(m) = self.member() else { return false };
+        if !self.cfg.state_transfer {
+            return true;
+        }
+        (0..m.view.members.len()).filter(|r| !excluded.contains(r)).all(|r| {
+            if r == m.me {
+                !m.awaiting_state
+            } else {
+                m.peers[r].holds_state
+            }
+        })
     }
 
     /// Ranks that the next view must not hold: suspected here or by a member we trust, or
@@ -169,7 +188,9 @@ impl Node {
         m.promised = Some(ballot);
         let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
         let mut promises = BTreeMap::new();
-        promises.insert(m.me, Promised { received: received.clone(), accepted: m.accepted.clone() });
+        let holds_state = !m.awaiting_state;
+        promises
+            .insert(m.me, Promised { received: received.clone(), accepted: m.accepted.clone(), holds_state });
         m.coord = Some(Coord { ballot, started: now, last_send: now, phase: Phase::Preparing { promises } });
         let view = m.view.id;
         let targets: Vec<MemberId> = m.view.members.iter().copied().filter(|x| *x != me_id).collect();
@@ -216,8 +237,9 @@ impl Node {
             msgs.extend(st.range(coord_received[s].saturating_add(1), st.received).cloned());
         }
         let accepted = m.accepted.clone();
+        let holds_state = !m.awaiting_state;
         self.wedge();
-        self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs });
+        self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs, holds_state });
     }
 
     /// Notes `ballot`'s round; if a higher ballot was promised, tells `from` and returns true.
@@ -234,6 +256,7 @@ impl Node {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_promise(
         &mut self,
         now: Instant,
@@ -242,6 +265,7 @@ impl Node {
         received: Vec<u64>,
         accepted: Option<(Ballot, Proposal)>,
         msgs: Vec<Data>,
+        holds_state: bool,
     ) {
         let Some(m) = self.member() else { return };
         let n = m.view.members.len();
@@ -255,7 +279,7 @@ impl Node {
         self.store_msgs(msgs);
         let Some(m) = self.member_mut() else { return };
         if let Some(Coord { phase: Phase::Preparing { promises }, .. }) = &mut m.coord {
-            promises.insert(r, Promised { received, accepted });
+            promises.insert(r, Promised { received, accepted, holds_state });
         }
         self.try_decide(now);
     }
@@ -281,6 +305,7 @@ impl Node {
         #[cfg(not(feature = "mutants"))]
         let minority = false;
         let max_members = self.cfg.max_members;
+        let state_transfer = self.cfg.state_transfer;
         let Some(m) = self.member() else { return };
         let Some(c) = &m.coord else { return };
         let Phase::Preparing { promises } = &c.phase else { return };
@@ -296,16 +321,31 @@ impl Node {
             p.clone()
         } else {
             let staying: Vec<usize> = promises.keys().copied().filter(|r| !exclusions.contains(r)).collect();
-            let leavers = self.removable_leavers(staying.len());
-            let mut members: Vec<MemberId> =
-                staying.iter().filter(|r| !leavers.contains(r)).map(|r| m.view.members[*r]).collect();
+            // With state transfer, members that hold no state (their transfer was cut off) load
+            // it again in the next view, and one member at least must hold it to give it.
+            let holds = |r: &usize| !state_transfer || promises.get(r).is_some_and(|p| p.holds_state);
+            let mut leavers = self.removable_leavers(staying.len());
+            if !staying.iter().any(|r| holds(r) && !leavers.contains(r)) {
+                leavers.clear(); // The last holders may not leave before handing the state on.
+            }
+            let kept: Vec<usize> = staying.iter().copied().filter(|r| !leavers.contains(r)).collect();
+            let mut members: Vec<MemberId> = kept.iter().map(|r| m.view.members[*r]).collect();
+            let mut loading: Vec<MemberId> =
+                kept.iter().filter(|r| !holds(r)).map(|r| m.view.members[*r]).collect();
             if members.len() < majority && !minority {
                 return;
             }
-            // Let in fewer joiners than there are staying members, so that the old members are
-            // a majority of the next view: if the joiners all die at once, the view can still
-            // change. A lone member lets in two: then one joiner dying is survivable.
-            let max_joins = if members.len() <= 1 { 2 } else { members.len() - 1 };
+            let holders = members.len() - loading.len();
+            if holders == 0 {
+                self.marks.hit(Mark::NoStateHolder);
+                return;
+            }
+            // Let in fewer joiners than there are staying members that hold the state, so that
+            // they are a majority of the next view: if the joiners all die at once, the view can
+            // still change (and a donor is left). A lone member lets in two: then one joiner
+            // dying is survivable. Members still loading count as joiners.
+            let cap = if holders <= 1 { 2 } else { holders - 1 };
+            let max_joins = cap.saturating_sub(loading.len());
             let mut joins = 0;
             for j in m.pending_joins.keys() {
                 if members.len() >= max_members || joins >= max_joins {
@@ -313,11 +353,11 @@ impl Node {
                 }
                 if !members.iter().any(|x| x.node == j.node) {
                     members.push(*j);
+                    if state_transfer {
+                        loading.push(*j);
+                    }
                     joins += 1;
                 }
-            }
-            if members.is_empty() {
-                return;
             }
             let mut cut = vec![0u64; n];
             for p in promises.values() {
@@ -325,7 +365,7 @@ impl Node {
                     *c = (*c).max(*x);
                 }
             }
-            Proposal { prev: m.view.id, next: View { id: m.view.id.next(), members }, cut }
+            Proposal { prev: m.view.id, next: View { id: m.view.id.next(), members }, cut, loading }
         };
         let was_adopted = adopted.is_some();
         let received: BTreeMap<usize, Vec<u64>> =
@@ -484,9 +524,10 @@ impl Node {
         if !self.proposal_fits(&proposal) {
             return;
         }
-        if self.member().is_some_and(|m| m.awaiting_state) {
-            // A joiner whose donor's state never came: it cannot take part as a replica of a
-            // state it does not have. It comes back as a new incarnation.
+        let loading = self.member().is_some_and(|m| m.awaiting_state);
+        if loading && proposal.next.contains(self.me) && !proposal.loading.contains(&self.me) {
+            // Cannot happen (this member promised it holds no state), but if it did, the member
+            // could not serve as a replica of a state it lacks: it comes back as a new one.
             let by = proposal.next.id;
             self.excluded(now, Some(by));
             return;
@@ -502,7 +543,13 @@ impl Node {
         let skip = false;
         let from_departed = (0..n)
             .any(|s| m.senders[s].delivered < proposal.cut[s] && !proposal.next.contains(old.members[s]));
-        if !skip {
+        #[cfg(feature = "mutants")]
+        if mutant == Some(crate::Mutant::CheckpointBeforeCut) && !loading {
+            self.early_checkpoint(&proposal);
+        }
+        // A member still loading state delivers nothing of this view: the state it will load
+        // in the next one already holds the cut.
+        if !skip && !loading {
             self.deliver_cut(&proposal.cut);
         }
         if forwarded {
@@ -557,7 +604,12 @@ impl Node {
             }
         } else if keep_self && !self.leaving {
             // Mutant: pretend to be in the view (breaks self-inclusion).
-            self.push_event(Event::ViewInstalled { view: proposal.next, joined, departed });
+            self.push_event(Event::ViewInstalled {
+                view: proposal.next,
+                joined,
+                departed,
+                loading: Vec::new(),
+            });
             self.excluded(now, None);
         } else {
             let by = proposal.next.id;
@@ -573,14 +625,23 @@ impl Node {
         let n = m.view.members.len();
         let view = m.view.id;
         let mut advanced = false;
+        let mut grew: BTreeMap<usize, u64> = BTreeMap::new();
         for d in msgs {
             let s = usize::from(d.sender);
             if d.view != view || s >= n || d.seq == 0 || d.payload.len() > max_payload {
                 continue;
             }
             m.clock = m.clock.max(d.lamport);
-            advanced |= m.senders[s].insert(d, window) == crate::mcast::Insert::Advanced;
+            let before = m.senders[s].received;
+            if m.senders[s].insert(d, window) == crate::mcast::Insert::Advanced {
+                advanced = true;
+                grew.entry(s).or_insert(before);
+            }
         }
+        for (s, before) in grew {
+            self.note_held(s, before);
+        }
+        let Some(m) = self.member_mut() else { return };
         if advanced {
             for p in m.peers.iter_mut() {
                 p.ack_dirty = true;
@@ -596,6 +657,8 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         p.prev == m.view.id
+            && p.loading.iter().all(|x| p.next.contains(*x))
+            && p.loading.len() < p.next.members.len()
             && p.next.id == m.view.id.next()
             && p.cut.len() == m.view.members.len()
             && !p.next.members.is_empty()

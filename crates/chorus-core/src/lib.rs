@@ -34,6 +34,7 @@ mod mcast;
 mod node;
 mod order;
 mod time;
+mod transfer;
 pub mod wire;
 
 pub use config::Config;
@@ -73,12 +74,20 @@ pub enum Mutant {
     /// Deliver safe messages without waiting for stability (breaks G10 when a sender and its
     /// only receivers crash).
     SafeBeforeStable,
+    /// Ask the donor for its checkpoint before it delivers the flush cut, so the state handed
+    /// on misses the end of the old view (breaks G11).
+    CheckpointBeforeCut,
+    /// Deliver new-view messages to a member before its state is loaded (breaks ST2).
+    DeliverBeforeLoaded,
+    /// Take checkpoint chunks at whatever offset they arrive (duplicates, gaps), so the loaded
+    /// state is corrupt (breaks G11).
+    ChunkOutOfOrder,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::SkipFlush,
         Mutant::DeliverStaleView,
         Mutant::DropFifo,
@@ -90,5 +99,8 @@ impl Mutant {
         Mutant::IgnoreCausalDeps,
         Mutant::TotalByArrival,
         Mutant::SafeBeforeStable,
+        Mutant::CheckpointBeforeCut,
+        Mutant::DeliverBeforeLoaded,
+        Mutant::ChunkOutOfOrder,
     ];
 }

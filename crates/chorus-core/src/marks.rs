@@ -30,11 +30,24 @@ pub enum Mark {
     /// An acceptor learned its proposal was chosen from other acceptors and installed it
     /// without the coordinator's install.
     LearnedChosen,
+    /// One donor served two or more loading members in one view change.
+    SeveralJoinersServed,
+    /// A member's state transfer was cut off by a view change and restarted in the next view
+    /// (its donor died, or another loading member did, or the view changed for any reason).
+    TransferRestarted,
+    /// A donor's state window was full (flow control of a transfer).
+    StateWindowFull,
+    /// Checkpoint chunks were resent, or a resend was answered with an acknowledgement.
+    StateRetransmitted,
+    /// A loading member's buffer of new-view messages filled up and it stopped acknowledging.
+    StateBufferFull,
+    /// A coordinator found no member holding the state in the next view and did not propose.
+    NoStateHolder,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 11] = [
+    pub const ALL: [Mark; 17] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -46,6 +59,12 @@ impl Mark {
         Mark::Retransmitted,
         Mark::WindowFull,
         Mark::LearnedChosen,
+        Mark::SeveralJoinersServed,
+        Mark::TransferRestarted,
+        Mark::StateWindowFull,
+        Mark::StateRetransmitted,
+        Mark::StateBufferFull,
+        Mark::NoStateHolder,
     ];
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{CheckpointError, ConfigError, FrameError, SendError};
+use crate::error::{ConfigError, FrameError, SendError};
 use crate::event::{BlockReason, Event};
 use crate::gms::Coord;
 use crate::id::{MemberId, MsgId, NodeId, Seqno, View, ViewId};
@@ -112,11 +112,15 @@ pub(crate) struct Member {
     pub record: Option<InstallRecord>,
     pub next_hb: Instant,
     pub next_leave_retry: Instant,
-    /// A joiner waiting for its state: it delivers nothing (and acknowledges only what it
-    /// delivered, so senders' windows bound what it buffers) until the donor's state arrives.
+    /// Waiting for a state transfer: deliver nothing until the donor's checkpoint is loaded.
     pub awaiting_state: bool,
-    /// Joiners the application was asked to make a checkpoint for (this member is the donor).
-    pub checkpoint_for: Vec<MemberId>,
+    /// The transfer this member loads (while and after `awaiting_state`).
+    pub incoming: Option<crate::transfer::Incoming>,
+    /// The transfer this member is the donor of.
+    pub outgoing: Option<crate::transfer::Outgoing>,
+    /// While loading: the received vector at the moment the held new-view messages outgrew
+    /// `Config::state_buffer`; acknowledged instead of the growing one (see `note_held`).
+    pub state_acks: Option<Vec<u64>>,
     /// Per node, the highest incarnation known to have been a member and departed. A join
     /// request from such an incarnation is a stale one (delayed or duplicated) and is ignored:
     /// a departed incarnation never comes back. Best effort (a joiner starts with none); the
@@ -160,6 +164,8 @@ pub(crate) struct Peer {
     /// above `promise_clock`.
     pub promise_sent: u64,
     pub promise_clock: u64,
+    /// It holds the application's state (not loading it), as of its last acknowledgement.
+    pub holds_state: bool,
 }
 
 /// The chosen proposal that created the current view, and the messages of the previous view
@@ -226,7 +232,7 @@ impl Node {
     /// Whether a multicast would be accepted now.
     pub fn can_send(&self) -> bool {
         match &self.state {
-            State::Member(m) => !m.wedged && self.window_allows(m, 0),
+            State::Member(m) => !m.wedged && !m.awaiting_state && self.window_allows(m, 0),
             _ => false,
         }
     }
@@ -244,9 +250,12 @@ impl Node {
         }
     }
 
-    /// The next event for the application.
+    /// The next event for the application. Taking a state chunk acknowledges it to the donor
+    /// (flow control), so this may queue a frame: drain `poll_transmit` after it too.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front()?;
+        self.consumed(&ev);
+        Some(ev)
     }
 
     /// The next frame to send. Messages for one peer are batched into as few frames as the
@@ -328,6 +337,9 @@ impl Node {
         };
         if m.wedged || self.leaving {
             return Err(SendError::Blocked);
+        }
+        if m.awaiting_state {
+            return Err(SendError::AwaitingState);
         }
         if !self.window_allows(m, payload.len()) {
             self.marks.hit(Mark::WindowFull);
@@ -472,9 +484,14 @@ impl Node {
                     self.on_nak(r, sender, lo, hi);
                 }
             }
-            Msg::State { view, state } if view == cur => {
+            Msg::StateChunk { view, offset, data, last } if view == cur => {
                 if in_view.is_some() {
-                    self.on_state(view, state);
+                    self.on_state_chunk(from, view, offset, data, last);
+                }
+            }
+            Msg::StateAck { view, offset, done } if view == cur => {
+                if in_view.is_some() {
+                    self.on_state_ack(from, view, offset, done);
                 }
             }
             Msg::Leave { view } if view == cur => {
@@ -489,9 +506,9 @@ impl Node {
                     self.on_prepare(now, from, ballot, coord_received);
                 }
             }
-            Msg::Promise { view, ballot, received, accepted, msgs } if view == cur => {
+            Msg::Promise { view, ballot, received, accepted, msgs, holds_state } if view == cur => {
                 if let Some(r) = in_view {
-                    self.on_promise(now, r, ballot, received, accepted, msgs);
+                    self.on_promise(now, r, ballot, received, accepted, msgs, holds_state);
                 }
             }
             Msg::Preempted { view, ballot } if view == cur => {
@@ -619,10 +636,12 @@ impl Node {
         // Total and safe delivery wait for every member's promise or acknowledgement: answer
         // at once rather than at the next heartbeat.
         let prompt_ack = matches!(d.order, Order::Total | Order::Safe);
+        let before = m.senders[s].received;
         if m.senders[s].insert(d, window) == Insert::Advanced {
             for p in m.peers.iter_mut() {
                 p.ack_dirty = true;
             }
+            self.note_held(s, before);
         }
         self.ack_wanted |= prompt_ack;
         #[cfg(feature = "mutants")]
@@ -651,6 +670,7 @@ impl Node {
         }
         peer.suspects = a.suspects;
         peer.wedged = a.wedged;
+        peer.holds_state = a.holds_state;
         if a.sent >= peer.promise_sent {
             peer.promise_sent = a.sent;
             peer.promise_clock = peer.promise_clock.max(a.clock);
@@ -798,6 +818,7 @@ impl Node {
         for x in laggards {
             self.resend_install(now, x);
         }
+        self.state_tick(now);
         if let Some(view) = leave_to {
             let c = self.coordinator_rank();
             if let Some(m) = self.member() {
@@ -857,12 +878,11 @@ impl Node {
     ) {
         let n = view.members.len();
         let Some(me) = view.rank_of(self.me) else { return };
-        let (was_member, old_members) = match &self.state {
-            State::Member(m) => (true, m.view.members.clone()),
-            _ => (false, Vec::new()),
-        };
+        let was_loading = self.member().is_some_and(|m| m.awaiting_state);
+        let loading: Vec<MemberId> = record.as_ref().map(|r| r.proposal.loading.clone()).unwrap_or_default();
         let peers = (0..n)
-            .map(|_| Peer {
+            .map(|r| Peer {
+                holds_state: !loading.contains(&view.members[r]),
                 last_heard: now,
                 acked: vec![0; n],
                 suspects: Vec::new(),
@@ -910,62 +930,14 @@ impl Node {
             next_leave_retry: now,
             departed: graveyard,
             awaiting_state: false,
-            checkpoint_for: Vec::new(),
+            incoming: None,
+            outgoing: None,
+            state_acks: None,
             view: view.clone(),
         };
-        let id = view.id;
         self.state = State::Member(Box::new(member));
-        self.events.push_back(Event::ViewInstalled { view, joined, departed });
-        if self.cfg.state_transfer {
-            self.state_barrier(id, was_member, old_members);
-        }
-    }
-
-    /// State transfer at the barrier: the donor (the oldest member that was in the previous
-    /// view) is asked for a checkpoint; a joiner waits for it.
-    fn state_barrier(&mut self, id: ViewId, was_member: bool, old: Vec<MemberId>) {
-        let me = self.me;
-        let Some(m) = self.member_mut() else { return };
-        if !was_member {
-            m.awaiting_state = m.view.members.iter().any(|x| *x != me);
-            return;
-        }
-        let donor = m.view.members.iter().find(|x| old.contains(x)).copied();
-        let joiners: Vec<MemberId> = m.view.members.iter().copied().filter(|x| !old.contains(x)).collect();
-        if donor == Some(me) && !joiners.is_empty() {
-            m.checkpoint_for = joiners.clone();
-            self.events.push_back(Event::CheckpointRequest { view: id, joiners });
-        }
-    }
-
-    /// Answers `Event::CheckpointRequest`: sends `state` to the joiners of `view`.
-    pub fn provide_checkpoint(&mut self, view: ViewId, state: Bytes) -> Result<(), CheckpointError> {
-        let max = self.cfg.max_frame / 2;
-        let Some(m) = self.member_mut() else { return Err(CheckpointError::NotRequested(view)) };
-        if m.view.id != view || m.checkpoint_for.is_empty() {
-            return Err(CheckpointError::NotRequested(view));
-        }
-        if state.len() > max {
-            return Err(CheckpointError::TooLarge { len: state.len(), max });
-        }
-        let joiners = std::mem::take(&mut m.checkpoint_for);
-        for j in joiners {
-            self.queue_member(j, Msg::State { view, state: state.clone() });
-        }
-        Ok(())
-    }
-
-    fn on_state(&mut self, view: ViewId, state: Bytes) {
-        let Some(m) = self.member_mut() else { return };
-        if m.view.id != view || !m.awaiting_state {
-            return;
-        }
-        m.awaiting_state = false;
-        for p in m.peers.iter_mut() {
-            p.ack_dirty = true;
-        }
-        self.events.push_back(Event::StateLoaded { view, state });
-        self.pump();
+        self.events.push_back(Event::ViewInstalled { view, joined, departed, loading: loading.clone() });
+        self.state_barrier(&loading, was_loading);
     }
 
     /// This incarnation learned it is no longer a member: forget everything and join again as
@@ -1079,18 +1051,16 @@ impl Node {
 pub(crate) fn ack_of(m: &Member) -> Ack {
     Ack {
         view: m.view.id,
-        // A joiner waiting for its state holds what it received but acknowledges only what it
-        // delivered, so that senders stop at their window instead of filling its buffers.
-        received: match &m.frozen_acks {
-            Some(frozen) => frozen.clone(),
-            None => {
-                m.senders.iter().map(|s| if m.awaiting_state { s.delivered } else { s.received }).collect()
-            }
+        // A member loading state stops acknowledging once its buffer is full (`note_held`).
+        received: match (&m.frozen_acks, &m.state_acks) {
+            (Some(frozen), _) | (None, Some(frozen)) => frozen.clone(),
+            (None, None) => m.senders.iter().map(|s| s.received).collect(),
         },
         sent: m.senders[m.me].received,
         suspects: m.peers.iter().enumerate().filter(|(_, p)| p.suspected).map(|(r, _)| r as u16).collect(),
         wedged: m.wedged,
         clock: m.clock,
+        holds_state: !m.awaiting_state,
     }
 }
 
@@ -1107,7 +1077,7 @@ fn msg_view(msg: &Msg) -> Option<ViewId> {
         | Msg::Accept { view, .. }
         | Msg::Accepted { view, .. } => Some(*view),
         Msg::Install { proposal, .. } => Some(proposal.prev),
-        Msg::State { view, .. } => Some(*view),
+        Msg::StateChunk { view, .. } | Msg::StateAck { view, .. } => Some(*view),
         Msg::Join { .. } | Msg::InstallReq { .. } | Msg::NotMember { .. } => None,
     }
 }

@@ -49,7 +49,8 @@ impl Order {
     /// Every mode.
     pub const ALL: [Order; 4] = [Order::Fifo, Order::Causal, Order::Total, Order::Safe];
 
-    fn is_total(self) -> bool {
+    /// Whether the mode is in the shared total order (total and safe).
+    pub fn is_total(self) -> bool {
         matches!(self, Order::Total | Order::Safe)
     }
 
@@ -74,7 +75,8 @@ impl Node {
     /// state).
     pub(crate) fn pump(&mut self) {
         let Some(m) = self.member() else { return };
-        if m.wedged || m.awaiting_state {
+        let loading = m.awaiting_state && !self.mutant_is(MutantKind::DeliverBeforeLoaded);
+        if m.wedged || loading {
             return;
         }
         self.deliver_loop(Mode::Live);
@@ -246,6 +248,7 @@ enum MutantKind {
     IgnoreCausalDeps,
     TotalByArrival,
     SafeBeforeStable,
+    DeliverBeforeLoaded,
 }
 
 impl Node {
@@ -257,6 +260,7 @@ impl Node {
             (Some(Mutant::IgnoreCausalDeps), MutantKind::IgnoreCausalDeps)
                 | (Some(Mutant::TotalByArrival), MutantKind::TotalByArrival)
                 | (Some(Mutant::SafeBeforeStable), MutantKind::SafeBeforeStable)
+                | (Some(Mutant::DeliverBeforeLoaded), MutantKind::DeliverBeforeLoaded)
         )
     }
 

@@ -50,6 +50,10 @@ pub struct Proposal {
     /// Per sender rank of `prev`: every member moving from `prev` to `next` delivers exactly that
     /// sender's messages `1..=cut[rank]` in `prev`.
     pub cut: Vec<u64>,
+    /// Members of `next` that start it without the application's state and wait for a state
+    /// transfer (joiners, and members whose transfer in `prev` was cut off). Empty when state
+    /// transfer is off. Members listed here deliver nothing of `prev`'s cut.
+    pub loading: Vec<MemberId>,
 }
 
 /// A multicast message.
@@ -87,6 +91,8 @@ pub struct Ack {
     pub wedged: bool,
     /// The sender's Lamport clock: every message it sends after `sent` has a larger timestamp.
     pub clock: u64,
+    /// The sender holds the application's state (it is not loading it).
+    pub holds_state: bool,
 }
 
 /// Every protocol message.
@@ -138,6 +144,9 @@ pub enum Msg {
         accepted: Option<(Ballot, Proposal)>,
         /// Messages the coordinator lacks.
         msgs: Vec<Data>,
+        /// Whether this member holds the application's state (it is not waiting for a state
+        /// transfer). Fixed once the member is wedged.
+        holds_state: bool,
     },
     /// Reply to `Prepare`/`Accept` with a stale ballot.
     Preempted {
@@ -181,12 +190,25 @@ pub enum Msg {
         /// The replier's view.
         view: ViewId,
     },
-    /// The donor's checkpoint for a joiner of `view`.
-    State {
-        /// The view the joiner joined in.
+    /// A piece of the donor's checkpoint for a member loading state in `view`.
+    StateChunk {
+        /// The view whose boundary the checkpoint was taken at.
         view: ViewId,
-        /// The application's state.
-        state: Bytes,
+        /// Byte offset of `data` in the checkpoint.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// This is the end of the checkpoint.
+        last: bool,
+    },
+    /// The loading member's flow control: it has consumed the checkpoint up to `offset`.
+    StateAck {
+        /// The view of the transfer.
+        view: ViewId,
+        /// Bytes the application has taken.
+        offset: u64,
+        /// The whole checkpoint was loaded.
+        done: bool,
     },
 }
 
@@ -199,7 +221,7 @@ impl Msg {
             Msg::Ack(a) => 32 + 10 * (a.received.len() + a.suspects.len()),
             Msg::Promise { received, msgs, .. } => 256 + 10 * received.len() + data(msgs),
             Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => 512 + data(msgs),
-            Msg::State { state, .. } => 32 + state.len(),
+            Msg::StateChunk { data, .. } => 48 + data.len(),
             _ => 64,
         }
     }
@@ -278,8 +300,22 @@ mod tests {
                 suspects: vec![1, 2],
                 wedged: w,
                 clock: 77,
+                holds_state: !w,
             })),
             member().prop_map(|j| Msg::Join { joiner: j }),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()).prop_map(
+                |(offset, data, last)| Msg::StateChunk {
+                    view: ViewId(4),
+                    offset,
+                    data: Bytes::from(data),
+                    last
+                }
+            ),
+            (any::<u64>(), any::<bool>()).prop_map(|(offset, done)| Msg::StateAck {
+                view: ViewId(4),
+                offset,
+                done
+            }),
             (member(), vec.clone()).prop_map(|(c, r)| Msg::Prepare {
                 view: ViewId(2),
                 ballot: Ballot { round: 3, coord: c },
@@ -292,7 +328,12 @@ mod tests {
                 proptest::collection::vec(data(), 0..4)
             )
                 .prop_map(|(c, ms, cut, msgs)| Msg::Install {
-                    proposal: Proposal { prev: ViewId(1), next: View { id: ViewId(2), members: ms }, cut },
+                    proposal: Proposal {
+                        prev: ViewId(1),
+                        next: View { id: ViewId(2), members: ms.clone() },
+                        cut,
+                        loading: ms.into_iter().take(1).collect(),
+                    },
                     msgs: {
                         let _ = c;
                         msgs

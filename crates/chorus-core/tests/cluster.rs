@@ -15,6 +15,75 @@ struct Cluster {
     cut: BTreeSet<(u64, u64)>,
     delivered: Vec<Vec<(MemberId, u64, Bytes)>>,
     events: Vec<Vec<Event>>,
+    apps: Vec<App>,
+}
+
+/// A test application for state transfer: its state is `state`; as a donor it streams a
+/// snapshot in chunks of `chunk` bytes as room allows; as a loading member it assembles.
+#[derive(Default)]
+struct App {
+    state: Bytes,
+    chunk: usize,
+    /// Donor: (view, snapshot, next offset, finished).
+    writing: Option<(chorus_core::ViewId, Bytes, usize, bool)>,
+    /// Loading: the bytes so far.
+    loading: Vec<u8>,
+    refused: usize,
+    /// Bytes the donor writes per time step (a slow application); 0 is unlimited.
+    per_step: usize,
+    budget: usize,
+    /// The donor does not answer yet.
+    hold: bool,
+}
+
+impl App {
+    fn react(&mut self, node: &mut Node, e: &Event) {
+        match e {
+            Event::CheckpointRequest { view, .. } => {
+                self.writing = Some((*view, self.state.clone(), 0, false));
+            }
+            Event::StateIncoming { .. } => self.loading.clear(),
+            Event::StateChunk { offset, data, .. } => {
+                assert_eq!(*offset as usize, self.loading.len(), "chunks arrive in order");
+                self.loading.extend_from_slice(data);
+            }
+            Event::StateLoaded { len, .. } => {
+                assert_eq!(*len as usize, self.loading.len());
+                self.state = Bytes::from(std::mem::take(&mut self.loading));
+            }
+            _ => {}
+        }
+        self.pump(node);
+    }
+
+    fn pump(&mut self, node: &mut Node) {
+        let chunk = self.chunk.max(1);
+        if self.hold {
+            return;
+        }
+        let Some((view, snap, at, finished)) = &mut self.writing else { return };
+        while *at < snap.len() {
+            if self.per_step > 0 && self.budget == 0 {
+                return;
+            }
+            let end = (*at + chunk).min(snap.len());
+            self.budget = self.budget.saturating_sub(end - *at);
+            match node.write_checkpoint(*view, snap.slice(*at..end)) {
+                Ok(()) => *at = end,
+                Err(chorus_core::CheckpointError::WindowFull) => {
+                    self.refused += 1;
+                    return;
+                }
+                Err(_) => {
+                    self.writing = None;
+                    return;
+                }
+            }
+        }
+        if !*finished {
+            *finished = node.finish_checkpoint(*view).is_ok();
+        }
+    }
 }
 
 impl Cluster {
@@ -39,6 +108,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             delivered: vec![Vec::new(); n as usize],
             events: vec![Vec::new(); n as usize],
+            apps: (0..n).map(|_| App::default()).collect(),
         }
     }
 
@@ -55,7 +125,11 @@ impl Cluster {
                     if let Event::Delivered { id, payload, .. } = &e {
                         self.delivered[i].push((id.sender, id.seq.0, payload.clone()));
                     }
+                    self.apps[i].react(n, &e);
                     self.events[i].push(e);
+                }
+                while let Some(t) = n.poll_transmit() {
+                    frames.push((i as u64, t));
                 }
             }
             if frames.is_empty() {
@@ -71,6 +145,12 @@ impl Cluster {
             }
         }
         self.now = self.now + dt;
+        for (a, n) in self.apps.iter_mut().zip(self.nodes.iter_mut()) {
+            a.budget = a.per_step;
+            if let Some(n) = n {
+                a.pump(n);
+            }
+        }
         for n in self.nodes.iter_mut().flatten() {
             if n.poll_timeout().is_some_and(|t| t <= self.now) {
                 n.handle_timeout(self.now);
@@ -211,28 +291,24 @@ fn garbage_and_impersonation_are_rejected() {
 }
 
 #[test]
-fn state_transfer_hook_at_the_barrier() {
+fn state_transfer_at_the_barrier() {
     let mut c = Cluster::with(3, |c| c.state_transfer = true);
     // Let node 0 form a group of {0, 1} with traffic before node 2 joins.
     let mut n2 = c.nodes[2].take();
+    c.apps[0].state = Bytes::from_static(b"S0");
     c.run(Duration::from_secs(2));
-    let first = c.events[0].iter().find_map(|e| match e {
-        Event::CheckpointRequest { view, .. } => Some(*view),
-        _ => None,
-    });
-    c.nodes[0]
-        .as_mut()
-        .expect("up")
-        .provide_checkpoint(first.expect("asked for node 1"), Bytes::new())
-        .expect("ok");
-    c.run(Duration::from_millis(100));
+    assert_eq!(c.view_of(1), Some(vec![0, 1]));
+    assert_eq!(&c.apps[1].state[..], b"S0", "node 1 loaded node 0's state");
     for k in 0..5 {
         let now = c.now;
         c.nodes[0].as_mut().expect("up").multicast(now, Bytes::from(format!("a{k}"))).expect("sent");
     }
     c.run(Duration::from_millis(100));
+    // Node 2 joins; the donor (node 0) is asked for a checkpoint at the barrier. Hold the
+    // answer back (the app is slow) and check the joiner waits.
+    c.apps[0].state = Bytes::from_static(b"S");
+    c.apps[0].hold = true;
     c.nodes[2] = n2.take();
-    // Node 2 joins; the donor (node 0) is asked for a checkpoint at the barrier.
     let mut asked = None;
     for _ in 0..400 {
         c.step(Duration::from_millis(5));
@@ -246,23 +322,118 @@ fn state_transfer_hook_at_the_barrier() {
             break;
         }
     }
-    let (view, joiners) = asked.expect("checkpoint requested");
+    let (_view, joiners) = asked.expect("checkpoint requested");
     assert_eq!(joiners.iter().map(|j| j.node.0).collect::<Vec<_>>(), vec![2]);
-    // Node 1 multicasts in the new view before the state is provided: node 2 must hold it.
+    let now = c.now;
+    let err = c.nodes[2].as_mut().expect("up").multicast(now, Bytes::from_static(b"x"));
+    assert_eq!(err, Err(chorus_core::SendError::AwaitingState));
+    // Node 1 multicasts in the new view; node 2 must hold it until its state is loaded.
     let now = c.now;
     c.nodes[1].as_mut().expect("up").multicast(now, Bytes::from_static(b"new-view")).expect("sent");
     c.run(Duration::from_millis(100));
+    assert_eq!(c.delivered[1].last().map(|d| &d.2[..]), Some(&b"new-view"[..]), "old members go on");
     assert!(c.delivered[2].is_empty(), "a joiner delivers nothing before its state");
-    let now = c.now;
-    c.nodes[0].as_mut().expect("up").provide_checkpoint(view, Bytes::from_static(b"S")).expect("requested");
+    c.apps[0].hold = false;
     c.run(Duration::from_millis(100));
-    let loaded =
-        c.events[2].iter().position(|e| matches!(e, Event::StateLoaded { state, .. } if &state[..] == b"S"));
+    let loaded = c.events[2].iter().position(|e| matches!(e, Event::StateLoaded { .. }));
     let first_delivery = c.events[2].iter().position(|e| matches!(e, Event::Delivered { .. }));
     assert!(loaded.is_some(), "state loaded");
+    assert_eq!(&c.apps[2].state[..], b"S");
     assert!(first_delivery > loaded, "deliveries follow the state");
     assert_eq!(c.delivered[2].len(), 1);
-    let _ = now;
+    assert!(c.events[0].iter().any(|e| matches!(e, Event::CheckpointComplete { .. })));
+}
+
+fn big_state(len: usize, salt: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| (i % 251) as u8 ^ salt).collect::<Vec<u8>>())
+}
+
+/// A state larger than the window streams in chunks with flow control, to two joiners at
+/// once, while the old members go on delivering.
+#[test]
+fn large_state_streams_to_two_joiners_with_flow_control() {
+    let mut c = Cluster::with(5, |c| {
+        c.state_transfer = true;
+        c.max_payload = 16 << 10;
+        c.window_bytes = 64 << 10;
+        c.state_window = 64 << 10;
+    });
+    let (mut n3, mut n4) = (c.nodes[3].take(), c.nodes[4].take());
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2]));
+    let state = big_state(1 << 20, 7);
+    for a in c.apps.iter_mut() {
+        a.state = state.clone();
+        a.chunk = 10_000;
+    }
+    c.nodes[3] = n3.take();
+    c.nodes[4] = n4.take();
+    let mut sent = 0;
+    for _ in 0..800 {
+        c.step(Duration::from_millis(5));
+        if c.view_of(0).is_some_and(|v| v.len() == 5) && sent < 20 {
+            let now = c.now;
+            if c.nodes[1].as_mut().expect("up").multicast(now, Bytes::from(format!("m{sent}"))).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2, 3, 4]));
+    let asked = c.events[0].iter().find_map(|e| match e {
+        Event::CheckpointRequest { joiners, .. } if joiners.len() == 2 => Some(joiners.len()),
+        _ => None,
+    });
+    assert_eq!(asked, Some(2), "one donor serves both joiners");
+    assert!(c.apps[0].refused > 0, "the window filled: flow control worked");
+    for j in [3, 4] {
+        assert_eq!(c.apps[j].state, state, "joiner {j} has the state");
+        assert_eq!(c.delivered[j].len(), sent, "joiner {j} delivers the new view's messages");
+    }
+    assert_eq!(c.delivered[2].iter().filter(|d| d.2.starts_with(b"m")).count(), sent);
+    assert!(c.nodes[0].as_ref().expect("up").marks().get(chorus_core::Mark::SeveralJoinersServed) > 0);
+}
+
+/// The donor crashes mid-transfer: the next view restarts the transfer from another member.
+#[test]
+fn donor_crash_mid_transfer_restarts_from_another_member() {
+    let mut c = Cluster::with(4, |c| {
+        c.state_transfer = true;
+        c.max_payload = 16 << 10;
+        c.window_bytes = 64 << 10;
+        c.state_window = 32 << 10;
+    });
+    let mut n3 = c.nodes[3].take();
+    c.run(Duration::from_secs(3));
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2]));
+    let state = big_state(1 << 20, 3);
+    for a in c.apps.iter_mut() {
+        a.state = state.clone();
+        a.chunk = 8_000;
+        a.per_step = 8_000;
+    }
+    c.nodes[3] = n3.take();
+    // Run until node 3 has part of the state, then crash the donor.
+    for _ in 0..2000 {
+        c.step(Duration::from_millis(1));
+        if !c.apps[3].loading.is_empty() {
+            break;
+        }
+    }
+    assert!(!c.apps[3].loading.is_empty() && c.apps[3].loading.len() < state.len(), "mid-transfer");
+    c.nodes[0] = None;
+    c.run(Duration::from_secs(4));
+    assert_eq!(c.view_of(1), Some(vec![1, 2, 3]));
+    assert_eq!(c.apps[3].state, state, "node 3 loaded the state from the new donor");
+    let restarted = c.nodes[3].as_ref().expect("up").marks().get(chorus_core::Mark::TransferRestarted);
+    assert_eq!(restarted, 1);
+    let incoming: Vec<u64> = c.events[3]
+        .iter()
+        .filter_map(|e| match e {
+            Event::StateIncoming { donor, .. } => Some(donor.node.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(incoming, vec![0, 1], "first from node 0, then from node 1");
 }
 
 /// Sends `k` rounds of one message per node in `order`, interleaving delivery steps.

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use chorus_check::{Ev, Proc, TraceEvent, Violation};
 use chorus_core::{BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Status};
 
+use crate::app::App;
 use crate::marks::{MarkCounts, SimMark};
 use crate::nemesis::{Fault, FaultKind, Nemesis, Targets};
 use crate::network::{InFlight, NetStats, Network};
@@ -181,6 +182,16 @@ enum Step {
     },
     Burst,
     FlushCrash,
+    /// The donor application writes the next piece of its checkpoint.
+    StateWrite {
+        node: u64,
+        life: u64,
+    },
+    /// Crash `node` if it is still giving or loading a checkpoint.
+    TransferCrash {
+        node: u64,
+        life: u64,
+    },
     Nemesis(FaultKind),
     Scripted(usize),
     Heal(u64),
@@ -238,6 +249,12 @@ struct Life {
     delivered_from: u64,
     /// Blocked for a view change: deliveries now are the flush's.
     flushing: bool,
+    /// Total and safe messages delivered in the current flush.
+    flush_totals: u32,
+    /// The replicated state machine.
+    app: App,
+    /// It loaded its state by transfer (in this incarnation).
+    loaded_by_transfer: bool,
 }
 
 #[derive(Debug)]
@@ -479,6 +496,8 @@ impl Cluster {
             Step::Resume { node, life } => self.resume(node, life),
             Step::Burst => self.burst(),
             Step::FlushCrash => self.flush_crash(),
+            Step::StateWrite { node, life } => self.state_write(node, life),
+            Step::TransferCrash { node, life } => self.transfer_crash(node, life),
             Step::Nemesis(kind) => {
                 if self.phase != Phase::Safety {
                     return;
@@ -548,6 +567,12 @@ impl Cluster {
         config.bootstrap = node == 0 && inc == 0;
         config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
         config.ack_delay = std::time::Duration::from_nanos(self.o.ack_delay);
+        if self.o.state.on {
+            config.state_transfer = true;
+            config.max_payload = self.o.state.chunk.max(self.o.payload_max);
+            config.state_window = self.o.state.window.max(config.max_payload as u64);
+            config.state_buffer = self.o.state.buffer;
+        }
         #[cfg(feature = "mutants")]
         {
             config.mutant = self.mutant;
@@ -579,6 +604,9 @@ impl Cluster {
             healed_from_partition: false,
             delivered_from: 0,
             flushing: false,
+            flush_totals: 0,
+            app: App::new(bootstrap || !self.o.state.on),
+            loaded_by_transfer: false,
         }));
         self.record(Some(proc_), Ev::Start { bootstrap });
         if self.now < self.workload_until {
@@ -707,27 +735,111 @@ impl Cluster {
     }
 
     /// Hands everything the node produced to the network and the trace, then re-arms its timer.
+    /// Events can make the application act (write a checkpoint piece), and taking a state
+    /// chunk queues its acknowledgement, so this loops until the node has nothing more.
     fn drain(&mut self, node: u64) {
-        let Cluster { slots, net, queue, seq, now, scratch, wire, .. } = self;
-        let Some(l) = life_of(slots, node) else { return };
-        while let Some(t) = l.node.poll_transmit() {
-            let to = t.to.0;
-            let route = net.send(*now, node, to, t.frame.len());
-            for at in [route.first, route.duplicate].into_iter().flatten() {
-                *seq += 1;
-                let f = InFlight { from: node, to, epoch: route.epoch, frame: t.frame.clone() };
-                queue.push(Queued { t: at, seq: *seq, step: Step::Frame(wire.put(f)) });
+        loop {
+            let Cluster { slots, net, queue, seq, now, scratch, wire, .. } = self;
+            let Some(l) = life_of(slots, node) else { return };
+            let mut moved = false;
+            while let Some(t) = l.node.poll_transmit() {
+                moved = true;
+                let to = t.to.0;
+                let route = net.send(*now, node, to, t.frame.len());
+                for at in [route.first, route.duplicate].into_iter().flatten() {
+                    *seq += 1;
+                    let f = InFlight { from: node, to, epoch: route.epoch, frame: t.frame.clone() };
+                    queue.push(Queued { t: at, seq: *seq, step: Step::Frame(wire.put(f)) });
+                }
+            }
+            let mut events = core::mem::take(scratch);
+            while let Some(e) = l.node.poll_event() {
+                events.push(e);
+            }
+            moved |= !events.is_empty();
+            for e in events.drain(..) {
+                self.core_event(node, e);
+            }
+            self.scratch = events;
+            if !moved {
+                break;
             }
         }
-        let mut events = core::mem::take(scratch);
-        while let Some(e) = l.node.poll_event() {
-            events.push(e);
-        }
-        for e in events.drain(..) {
-            self.core_event(node, e);
-        }
-        self.scratch = events;
         self.rearm(node);
+    }
+
+    /// The donor application writes checkpoint pieces: one per `write_gap` (a slow disk), or as
+    /// many as the core takes when the gap is 0. Finishes the checkpoint after the last piece.
+    fn state_write(&mut self, node: u64, life: u64) {
+        let chunk = self.o.state.chunk;
+        let gap = self.o.state.write_gap;
+        let Some(l) = life_of(&mut self.slots, node) else { return };
+        if l.id != life {
+            return;
+        }
+        let Some(w) = l.app.writer.as_mut() else { return };
+        if w.waiting || w.finished {
+            return;
+        }
+        let mut again = false;
+        loop {
+            match w.peek(chunk) {
+                Some(piece) => match l.node.write_checkpoint(w.view, piece.clone()) {
+                    Ok(()) => {
+                        w.advance(piece.len());
+                        if gap > 0 {
+                            again = true;
+                            break;
+                        }
+                    }
+                    Err(chorus_core::CheckpointError::WindowFull) => {
+                        w.waiting = true;
+                        break;
+                    }
+                    Err(_) => {
+                        l.app.writer = None; // The view changed: the transfer is abandoned.
+                        break;
+                    }
+                },
+                None => {
+                    w.finished = true;
+                    if l.node.finish_checkpoint(w.view).is_err() {
+                        l.app.writer = None;
+                    }
+                    break;
+                }
+            }
+        }
+        if again {
+            self.push(self.now + gap, Step::StateWrite { node, life });
+        }
+        self.drain(node);
+    }
+
+    /// Maybe aims a crash at a transfer that is starting (at its donor or a loading member),
+    /// some time into it.
+    fn arm_transfer_crash(&mut self, node: u64, life: u64) {
+        if self.phase != Phase::Safety || self.o.state.crash_prob <= 0.0 {
+            return;
+        }
+        let span =
+            (self.o.state.filler / self.o.state.chunk.max(1) as u64 + 1) * self.o.state.write_gap.max(MS);
+        if let Some(d) = self.nemesis.transfer_crash_delay(self.o.state.crash_prob, span) {
+            self.push(self.now + d, Step::TransferCrash { node, life });
+        }
+    }
+
+    fn transfer_crash(&mut self, node: u64, life: u64) {
+        if self.phase != Phase::Safety || !self.removable(node) {
+            return;
+        }
+        let Some(l) = life_of(&mut self.slots, node) else { return };
+        let mid = l.app.writer.is_some() || l.app.loading_progress().is_some();
+        if l.id != life || !mid {
+            return;
+        }
+        let restart_after = self.nemesis.restart_delay();
+        self.apply(Fault::Crash { node, restart_after });
     }
 
     fn rearm(&mut self, node: u64) {
@@ -751,15 +863,66 @@ impl Cluster {
         let Some(l) = life_of(&mut self.slots, node) else { return };
         let p = l.proc_;
         match e {
-            Event::ViewInstalled { view, .. } => {
+            Event::ViewInstalled { view, departed, loading, .. } => {
                 let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
+                let flush_totals = core::mem::take(&mut l.flush_totals);
                 l.delivered_from = 0;
                 l.flushing = false;
+                // Who this event is about: the node may have moved on to a later incarnation
+                // since queueing it (events are drained after a whole batch of frames).
+                let me = MemberId::new(p.node, p.inc);
+                let digest =
+                    (self.o.state.on && !loading.contains(&me)).then_some((l.app.applied, l.app.hash));
                 if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
                     self.highest = Some((view.id.0, members.clone()));
                     self.ghosts.clear();
                 }
-                self.record(Some(p), Ev::Install { view: view.id.0, members });
+                if flush_totals > 0 && departed.iter().any(|d| !self.alive(&proc_of(*d))) {
+                    self.marks.hit(SimMark::OrdererCrashedWithUnordered);
+                }
+                let loading = loading.into_iter().map(proc_of).collect();
+                self.record(Some(p), Ev::Install { view: view.id.0, members, loading });
+                if let Some((applied, hash)) = digest {
+                    self.record(Some(p), Ev::Digest { view: view.id.0, applied, hash });
+                }
+            }
+            Event::CheckpointRequest { view, joiners } => {
+                if joiners.len() >= 2 {
+                    self.marks.hit(SimMark::TwoJoinersAtOnce);
+                }
+                if l.loaded_by_transfer {
+                    self.marks.hit(SimMark::LoadedMemberDonated);
+                }
+                l.app.checkpoint(view, self.o.state.filler);
+                let life = l.id;
+                self.rec.note(self.now, || {
+                    format!(
+                        "{} streams its checkpoint to {} member(s)",
+                        crate::recorder::show(p),
+                        joiners.len()
+                    )
+                });
+                self.push(self.now, Step::StateWrite { node, life });
+                self.arm_transfer_crash(node, life);
+            }
+            Event::CheckpointWritable { .. } => {
+                if let Some(w) = l.app.writer.as_mut() {
+                    w.waiting = false;
+                    let life = l.id;
+                    self.push(self.now + self.o.state.write_gap, Step::StateWrite { node, life });
+                }
+            }
+            Event::CheckpointComplete { .. } => l.app.writer = None,
+            Event::StateIncoming { .. } => {
+                l.app.incoming();
+                let life = l.id;
+                self.arm_transfer_crash(node, life);
+            }
+            Event::StateChunk { offset, data, .. } => l.app.chunk(offset, &data),
+            Event::StateLoaded { view, len } => {
+                let (applied, hash) = l.app.loaded(len);
+                l.loaded_by_transfer = true;
+                self.record(Some(p), Ev::StateLoaded { view: view.0, applied, hash });
             }
             Event::Delivered { id, order, payload } => {
                 self.stats.deliveries += 1;
@@ -770,8 +933,14 @@ impl Cluster {
                         Order::Safe => self.marks.hit(SimMark::SafeDeliveredInFlush),
                         Order::Fifo | Order::Causal => {}
                     }
+                    if order.is_total() {
+                        l.flush_totals += 1;
+                    }
                 }
                 let digest = self.digests.delivered(&payload);
+                if order.is_total() {
+                    l.app.apply(digest);
+                }
                 let (sender, order) = (proc_of(id.sender), trace_order(order));
                 let ev = Ev::Deliver { sender, view: id.view.0, seq: id.seq.0, digest, order };
                 self.record(Some(p), ev);
@@ -814,6 +983,9 @@ impl Cluster {
                 l.healed_from_partition = false;
                 l.delivered_from = 0;
                 l.flushing = false;
+                l.flush_totals = 0;
+                l.app = App::new(!self.o.state.on);
+                l.loaded_by_transfer = false;
                 self.record(Some(p), Ev::Excluded);
                 self.record(Some(next), Ev::Start { bootstrap: false });
             }
@@ -869,6 +1041,10 @@ impl Cluster {
         if alive * 2 <= members.len() || alive_with_joiners * 2 <= pending {
             return false;
         }
+        // With state transfer, a live member of the highest view must still hold the state.
+        if self.o.state.on && !members.iter().any(|m| m.node != node && self.holds_state(m)) {
+            return false;
+        }
         // A member may still be in an older view, waiting to learn that the next one was
         // decided: that older view must keep its majority too, or the member is stuck there.
         self.slots.iter().all(|s| match s {
@@ -889,7 +1065,13 @@ impl Cluster {
     /// not yet installed by anyone when it crashed a member), liveness cannot be asked for.
     fn recoverable(&self) -> bool {
         let Some((_, members)) = &self.highest else { return true };
-        members.iter().filter(|m| self.carries(m)).count() * 2 > members.len()
+        let holder = !self.o.state.on || members.iter().any(|m| self.holds_state(m));
+        holder && members.iter().filter(|m| self.carries(m)).count() * 2 > members.len()
+    }
+
+    /// Whether member `m` is alive and its application holds the group's state.
+    fn holds_state(&self, m: &Proc) -> bool {
+        self.carries(m) && matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.app.holds)
     }
 
     fn targets(&self) -> Targets {
@@ -922,6 +1104,12 @@ impl Cluster {
                 let me = l.node.member_id();
                 let sent_view = l.sent_view;
                 let p = l.proc_;
+                if l.app.writer.is_some() {
+                    self.marks.hit(SimMark::DonorCrashedMidTransfer);
+                }
+                if l.app.loading_progress().is_some_and(|got| got > 0) {
+                    self.marks.hit(SimMark::JoinerCrashedMidTransfer);
+                }
                 if status == Status::Blocked {
                     if view.is_some_and(|(id, _)| Some(id) == sent_view) {
                         self.marks.hit(SimMark::SenderCrashedInFlush);
@@ -1060,7 +1248,7 @@ impl Cluster {
         let mut ids = Vec::new();
         for s in &self.slots {
             let Slot::Up(l) = s else { return None };
-            if l.paused || l.leaving.is_some() || l.node.status() != Status::Member {
+            if l.paused || l.leaving.is_some() || l.node.status() != Status::Member || !l.app.holds {
                 return None;
             }
             let v = l.node.view()?;

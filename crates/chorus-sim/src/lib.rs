@@ -22,6 +22,7 @@
 //! - [`batch`]: many seeds on many threads, regressions, summaries.
 //! - [`bench`]: the core alone, for throughput figures.
 
+pub mod app;
 pub mod batch;
 pub mod bench;
 pub mod cluster;
@@ -39,7 +40,7 @@ pub use options::SimOptions;
 
 /// Every mutant of `chorus-core` (the tests check that each one is caught).
 #[cfg(feature = "mutants")]
-pub const ALL_MUTANTS: [chorus_core::Mutant; 11] = chorus_core::Mutant::ALL;
+pub const ALL_MUTANTS: [chorus_core::Mutant; 14] = chorus_core::Mutant::ALL;
 
 /// The mutant called `name` (its variant name, e.g. `SkipFlush`; case, `-` and `_` ignored).
 #[cfg(feature = "mutants")]

@@ -29,11 +29,22 @@ pub enum SimMark {
     TotalDeliveredInFlush,
     /// A safe message was delivered in a flush.
     SafeDeliveredInFlush,
+    /// A donor crashed while streaming a checkpoint.
+    DonorCrashedMidTransfer,
+    /// A member crashed while loading a checkpoint, part of it received.
+    JoinerCrashedMidTransfer,
+    /// One checkpoint request named two or more loading members.
+    TwoJoinersAtOnce,
+    /// A view change delivered total or safe messages in its flush (ordered there, not by
+    /// promises) and removed a member that had crashed: the crash left them unordered.
+    OrdererCrashedWithUnordered,
+    /// A member that loaded state by transfer later served as a donor.
+    LoadedMemberDonated,
 }
 
 impl SimMark {
     /// Every sim mark, in order.
-    pub const ALL: [SimMark; 8] = [
+    pub const ALL: [SimMark; 13] = [
         SimMark::SenderCrashedInFlush,
         SimMark::CoordinatorCrashedInViewChange,
         SimMark::RejoinAfterPartitionHealed,
@@ -42,8 +53,18 @@ impl SimMark {
         SimMark::CausalPastOfThreeSenders,
         SimMark::TotalDeliveredInFlush,
         SimMark::SafeDeliveredInFlush,
+        SimMark::DonorCrashedMidTransfer,
+        SimMark::JoinerCrashedMidTransfer,
+        SimMark::TwoJoinersAtOnce,
+        SimMark::OrdererCrashedWithUnordered,
+        SimMark::LoadedMemberDonated,
     ];
 }
+
+/// Marks that count a situation worth knowing about but not a coverage goal: a batch that
+/// never hits them is fine. (`NoStateHolder`: the only members holding the state were cut off
+/// by a partition; the group waits for them.)
+pub const OPTIONAL: &[&str] = &["core::NoStateHolder"];
 
 /// Counts of every core and sim mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,9 +99,12 @@ impl MarkCounts {
         core.chain(sim)
     }
 
-    /// Names of the marks never hit.
+    /// Names of the marks never hit (other than the informational ones in [`OPTIONAL`]).
     pub fn missing(&self) -> Vec<String> {
-        self.iter().filter(|(_, n)| *n == 0).map(|(name, _)| name).collect()
+        self.iter()
+            .filter(|(name, n)| *n == 0 && !OPTIONAL.contains(&name.as_str()))
+            .map(|(name, _)| name)
+            .collect()
     }
 }
 

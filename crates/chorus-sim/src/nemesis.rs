@@ -105,6 +105,9 @@ pub struct Nemesis {
     partition_max: u64,
     pause_long_share: f64,
     flush_crash_prob: f64,
+    /// Crashes aimed at state transfers draw from their own stream, so that they do not shift
+    /// the other faults of a seed.
+    transfer_rng: SimRng,
 }
 
 impl Nemesis {
@@ -117,7 +120,20 @@ impl Nemesis {
             partition_max: o.partition_max,
             pause_long_share: o.pause_long_share,
             flush_crash_prob: o.flush_crash_prob,
+            transfer_rng: rng::stream(rng::mix(o.seed), Stream::State),
         }
+    }
+
+    /// A transfer expected to take about `span` just started: after what delay (if at all) to
+    /// crash its donor or loading member.
+    pub fn transfer_crash_delay(&mut self, prob: f64, span: u64) -> Option<u64> {
+        let r = &mut self.transfer_rng;
+        (prob > 0.0 && r.random_bool(prob.min(1.0))).then(|| rng::between(r, 0, span))
+    }
+
+    /// How long a crashed node stays down.
+    pub fn restart_delay(&mut self) -> u64 {
+        rng::between(&mut self.transfer_rng, 500 * MS, 3 * SEC)
     }
 
     /// A view change just started: after what delay (if at all) to crash one of its blocked

@@ -13,6 +13,8 @@ use rand::Rng;
 
 use crate::rng::{self, SimRng, Stream};
 
+/// One microsecond in simulated nanoseconds.
+pub const US: u64 = 1_000;
 /// One millisecond in simulated nanoseconds.
 pub const MS: u64 = 1_000_000;
 /// One second in simulated nanoseconds.
@@ -198,6 +200,45 @@ pub enum ScriptedFault {
     },
 }
 
+/// How the replicated state machine's state moves to members that join.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateOpts {
+    /// State transfer is on (the core's `Config::state_transfer`).
+    pub on: bool,
+    /// Checkpoint bytes beyond the 16-byte header (so that checkpoints span many chunks).
+    pub filler: u64,
+    /// The donor writes pieces of this many bytes (also the core's `max_payload`).
+    pub chunk: usize,
+    /// The core's `state_window`.
+    pub window: u64,
+    /// The core's `state_buffer`.
+    pub buffer: u64,
+    /// Time the donor application takes per piece (a disk read); 0 writes as fast as allowed.
+    pub write_gap: u64,
+    /// Probability that a transfer gets its donor or a loading member crashed part-way.
+    pub crash_prob: f64,
+}
+
+impl StateOpts {
+    /// Drawn from the seed's own stream, so that the other options of a seed stay as they were.
+    fn draw(seed: u64) -> StateOpts {
+        let mut r = rng::stream(seed, Stream::State);
+        let on = r.random_bool(0.85);
+        let filler = [0, 1 << 10, 16 << 10, 64 << 10, 256 << 10][r.random_range(0..5usize)];
+        let chunk = [512, 4 << 10, 16 << 10, 64 << 10][r.random_range(0..4usize)];
+        let window = chunk as u64 * [1, 2, 4, 16][r.random_range(0..4usize)];
+        let buffer = [16 << 20, 64 << 10, 2 << 10][r.random_range(0..3usize)];
+        let write_gap = [0, 0, 100 * US, MS, 5 * MS][r.random_range(0..5usize)];
+        let crash_prob = if r.random_bool(0.4) { r.random_range(0.2..0.8) } else { 0.0 };
+        // A transfer takes at most ~32 windows (round trips) and ~0.5 s of writing, so that a
+        // few of them in a row fit in the liveness phase.
+        let window = window.max(filler / 32);
+        let pieces = filler / chunk as u64 + 1;
+        let write_gap = write_gap.min(500 * MS / pieces);
+        StateOpts { on, filler, chunk, window, buffer, write_gap, crash_prob }
+    }
+}
+
 /// Everything that shapes one run. Derived from a seed by [`SimOptions::from_seed`]; printed on
 /// failure so that a reader knows what the seed did without replaying it.
 #[derive(Clone, Debug, PartialEq)]
@@ -255,6 +296,8 @@ pub struct SimOptions {
     /// The core's `ack_delay` (how soon a member acknowledges total and safe messages when it
     /// has nothing to piggyback on), in nanoseconds.
     pub ack_delay: u64,
+    /// State transfer: the replicated state machine's checkpoints.
+    pub state: StateOpts,
     /// Length of the safety phase (faults + workload).
     pub safety: u64,
     /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
@@ -341,6 +384,7 @@ impl SimOptions {
             burst_at,
             orders,
             ack_delay,
+            state: StateOpts::draw(seed),
             safety,
             script: Vec::new(),
         }
@@ -450,7 +494,22 @@ impl fmt::Display for SimOptions {
             self.payload_max,
             secs(self.safety)
         )?;
-        write!(f, "  orders     {}; ack delay {} µs", self.orders, self.ack_delay / 1000)
+        writeln!(f, "  orders     {}; ack delay {} µs", self.orders, self.ack_delay / 1000)?;
+        let st = &self.state;
+        if st.on {
+            write!(
+                f,
+                "  state      checkpoints of {} B in {} B pieces, window {} B, joiner buffer {} B, {} µs per piece{}",
+                16 + st.filler,
+                st.chunk,
+                st.window,
+                st.buffer,
+                st.write_gap / 1000,
+                if st.crash_prob > 0.0 { format!(", crash aimed at {:.0}% of transfers", st.crash_prob * 100.0) } else { String::new() }
+            )
+        } else {
+            write!(f, "  state      no state transfer")
+        }
     }
 }
 

@@ -154,7 +154,7 @@ impl Narrator {
         match &ev.ev {
             Ev::Send { view, .. } => *self.sent.entry(*view).or_default() += 1,
             Ev::Deliver { .. } => {}
-            Ev::Install { view, members } => {
+            Ev::Install { view, members, loading } => {
                 if let Some(p) = ev.p {
                     self.current.insert(p, *view);
                 }
@@ -172,6 +172,9 @@ impl Narrator {
                 if !departed.is_empty() {
                     text += &format!("  -{}", procs(&departed));
                 }
+                if !loading.is_empty() {
+                    text += &format!("  loading {}", procs(loading));
+                }
                 if let Some(p) = prev_id {
                     let sent = self.sent.get(&p).copied().unwrap_or(0);
                     let flush = self
@@ -183,6 +186,9 @@ impl Narrator {
                 self.line(t, text);
                 self.views.insert(*view, members.clone());
                 self.suspected.clear();
+            }
+            Ev::StateLoaded { view, applied, .. } => {
+                self.line(t, format!("{who} loaded the state of v{view} ({applied} applied)"));
             }
             Ev::Blocked { reason } if reason == "flush" => {
                 if let Some(v) = ev.p.and_then(|p| self.current.get(&p).copied()) {
@@ -220,6 +226,7 @@ impl Narrator {
                 self.line(t, format!("--- phase: {name} (faults stop, everything heals) ---"))
             }
             Ev::End => self.line(t, "--- end ---".to_string()),
+            Ev::Digest { .. } => {}
         }
         if matches!(ev.ev, Ev::Crash | Ev::Excluded | Ev::Left) {
             if let Some(p) = ev.p {
@@ -265,7 +272,7 @@ mod tests {
         let install = |node, view, members: Vec<Proc>| TraceEvent {
             t: 0,
             p: Some(p(node)),
-            ev: Ev::Install { view, members },
+            ev: Ev::Install { view, members, loading: Vec::new() },
         };
         let _ = r.record(TraceEvent { t: 0, p: Some(p(0)), ev: Ev::Start { bootstrap: true } });
         let _ = r.record(install(0, 1, vec![p(0)]));

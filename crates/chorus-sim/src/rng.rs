@@ -22,6 +22,8 @@ pub enum Stream {
     Faults,
     /// Multicast timing and payloads.
     Workload,
+    /// State transfer options and the crashes aimed at transfers.
+    State,
 }
 
 /// The generator for `stream` of `seed`.
@@ -31,6 +33,7 @@ pub fn stream(seed: u64, stream: Stream) -> SimRng {
         Stream::Network => 0x6e65_7477_6f72_6b21,
         Stream::Faults => 0x6661_756c_7473_2121,
         Stream::Workload => 0x776f_726b_6c6f_6164,
+        Stream::State => 0x7374_6174_6521_2121,
     };
     SimRng::seed_from_u64(mix(seed ^ salt))
 }

@@ -130,6 +130,37 @@ fn safe_before_stable_breaks_safe_delivery() {
     assert_caught_on(Mutant::SafeBeforeStable, Guarantee::G10Safe, safe_and_partitions);
 }
 
+/// State transfer on, with joiners: a view change that adds members.
+fn transfers(o: &SimOptions) -> bool {
+    o.state.on && (o.initial_nodes >= 2 || !o.joiners_at.is_empty())
+}
+
+/// Transfers under load of total-order messages, so the cut holds messages the donor has not
+/// delivered when the view change starts.
+fn transfers_under_total_load(o: &SimOptions) -> bool {
+    transfers(o) && o.orders.share(Order::Total) + o.orders.share(Order::Safe) >= 0.4 && o.send_rate >= 50.0
+}
+
+/// Checkpoints of many chunks on a network that duplicates or breaks links.
+fn chunky_lossy_transfers(o: &SimOptions) -> bool {
+    transfers(o) && o.state.filler >= 16 << 10 && (o.duplicate_prob > 0.0 || o.break_prob > 0.0)
+}
+
+#[test]
+fn checkpoint_before_cut_breaks_state_transfer() {
+    assert_caught_on(Mutant::CheckpointBeforeCut, Guarantee::G11StateTransfer, transfers_under_total_load);
+}
+
+#[test]
+fn deliver_before_loaded_breaks_transfer_atomicity() {
+    assert_caught_on(Mutant::DeliverBeforeLoaded, Guarantee::ST2TransferAtomicity, transfers);
+}
+
+#[test]
+fn chunk_out_of_order_breaks_state_transfer() {
+    assert_caught_on(Mutant::ChunkOutOfOrder, Guarantee::G11StateTransfer, chunky_lossy_transfers);
+}
+
 /// Every mutant has a test above: a new variant fails to compile here until it gets one.
 #[test]
 fn every_mutant_is_covered() {
@@ -145,6 +176,9 @@ fn every_mutant_is_covered() {
         Mutant::IgnoreCausalDeps => Guarantee::G8Causal,
         Mutant::TotalByArrival => Guarantee::G9Total,
         Mutant::SafeBeforeStable => Guarantee::G10Safe,
+        Mutant::CheckpointBeforeCut => Guarantee::G11StateTransfer,
+        Mutant::DeliverBeforeLoaded => Guarantee::ST2TransferAtomicity,
+        Mutant::ChunkOutOfOrder => Guarantee::G11StateTransfer,
     };
     for m in chorus_sim::ALL_MUTANTS {
         let _ = expected(m);

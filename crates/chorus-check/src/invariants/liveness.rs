@@ -7,7 +7,9 @@
 //!
 //! Checkable form, with Alive = processes started and not ended:
 //! - (a) every alive process has installed a view, all alive processes' current views have
-//!   the same id, and that view's member set equals Alive.
+//!   the same id, and that view's member set equals Alive; and no alive process is still
+//!   waiting for its state there (listed in `loading` of the final view without a
+//!   `state_loaded`: TESTING ST5, state transfer terminates too).
 //! - (b) for every `send` (s, v, n): if s stayed in v (installed a view after v, or is alive
 //!   at the end with current view v), then every q that installed v and then either installed
 //!   a view after v or is alive at the end with current view v delivered (s, v, n).
@@ -18,8 +20,16 @@
 //! install. For the final view, once (a) holds every member is alive and in it (a process
 //! that stayed in v while another left it would break (a)), so all pairs are compared at
 //! the end. The checker stops at the first violation, so G2 and G4 did hold.
+//!
+//! A process whose state transfer in v was cut off (listed in `loading` of v, never loaded
+//! there) delivered nothing in v (ST2) and is exempt from G4, so the shortcut above does not
+//! cover it: it cannot deliver its own sends of v. Its sends of v, if any, are kept and
+//! compared at the end with the set of the first process that went on from v without being
+//! exempt (G4's reference); if there is none, no process that stayed in v delivers anything
+//! there to compare with.
 
 use crate::checker::{ProcState, Procs, Views};
+use crate::invariants::virtual_synchrony::VirtualSynchrony;
 use crate::trace::Proc;
 use crate::violation::{procs, Guarantee, MsgId, Violation};
 
@@ -33,6 +43,8 @@ pub(crate) struct Liveness {
     /// First few (q, m) where q left m's view without delivering its own m.
     missed: Vec<(Proc, MsgId)>,
     missed_count: u64,
+    /// (p, v, sent): p sent `sent` messages in v, which it left with its transfer cut off.
+    cut_off_sends: Vec<(Proc, u64, u64)>,
 }
 
 impl Liveness {
@@ -40,8 +52,15 @@ impl Liveness {
         self.armed = true;
     }
 
-    /// `p` leaves view `from`, where it sent `sent` messages and delivered `own` of them.
-    pub(crate) fn on_transition(&mut self, p: Proc, from: u64, sent: u64, own: u64) {
+    /// `p` leaves view `from`, where it sent `sent` messages and delivered `own` of them;
+    /// `cut_off`: it waited for its state in `from` all along, so it delivered nothing there.
+    pub(crate) fn on_transition(&mut self, p: Proc, from: u64, sent: u64, own: u64, cut_off: bool) {
+        if cut_off {
+            if sent > 0 {
+                self.cut_off_sends.push((p, from, sent));
+            }
+            return;
+        }
         for seq in own + 1..=sent {
             self.missed_count += 1;
             if self.missed.len() < EXAMPLES {
@@ -50,7 +69,13 @@ impl Liveness {
         }
     }
 
-    pub(crate) fn finish(&self, t: u64, procs_state: &Procs, views: &Views) -> Result<(), Violation> {
+    pub(crate) fn finish(
+        &self,
+        t: u64,
+        procs_state: &Procs,
+        views: &Views,
+        vs: &VirtualSynchrony,
+    ) -> Result<(), Violation> {
         if !self.armed {
             return Ok(());
         }
@@ -88,9 +113,26 @@ impl Liveness {
             }
         }
 
+        if let Some((p, _)) = alive.iter().find(|(_, s)| s.transfer.waiting().is_some()) {
+            return fail(format!(
+                "{p} is still waiting for its state transfer in final view {final_view} (listed in \
+                 `loading`, no `state_loaded`)"
+            ));
+        }
+
         // (b) every multicast of a process that stayed in its view was delivered.
         let mut missed = self.missed.clone();
         let mut count = self.missed_count;
+        for &(s, view, sent) in &self.cut_off_sends {
+            let Some((q, set)) = vs.survivor(view) else { continue };
+            let got = set.get(&s).copied().unwrap_or(0);
+            for seq in got + 1..=sent {
+                count += 1;
+                if missed.len() < EXAMPLES {
+                    missed.push((q, MsgId { sender: s, view, seq }));
+                }
+            }
+        }
         for (q, qs) in &alive {
             for (s, ss) in &alive {
                 let got = qs.delivered.get(s).copied().unwrap_or(0);
@@ -187,6 +229,49 @@ mod tests {
         tr.phase("liveness").send(a, 1, 1).install_all(2, &[a, b]).end();
         let v = tr.assert_violates(Guarantee::G12Liveness);
         assert!(v.detail.contains("n1.0 never delivered (n1.0, v1, #1)"), "{v}");
+    }
+
+    #[test]
+    fn a_joiner_that_loads_in_the_final_view_passes() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.phase("liveness").start(c).install_loading_all(2, &[a, b, c], &[c]);
+        tr.send(c, 2, 1).multicast(a, 2, 1, &[a, b]).deliver_all(&[a, b], c, 2, 1);
+        tr.state_loaded(c, 2, (0, 0)).deliver(c, a, 2, 1).deliver(c, c, 2, 1).end();
+        tr.assert_ok();
+    }
+
+    #[test]
+    fn a_joiner_still_loading_at_the_end_is_caught() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.phase("liveness").start(c).install_loading_all(2, &[a, b, c], &[c]).end();
+        let v = tr.assert_violates(Guarantee::G12Liveness);
+        assert!(v.detail.contains("n3.0 is still waiting for its state transfer in final view 2"), "{v}");
+    }
+
+    #[test]
+    fn a_cut_off_joiner_needs_no_self_delivery_but_its_sends_are_owed() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let joined = || {
+            let mut tr = Trace::group(&[a, b], 1);
+            tr.phase("liveness").start(c).install_loading_all(2, &[a, b, c], &[c]);
+            tr.send(c, 2, 1);
+            tr
+        };
+        // c never loads in view 2, so it cannot deliver its own message; a and b do.
+        let mut ok = joined();
+        ok.deliver_all(&[a, b], c, 2, 1).install_loading_all(3, &[a, b, c], &[c]);
+        ok.state_loaded(c, 3, (0, 0)).end();
+        ok.assert_ok();
+
+        // c moves on first; a and b then drop its message: c stayed in view 2, so it was owed.
+        let mut dropped = joined();
+        dropped.install_loading(c, 3, &[a, b, c], &[c]);
+        dropped.install_loading(a, 3, &[a, b, c], &[c]).install_loading(b, 3, &[a, b, c], &[c]);
+        dropped.state_loaded(c, 3, (0, 0)).end();
+        let v = dropped.assert_violates(Guarantee::G12Liveness);
+        assert!(v.detail.contains("n1.0 never delivered (n3.0, v2, #1)"), "{v}");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!   process's set must contain it. G4 makes every later one's set equal to the first's (it is
 //!   checked at each of those installs), so one comparison stands for all of them.
 //!
+//! Exempt: a process that v lists in `loading` and that never loaded its state in v. By ST2
+//! it delivers nothing in v, and it holds no state for a safe message to have reached; its
+//! transfer restarts in v+1 (the checker does not call [`Safe::on_transition`] for it).
+//!
 //! So a late deliverer — a process still in v that delivers after the survivors moved on, or a
 //! merged real-run trace where its line sorts late — is judged at its own `deliver` line and
 //! needs no end-of-run pass. Memory is one short map per view; time is one map update per safe
@@ -169,6 +173,28 @@ mod tests {
         // Going from view 1 to 2 is not concerned; going from 2 to 3 is.
         tr.deliver(a, c, 2, 1).deliver(b, c, 2, 1).install_all(3, &[a, b]);
         tr.assert_ok();
+    }
+
+    #[test]
+    fn a_joiner_still_loading_owes_nothing() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.start(c).install_loading_all(2, &[a, b, c], &[c]);
+        tr.multicast_as(a, 2, 1, Order::Safe, &[a, b]);
+        tr.install_loading_all(3, &[a, b, c], &[c]);
+        tr.assert_ok();
+    }
+
+    #[test]
+    fn a_joiner_that_loaded_owes_the_safe_messages() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.start(c).install_loading_all(2, &[a, b, c], &[c]);
+        tr.multicast_as(a, 2, 1, Order::Safe, &[a, b]).state_loaded(c, 2, (0, 0));
+        // c goes first, so G4 has no reference yet and G10 judges it.
+        tr.install(c, 3, &[a, b, c]);
+        let v = tr.assert_violates(Guarantee::G10Safe);
+        assert!(v.detail.contains("but n3.0 went from view 2 to view 3"), "{v}");
     }
 
     #[test]

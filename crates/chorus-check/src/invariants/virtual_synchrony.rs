@@ -4,6 +4,11 @@
 //! delivers while its current view is v. If p and q both install v+1 directly after v, then
 //! D(p, v) = D(q, v).
 //!
+//! Exempt: a process that v lists in `loading` and that never loaded its state in v (no
+//! `state_loaded` for v). By ST2 it delivered nothing in v — it had no state to apply anything
+//! to — so D(p, v) is empty by design, not by a lost flush; its transfer restarts in v+1. A
+//! process that did load in v delivers v's messages after loading and is compared as usual.
+//!
 //! How: D(p, v) is final when p installs v+1. The first process to make that move leaves its
 //! set here; every later one is compared with it (equality is transitive). So memory is one
 //! set per view, and time is linear in the number of deliveries. Only per-process order is
@@ -33,14 +38,20 @@ impl VirtualSynchrony {
         self.first.get(&view).map(|(p, set)| (*p, set))
     }
 
-    /// `p` installs `from + 1` after `from`, having delivered `delivered` in `from`.
+    /// `p` installs `from + 1` after `from`, having delivered `delivered` in `from`. `cut_off`:
+    /// `p` was waiting for its state in `from` all along (exempt, see the module docs).
     pub(crate) fn on_transition(
         &mut self,
         t: u64,
         p: Proc,
         from: u64,
         delivered: Delivered,
+        cut_off: bool,
     ) -> Result<(), Violation> {
+        if cut_off {
+            // Not a survivor set either: it must not become the reference for `from`.
+            return Ok(());
+        }
         let (q, theirs) = match self.first.entry(from) {
             Entry::Vacant(slot) => {
                 slot.insert((p, delivered));
@@ -122,6 +133,31 @@ mod tests {
         let v = tr.assert_violates(Guarantee::G4VirtualSynchrony);
         assert!(v.detail.contains("n1.0 and n3.0"), "{v}");
         assert!(v.detail.contains("only n1.0 delivered 1, e.g. (n1.0, v1, #2)"), "{v}");
+    }
+
+    #[test]
+    fn a_joiner_whose_transfer_was_cut_off_is_not_compared() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        // c joins in view 2 and goes to view 3 without ever loading: it delivered nothing.
+        tr.start(c).install_loading_all(2, &[a, b, c], &[c]);
+        tr.multicast(a, 2, 1, &[a, b]);
+        // c is the first to move on: it must not become the reference for view 2 either.
+        tr.install_loading(c, 3, &[a, b, c], &[c]);
+        tr.install_loading(a, 3, &[a, b, c], &[c]).install_loading(b, 3, &[a, b, c], &[c]);
+        tr.assert_ok();
+    }
+
+    #[test]
+    fn a_joiner_that_loaded_is_compared() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.start(c).install_loading_all(2, &[a, b, c], &[c]);
+        tr.multicast(a, 2, 1, &[a, b]).state_loaded(c, 2, (0, 0));
+        // c loaded but then skipped a's message.
+        tr.install_all(3, &[a, b, c]);
+        let v = tr.assert_violates(Guarantee::G4VirtualSynchrony);
+        assert!(v.detail.contains("n1.0 and n3.0 both went from view 2 to 3"), "{v}");
     }
 
     #[test]

@@ -1,0 +1,201 @@
+//! The simulated application: a small replicated state machine, and its side of state transfer.
+//!
+//! The state is a hash chain of every total and safe message applied, in delivery order
+//! (`chorus_check::trace::chain`), and a count. Its checkpoint is a 16-byte header (count and
+//! hash, little endian) followed by `filler` bytes that are a function of the header, so that
+//! a large checkpoint streams in many chunks and the loading member can check every byte: a
+//! chunk lost, repeated or misplaced makes the loaded state differ from the donor's, which the
+//! checker's G11 catches.
+
+use bytes::Bytes;
+use chorus_check::trace::chain;
+use chorus_core::ViewId;
+
+use crate::rng::mix;
+
+/// One life's state machine.
+#[derive(Debug, Default)]
+pub struct App {
+    /// Total and safe messages applied since the group began.
+    pub applied: u64,
+    /// Hash chain over them.
+    pub hash: u64,
+    /// It holds the group's state (false while it waits for a transfer).
+    pub holds: bool,
+    /// The checkpoint it is streaming as a donor.
+    pub writer: Option<Writer>,
+    loader: Option<Loader>,
+}
+
+/// A donor's checkpoint, produced piece by piece from the snapshot taken at the barrier.
+#[derive(Debug)]
+pub struct Writer {
+    /// The view of the transfer.
+    pub view: ViewId,
+    applied: u64,
+    hash: u64,
+    len: u64,
+    offset: u64,
+    /// `finish_checkpoint` was called.
+    pub finished: bool,
+    /// The core refused a chunk for lack of room; wait for `CheckpointWritable`.
+    pub waiting: bool,
+}
+
+#[derive(Debug)]
+struct Loader {
+    got: u64,
+    header: [u8; 16],
+    ok: bool,
+}
+
+/// Byte `i` (counting from 0 after the header) of the filler of state (applied, hash).
+fn filler_byte(applied: u64, hash: u64, i: u64) -> u8 {
+    (mix(hash ^ applied.rotate_left(32) ^ (i >> 3)) >> ((i & 7) * 8)) as u8
+}
+
+impl App {
+    /// The application of a node that starts a group (holds the empty state) or joins one.
+    pub fn new(holds: bool) -> App {
+        App { holds, ..App::default() }
+    }
+
+    /// Applies a delivered total or safe message (by its payload digest).
+    pub fn apply(&mut self, digest: u64) {
+        self.applied += 1;
+        self.hash = chain(self.hash, digest);
+    }
+
+    /// A checkpoint request at the barrier of `view`: snapshot now.
+    pub fn checkpoint(&mut self, view: ViewId, filler: u64) {
+        self.writer = Some(Writer {
+            view,
+            applied: self.applied,
+            hash: self.hash,
+            len: 16 + filler,
+            offset: 0,
+            finished: false,
+            waiting: false,
+        });
+    }
+
+    /// This member has no state in `view` and will load it.
+    pub fn incoming(&mut self) {
+        self.holds = false;
+        self.applied = 0;
+        self.hash = 0;
+        self.loader = Some(Loader { got: 0, header: [0; 16], ok: true });
+    }
+
+    /// Bytes of a checkpoint received so far, if loading.
+    pub fn loading_progress(&self) -> Option<u64> {
+        self.loader.as_ref().map(|l| l.got)
+    }
+
+    /// A piece of the checkpoint, as the core handed it over.
+    pub fn chunk(&mut self, offset: u64, data: &[u8]) {
+        let Some(l) = &mut self.loader else { return };
+        if offset != l.got {
+            l.ok = false;
+        }
+        for (k, b) in data.iter().enumerate() {
+            let i = l.got + k as u64;
+            if i < 16 {
+                l.header[i as usize] = *b;
+            } else {
+                let (applied, hash) = header(&l.header);
+                if *b != filler_byte(applied, hash, i - 16) {
+                    l.ok = false;
+                }
+            }
+        }
+        l.got += data.len() as u64;
+    }
+
+    /// The whole checkpoint (`len` bytes, as the core counts) arrived. Returns the state loaded:
+    /// the donor's if every byte checked out, else a deliberately different one.
+    pub fn loaded(&mut self, len: u64) -> (u64, u64) {
+        let Some(l) = self.loader.take() else { return (self.applied, self.hash) };
+        let (applied, hash) = header(&l.header);
+        let intact = l.ok && l.got == len && l.got >= 16;
+        self.applied = applied;
+        self.hash = if intact { hash } else { mix(hash ^ 0xbad_c0de ^ l.got) };
+        self.holds = true;
+        (self.applied, self.hash)
+    }
+}
+
+fn header(h: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&h[..8]);
+    b.copy_from_slice(&h[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
+
+impl Writer {
+    /// The next piece, at most `max` bytes, without consuming it (`None` when all is written).
+    pub fn peek(&self, max: usize) -> Option<Bytes> {
+        if self.offset >= self.len {
+            return None;
+        }
+        let end = self.len.min(self.offset + max.max(1) as u64);
+        let mut out = Vec::with_capacity((end - self.offset) as usize);
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&self.applied.to_le_bytes());
+        head[8..].copy_from_slice(&self.hash.to_le_bytes());
+        for i in self.offset..end {
+            out.push(if i < 16 { head[i as usize] } else { filler_byte(self.applied, self.hash, i - 16) });
+        }
+        Some(Bytes::from(out))
+    }
+
+    /// The piece returned by `peek` was accepted.
+    pub fn advance(&mut self, n: usize) {
+        self.offset += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(chunk: usize, filler: u64, tamper: Option<usize>) -> (u64, u64) {
+        let mut donor = App::new(true);
+        for d in [3, 1, 4, 1, 5] {
+            donor.apply(d);
+        }
+        donor.checkpoint(ViewId(2), filler);
+        let mut joiner = App::new(false);
+        joiner.incoming();
+        let mut k = 0;
+        let mut total = 0;
+        while let Some(w) = donor.writer.as_mut() {
+            let Some(piece) = w.peek(chunk) else { break };
+            w.advance(piece.len());
+            let mut piece = piece.to_vec();
+            if tamper == Some(k) {
+                piece[0] ^= 1;
+            }
+            joiner.chunk(total, &piece);
+            total += piece.len() as u64;
+            k += 1;
+        }
+        assert_eq!(joiner.loading_progress(), Some(total));
+        let got = joiner.loaded(total);
+        assert_eq!((donor.applied, donor.hash), (5, donor.hash));
+        got
+    }
+
+    #[test]
+    fn intact_transfer_loads_the_donor_state_and_tampering_shows() {
+        let mut donor = App::new(true);
+        for d in [3, 1, 4, 1, 5] {
+            donor.apply(d);
+        }
+        for (chunk, filler) in [(1, 0), (7, 100), (4096, 10_000)] {
+            assert_eq!(transfer(chunk, filler, None), (5, donor.hash));
+            assert_ne!(transfer(chunk, filler, Some(1)), (5, donor.hash), "chunk {chunk}");
+        }
+    }
+}
