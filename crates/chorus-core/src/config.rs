@@ -53,8 +53,9 @@ pub struct Config {
     /// Checkpoint bytes a donor may have sent and not yet seen consumed by every loading
     /// member: the memory a transfer takes at each end.
     pub state_window: u64,
-    /// New-view message bytes a loading member holds before it stops acknowledging more (the
-    /// senders then stop at their windows until the state is loaded).
+    /// Bytes of new-view messages (payload plus per-message overhead) a loading member holds
+    /// before it stops acknowledging more (the senders then stop at their windows until the
+    /// state is loaded).
     pub state_buffer: u64,
     /// A deliberate protocol bug, for showing that the simulator's checkers catch it.
     #[cfg(feature = "mutants")]

@@ -33,6 +33,10 @@ use crate::node::Node;
 use crate::time::Instant;
 use crate::wire::Msg;
 
+/// Bytes a held message costs beyond its payload and dependencies (its `Data`, the `Bytes`
+/// handle and allocation, the store's slot), for the `state_buffer` budget.
+const HELD_OVERHEAD: usize = 160;
+
 /// The donor's side of a transfer.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -374,8 +378,12 @@ impl Node {
         if !m.awaiting_state {
             return;
         }
-        let added: u64 =
-            m.senders[s].range(before + 1, m.senders[s].received).map(|d| d.payload.len() as u64).sum();
+        // Count what a held message costs in memory, not only its payload: small messages are
+        // mostly overhead (the message, its dependency vector, the store's slot).
+        let added: u64 = m.senders[s]
+            .range(before + 1, m.senders[s].received)
+            .map(|d| (d.payload.len() + HELD_OVERHEAD + 8 * d.deps.len()) as u64)
+            .sum();
         let Some(inc) = m.incoming.as_mut() else { return };
         inc.held_bytes += added;
         if inc.held_bytes > budget && m.state_acks.is_none() {

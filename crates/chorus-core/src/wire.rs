@@ -234,9 +234,32 @@ pub fn encode(body: &FrameBody) -> Bytes {
     out.push(VERSION);
     // Serializing plain data into a Vec cannot fail; if it ever did, send an empty body and let
     // the receiver reject it rather than panic here.
-    match postcard::to_extend(body, out) {
+    match postcard::serialize_with_flavor(body, VecFlavor(out)) {
         Ok(v) => Bytes::from(v),
         Err(_) => Bytes::new(),
+    }
+}
+
+/// Serializes into a `Vec` copying byte strings (payloads, checkpoint pieces) in one go:
+/// postcard's `to_extend` pushes them byte by byte, which made encoding cost about 1 ns per
+/// payload byte (measured by `st-bench`).
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
     }
 }
 

@@ -32,6 +32,7 @@ pub mod network;
 pub mod options;
 pub mod recorder;
 pub mod rng;
+pub mod stbench;
 pub mod workload;
 
 pub use cluster::{run_options, run_seed, Failure, Outcome, RunStats, Settings};
