@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit/scenario/property tests, mutant tests, and the
-# deterministic simulator over the committed regression seeds plus a batch of fresh seeds.
+# deterministic simulator over the committed regression seeds plus a batch of fresh seeds, and
+# the state-transfer bench's memory bound (a 1 GiB checkpoint, under 64 MiB extra per node).
 #
 #   CHORUS_SIM_SEEDS  how many fresh seeds (default 1000)
 #   CHORUS_SIM_BASE   first fresh seed (default: derived from the clock, printed, so that every
@@ -27,3 +28,6 @@ cargo run --release -q -p chorus-sim -- run \
     --seeds "${base}..$(( base + seeds ))" \
     --regressions crates/chorus-sim/regressions.txt \
     --require-marks
+
+step "state transfer: a 1 GiB checkpoint streams with under 64 MiB extra at the donor and the joiner"
+cargo run --release -q -p chorus-sim --bin st-bench
