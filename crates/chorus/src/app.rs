@@ -1,0 +1,454 @@
+//! The application `chorus node` runs: a small replicated state machine (a hash chain of every
+//! total and safe message applied, as in the simulator), state transfer to joiners, optional
+//! traffic in every ordering, a readable log of what happens, and the checker's trace.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use chorus_check::trace::{chain, digest};
+use chorus_check::{Ev, Proc, TraceEvent};
+use chorus_core::{BlockReason, Event, MemberId, Order, ViewId};
+use tokio::sync::mpsc;
+
+use crate::config::NodeConfig;
+use crate::runtime::{Member, MulticastError};
+
+/// What the node does besides taking part in the group.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Multicasts per second this node sends (0: none), cycling through the orderings.
+    pub send_rate: f64,
+    /// Bytes of filler in each checkpoint beyond the 16-byte header (to make transfers stream).
+    pub checkpoint_filler: u64,
+    /// Print one line per delivery (else only views, blocks and transfers).
+    pub verbose: bool,
+    /// Set to stop sending (the traffic ends; the member stays).
+    pub quiet: Arc<AtomicBool>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions { send_rate: 0.0, checkpoint_filler: 1 << 20, verbose: false, quiet: Arc::default() }
+    }
+}
+
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn proc_of(m: MemberId) -> Proc {
+    Proc { node: m.node.0, inc: m.inc.0 }
+}
+
+fn trace_order(o: Order) -> chorus_check::Order {
+    match o {
+        Order::Fifo => chorus_check::Order::Fifo,
+        Order::Causal => chorus_check::Order::Causal,
+        Order::Total => chorus_check::Order::Total,
+        Order::Safe => chorus_check::Order::Safe,
+    }
+}
+
+/// Writes trace lines (JSON), flushed after each batch of events so a killed process leaves a
+/// usable trace.
+struct Tracer {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    /// Times never go backwards within one file (a send is stamped before it was accepted).
+    last_t: u64,
+}
+
+impl Tracer {
+    fn open(path: Option<&PathBuf>) -> anyhow::Result<Tracer> {
+        let out = match path {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open the trace file {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Tracer { out, last_t: 0 })
+    }
+
+    /// Writes and flushes one line: a node killed at any moment leaves a trace that ends
+    /// at a line boundary with everything it did before.
+    fn write(&mut self, t: u64, p: Proc, ev: Ev) {
+        let t = t.max(self.last_t);
+        self.last_t = t;
+        if let Some(out) = &mut self.out {
+            let _ = chorus_check::trace::write_jsonl(out, &TraceEvent { t, p: Some(p), ev });
+            let _ = out.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.out {
+            let _ = out.flush();
+        }
+    }
+}
+
+/// The state machine and its checkpoints.
+#[derive(Debug, Default)]
+struct State {
+    /// The latest view installed, as this application saw it.
+    view: u64,
+    applied: u64,
+    hash: u64,
+    /// Loading: bytes so far, the header, whether every byte checked out.
+    loading: Option<(u64, [u8; 16], bool)>,
+}
+
+fn filler_byte(applied: u64, hash: u64, i: u64) -> u8 {
+    let mut z = hash ^ applied.rotate_left(32) ^ (i >> 3);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> ((i & 7) * 8)) as u8
+}
+
+/// Streams a checkpoint of (applied, hash) with `filler` bytes in 64 KiB pieces.
+async fn stream_checkpoint(member: Member, view: ViewId, applied: u64, hash: u64, filler: u64) {
+    let len = 16 + filler;
+    let mut head = [0u8; 16];
+    head[..8].copy_from_slice(&applied.to_le_bytes());
+    head[8..].copy_from_slice(&hash.to_le_bytes());
+    let mut at = 0u64;
+    while at < len {
+        let end = len.min(at + (64 << 10));
+        let piece: Vec<u8> = (at..end)
+            .map(|i| if i < 16 { head[i as usize] } else { filler_byte(applied, hash, i - 16) })
+            .collect();
+        if member.write_checkpoint(view, Bytes::from(piece)).await.is_err() {
+            return; // The view changed: the transfer is abandoned.
+        }
+        at = end;
+    }
+    let _ = member.finish_checkpoint(view).await;
+}
+
+/// Runs a member with the node application until it leaves, is shut down by `stop`, or fails.
+pub async fn run_node(
+    cfg: NodeConfig,
+    opts: NodeOptions,
+    mut stop: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let node = cfg.node;
+    let mut tracer = Tracer::open(cfg.trace.as_ref())?;
+    let (member, mut events) = Member::start(cfg.clone()).await.context("cannot start the member")?;
+    let mut me = proc_of(member.first_id());
+    println!("n{node} started as {} on {}", member.first_id(), member.listen_addr());
+    tracer.write(wall_nanos(), me, Ev::Start { bootstrap: cfg.bootstrap });
+    tracer.flush();
+    let mut state = State::default();
+    let (sent_tx, mut sent_rx) = mpsc::channel::<TraceEvent>(1024);
+    let in_flight = Arc::new(AtomicBool::new(false));
+    if opts.send_rate > 0.0 {
+        let (m, quiet, busy) = (member.clone(), opts.quiet.clone(), in_flight.clone());
+        tokio::spawn(send_loop(m, opts.send_rate, quiet, busy, sent_tx.clone()));
+    }
+    drop(sent_tx);
+    let mut stopping = false;
+    let mut sends = Sends::default();
+    loop {
+        tokio::select! {
+            e = events.next_stamped() => {
+                let Some((t, e)) = e else { break };
+                // A multicast's reply and the events travel on different channels; put the
+                // send in its place: before this member's own delivery of it, before the end
+                // of its life, after the install of its view.
+                let wait = match &e {
+                    Event::Delivered { id, .. } if proc_of(id.sender) == me => Some((id.view.0, id.seq.0)),
+                    _ => None,
+                };
+                if let Some(key) = wait {
+                    while !sends.traced.remove(&key) {
+                        match tokio::time::timeout(Duration::from_secs(2), sent_rx.recv()).await {
+                            Ok(Some(s)) => sends.record(&mut tracer, state.view, s),
+                            _ => break,
+                        }
+                    }
+                }
+                if matches!(e, Event::Excluded { .. } | Event::Left) {
+                    while let Ok(s) = sent_rx.try_recv() {
+                        sends.record(&mut tracer, u64::MAX, s);
+                    }
+                    while in_flight.load(AtomicOrdering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(500), sent_rx.recv()).await {
+                            Ok(Some(s)) => sends.record(&mut tracer, u64::MAX, s),
+                            _ => break,
+                        }
+                    }
+                    sends.flush(&mut tracer, u64::MAX);
+                }
+                let done = on_event(&member, &opts, &mut tracer, &mut state, &mut me, t, e);
+                sends.flush(&mut tracer, state.view);
+                if done {
+                    break;
+                }
+            }
+            Some(s) = sent_rx.recv() => sends.record(&mut tracer, state.view, s),
+            _ = stop.recv(), if !stopping => {
+                stopping = true;
+                println!("n{node} leaving the group");
+                let m = member.clone();
+                tokio::spawn(async move { let _ = m.leave().await; });
+            }
+        }
+    }
+    tracer.flush();
+    member.shutdown().await;
+    Ok(())
+}
+
+/// This member's sends on their way into the trace.
+#[derive(Default)]
+struct Sends {
+    /// Traced and not yet delivered here (bounded: a send never delivered here is forgotten).
+    traced: std::collections::BTreeSet<(u64, u64)>,
+    /// Accepted in a view whose install this application has not seen yet.
+    deferred: std::collections::VecDeque<TraceEvent>,
+}
+
+impl Sends {
+    fn record(&mut self, tracer: &mut Tracer, app_view: u64, s: TraceEvent) {
+        match &s.ev {
+            Ev::Send { view, .. } if *view > app_view => self.deferred.push_back(s),
+            _ => self.write(tracer, s),
+        }
+    }
+
+    fn flush(&mut self, tracer: &mut Tracer, app_view: u64) {
+        while self.deferred.front().is_some_and(|s| matches!(s.ev, Ev::Send { view, .. } if view <= app_view))
+        {
+            if let Some(s) = self.deferred.pop_front() {
+                self.write(tracer, s);
+            }
+        }
+    }
+
+    fn write(&mut self, tracer: &mut Tracer, s: TraceEvent) {
+        if let TraceEvent { t, p: Some(p), ev } = s {
+            if let Ev::Send { view, seq, .. } = &ev {
+                self.traced.insert((*view, *seq));
+                if self.traced.len() > 4096 {
+                    self.traced.pop_first();
+                }
+            }
+            tracer.write(t, p, ev);
+        }
+    }
+}
+
+/// Handles one event; returns true when the member's life is over (it left).
+fn on_event(
+    member: &Member,
+    opts: &NodeOptions,
+    tracer: &mut Tracer,
+    state: &mut State,
+    me: &mut Proc,
+    t: u64,
+    e: Event,
+) -> bool {
+    let n = me.node;
+    match e {
+        Event::ViewInstalled { view, joined, departed, loading } => {
+            let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
+            let names =
+                |v: &[MemberId]| v.iter().map(|m| format!("n{}", m.node.0)).collect::<Vec<_>>().join(" ");
+            let mut line = format!("n{n} view v{} [{}]", view.id.0, names(&view.members));
+            if !joined.is_empty() {
+                line += &format!("  +{}", names(&joined));
+            }
+            if !departed.is_empty() {
+                line += &format!("  -{}", names(&departed));
+            }
+            println!("{line}");
+            let me_loading = loading.iter().any(|m| proc_of(*m) == *me);
+            state.view = view.id.0;
+            tracer.write(
+                t,
+                *me,
+                Ev::Install {
+                    view: view.id.0,
+                    members,
+                    loading: loading.iter().copied().map(proc_of).collect(),
+                },
+            );
+            if !me_loading && (state.loading.is_none()) {
+                tracer.write(
+                    t,
+                    *me,
+                    Ev::Digest { view: view.id.0, applied: state.applied, hash: state.hash },
+                );
+            }
+        }
+        Event::Delivered { id, order, payload } => {
+            let d = digest(&payload);
+            if order.is_total() {
+                state.applied += 1;
+                state.hash = chain(state.hash, d);
+            }
+            if opts.verbose {
+                println!("n{n} delivered {order:?} from n{} #{}", id.sender.node.0, id.seq.0);
+            }
+            tracer.write(
+                t,
+                *me,
+                Ev::Deliver {
+                    sender: proc_of(id.sender),
+                    view: id.view.0,
+                    seq: id.seq.0,
+                    digest: d,
+                    order: trace_order(order),
+                },
+            );
+        }
+        Event::Blocked { reason } => {
+            let reason = match reason {
+                BlockReason::Flush => "flush",
+                BlockReason::NoQuorum => {
+                    println!("n{n} blocked: it cannot reach a majority of its view");
+                    "no_quorum"
+                }
+                _ => "other",
+            };
+            tracer.write(t, *me, Ev::Blocked { reason: reason.into() });
+        }
+        Event::Suspected { member: m } => {
+            println!("n{n} suspects n{}", m.node.0);
+            tracer.write(t, *me, Ev::Suspect { member: proc_of(m) });
+        }
+        Event::Excluded { rejoin_as, .. } => {
+            println!("n{n} was excluded while alive; re-joining as {rejoin_as}");
+            tracer.write(t, *me, Ev::Excluded);
+            *me = proc_of(rejoin_as);
+            *state = State { view: state.view, ..State::default() };
+            tracer.write(t, *me, Ev::Start { bootstrap: false });
+        }
+        Event::Left => {
+            println!("n{n} left the group");
+            tracer.write(t, *me, Ev::Left);
+            return true;
+        }
+        Event::CheckpointRequest { view, joiners } => {
+            let names: Vec<String> = joiners.iter().map(|j| format!("n{}", j.node.0)).collect();
+            println!(
+                "n{n} streams its state ({} applied, {} bytes) to {} at the barrier of v{}",
+                state.applied,
+                16 + opts.checkpoint_filler,
+                names.join(" "),
+                view.0
+            );
+            tokio::spawn(stream_checkpoint(
+                member.clone(),
+                view,
+                state.applied,
+                state.hash,
+                opts.checkpoint_filler,
+            ));
+        }
+        Event::StateIncoming { view, donor } => {
+            println!("n{n} loads the group's state from n{} (v{})", donor.node.0, view.0);
+            *state = State { view: state.view, loading: Some((0, [0; 16], true)), ..State::default() };
+        }
+        Event::StateChunk { offset, data, .. } => {
+            if let Some((got, head, ok)) = &mut state.loading {
+                *ok &= offset == *got;
+                for (k, b) in data.iter().enumerate() {
+                    let i = *got + k as u64;
+                    if i < 16 {
+                        head[i as usize] = *b;
+                    } else {
+                        let (a, h) = split(head);
+                        *ok &= *b == filler_byte(a, h, i - 16);
+                    }
+                }
+                *got += data.len() as u64;
+            }
+        }
+        Event::StateLoaded { view, len } => {
+            if let Some((got, head, ok)) = state.loading.take() {
+                let (applied, hash) = split(&head);
+                let intact = ok && got == len && got >= 16;
+                state.applied = applied;
+                state.hash = if intact { hash } else { !hash };
+                println!(
+                    "n{n} loaded the state of v{} ({} applied, {} bytes){}",
+                    view.0,
+                    applied,
+                    got,
+                    if intact { "" } else { " CORRUPT" }
+                );
+                tracer.write(
+                    t,
+                    *me,
+                    Ev::StateLoaded { view: view.0, applied: state.applied, hash: state.hash },
+                );
+            }
+        }
+        _ => {}
+    }
+    false
+}
+
+fn split(h: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&h[..8]);
+    b.copy_from_slice(&h[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
+
+/// Multicasts at `rate` per second, cycling through FIFO, causal, total and safe.
+async fn send_loop(
+    member: Member,
+    rate: f64,
+    quiet: Arc<AtomicBool>,
+    in_flight: Arc<AtomicBool>,
+    trace: mpsc::Sender<TraceEvent>,
+) {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut k: u64 = 0;
+    loop {
+        tick.tick().await;
+        if quiet.load(AtomicOrdering::Relaxed) {
+            return;
+        }
+        k += 1;
+        let order = Order::ALL[(k % 4) as usize];
+        let id = member.first_id();
+        let payload = Bytes::from(format!("n{} msg {k} {}", id.node.0, wall_nanos()));
+        in_flight.store(true, AtomicOrdering::Relaxed);
+        let r = member.multicast_stamped(order, payload.clone()).await;
+        match r {
+            Ok((msg, t)) => {
+                let ev = Ev::Send {
+                    view: msg.view.0,
+                    seq: msg.seq.0,
+                    digest: digest(&payload),
+                    order: trace_order(order),
+                };
+                let sent = trace.send(TraceEvent { t, p: Some(proc_of(msg.sender)), ev }).await;
+                in_flight.store(false, AtomicOrdering::Relaxed);
+                if sent.is_err() {
+                    return;
+                }
+            }
+            Err(MulticastError::ShutDown(_)) => return,
+            Err(e) => {
+                in_flight.store(false, AtomicOrdering::Relaxed);
+                tracing::warn!("multicast failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A member's configuration: a TOML file, then environment variables, then flags, each
+//! overriding the one before; validated as a whole with errors that name the field.
+//!
+//! ```toml
+//! node = 1
+//! listen = "127.0.0.1:7001"
+//! seeds = ["2@127.0.0.1:7002", "3@127.0.0.1:7003"]
+//! cluster = "demo"
+//! secret = "change me"            # or secret_file = "/etc/chorus/secret"
+//! bootstrap = true                # exactly one member starts the group
+//! state_transfer = true
+//! heartbeat_ms = 100
+//! suspect_timeout_ms = 500
+//! trace = "node-1.trace.jsonl"    # write the checker's trace
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A seed: a member to ask when joining, as `id@host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// Its node id.
+    pub node: u64,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Seed {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Seed, ConfigError> {
+        let bad = |why: &str| ConfigError::Invalid {
+            field: "seeds",
+            why: format!("{s:?}: {why} (expected id@host:port, e.g. 2@127.0.0.1:7002)"),
+        };
+        let (id, addr) = s.split_once('@').ok_or_else(|| bad("no '@'"))?;
+        let node = id.trim().parse().map_err(|_| bad("the id is not a number"))?;
+        let addr = addr.trim().parse().map_err(|_| bad("the address is not host:port"))?;
+        Ok(Seed { node, addr })
+    }
+}
+
+/// Everything a member needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster.
+    pub node: u64,
+    /// The address to listen on for peers.
+    pub listen: SocketAddr,
+    /// Members to join through.
+    pub seeds: Vec<Seed>,
+    /// The cluster's name: peers of another cluster are refused at the handshake.
+    pub cluster: String,
+    /// The shared secret peers prove they know (HMAC-SHA256 over fresh nonces).
+    pub secret: Arc<[u8]>,
+    /// Start a new group instead of joining one.
+    pub bootstrap: bool,
+    /// Transfer the application's state to joiners at the view barrier.
+    pub state_transfer: bool,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Silence after which a member is suspected.
+    pub suspect_timeout: Duration,
+    /// Where to write the trace the checker reads (JSON lines), if anywhere.
+    pub trace: Option<PathBuf>,
+}
+
+/// The configuration is unusable (the operator's fault). Nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown or mistyped fields.
+    #[error("{path}: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A field is missing or has a value that cannot work.
+    #[error("config field `{field}`: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The optional fields, as read from a file, the environment or flags (later ones override).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partial {
+    /// See [`NodeConfig::node`].
+    pub node: Option<u64>,
+    /// See [`NodeConfig::listen`].
+    pub listen: Option<String>,
+    /// See [`NodeConfig::seeds`] (`id@host:port`).
+    pub seeds: Option<Vec<String>>,
+    /// See [`NodeConfig::cluster`].
+    pub cluster: Option<String>,
+    /// See [`NodeConfig::secret`].
+    pub secret: Option<String>,
+    /// A file holding the secret (its first line).
+    pub secret_file: Option<PathBuf>,
+    /// See [`NodeConfig::bootstrap`].
+    pub bootstrap: Option<bool>,
+    /// See [`NodeConfig::state_transfer`].
+    pub state_transfer: Option<bool>,
+    /// See [`NodeConfig::heartbeat`], in milliseconds.
+    pub heartbeat_ms: Option<u64>,
+    /// See [`NodeConfig::suspect_timeout`], in milliseconds.
+    pub suspect_timeout_ms: Option<u64>,
+    /// See [`NodeConfig::trace`].
+    pub trace: Option<PathBuf>,
+}
+
+impl Partial {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Partial, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Partial::from_toml(&text).map_err(|e| match e {
+            ConfigError::Toml { message, .. } => ConfigError::Toml { path: path.to_path_buf(), message },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Partial, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Toml { path: PathBuf::from("<toml>"), message: e.to_string() })
+    }
+
+    /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
+    /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
+    /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_TRACE` from `get`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Partial, ConfigError> {
+        let num = |key: &'static str, field: &'static str| -> Result<Option<u64>, ConfigError> {
+            get(key)
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::Invalid {
+                        field,
+                        why: format!("{key}={v:?} is not a number"),
+                    })
+                })
+                .transpose()
+        };
+        let flag = |key: &'static str, field: &'static str| -> Result<Option<bool>, ConfigError> {
+            get(key)
+                .map(|v| match v.trim() {
+                    "1" | "true" | "yes" => Ok(true),
+                    "0" | "false" | "no" => Ok(false),
+                    _ => {
+                        Err(ConfigError::Invalid { field, why: format!("{key}={v:?} is not true or false") })
+                    }
+                })
+                .transpose()
+        };
+        Ok(Partial {
+            node: num("CHORUS_NODE", "node")?,
+            listen: get("CHORUS_LISTEN"),
+            seeds: get("CHORUS_SEEDS")
+                .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
+            cluster: get("CHORUS_CLUSTER"),
+            secret: get("CHORUS_SECRET"),
+            secret_file: get("CHORUS_SECRET_FILE").map(PathBuf::from),
+            bootstrap: flag("CHORUS_BOOTSTRAP", "bootstrap")?,
+            state_transfer: flag("CHORUS_STATE_TRANSFER", "state_transfer")?,
+            heartbeat_ms: num("CHORUS_HEARTBEAT_MS", "heartbeat_ms")?,
+            suspect_timeout_ms: num("CHORUS_SUSPECT_TIMEOUT_MS", "suspect_timeout_ms")?,
+            trace: get("CHORUS_TRACE").map(PathBuf::from),
+        })
+    }
+
+    /// `other`'s fields where set, else these.
+    pub fn overridden_by(self, other: Partial) -> Partial {
+        Partial {
+            node: other.node.or(self.node),
+            listen: other.listen.or(self.listen),
+            seeds: other.seeds.or(self.seeds),
+            cluster: other.cluster.or(self.cluster),
+            secret: other.secret.or(self.secret),
+            secret_file: other.secret_file.or(self.secret_file),
+            bootstrap: other.bootstrap.or(self.bootstrap),
+            state_transfer: other.state_transfer.or(self.state_transfer),
+            heartbeat_ms: other.heartbeat_ms.or(self.heartbeat_ms),
+            suspect_timeout_ms: other.suspect_timeout_ms.or(self.suspect_timeout_ms),
+            trace: other.trace.or(self.trace),
+        }
+    }
+
+    /// Checks and completes the configuration.
+    pub fn build(self) -> Result<NodeConfig, ConfigError> {
+        let missing = |field: &'static str, hint: &str| ConfigError::Invalid {
+            field,
+            why: format!("missing ({hint})"),
+        };
+        let node = self.node.ok_or_else(|| missing("node", "a unique number per member, e.g. node = 1"))?;
+        let listen_text = self
+            .listen
+            .ok_or_else(|| missing("listen", "the address peers connect to, e.g. 127.0.0.1:7001"))?;
+        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            field: "listen",
+            why: format!("{listen_text:?} is not host:port (use an IP address, e.g. 127.0.0.1:7001)"),
+        })?;
+        let seeds: Vec<Seed> =
+            self.seeds.unwrap_or_default().iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let seeds: Vec<Seed> = seeds.into_iter().filter(|s| s.node != node).collect();
+        let bootstrap = self.bootstrap.unwrap_or(false);
+        if !bootstrap && seeds.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "seeds",
+                why: "a member that does not bootstrap needs at least one other member to join through"
+                    .into(),
+            });
+        }
+        let cluster = self.cluster.unwrap_or_else(|| "chorus".to_string());
+        if cluster.is_empty() || cluster.len() > 64 {
+            return Err(ConfigError::Invalid { field: "cluster", why: "must be 1 to 64 bytes".into() });
+        }
+        let secret = match (self.secret, self.secret_file) {
+            (Some(s), None) => s,
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
+                text.lines().next().unwrap_or_default().to_string()
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "secret",
+                    why: "give secret or secret_file, not both".into(),
+                })
+            }
+            (None, None) => return Err(missing("secret", "the cluster's shared secret, or secret_file")),
+        };
+        if secret.len() < 8 {
+            return Err(ConfigError::Invalid { field: "secret", why: "shorter than 8 bytes".into() });
+        }
+        let heartbeat = Duration::from_millis(self.heartbeat_ms.unwrap_or(100));
+        let suspect_timeout = Duration::from_millis(self.suspect_timeout_ms.unwrap_or(500));
+        if heartbeat.is_zero() || suspect_timeout < heartbeat * 2 {
+            return Err(ConfigError::Invalid {
+                field: "suspect_timeout_ms",
+                why: format!(
+                    "{} ms must be at least twice heartbeat_ms ({} ms), which must be positive",
+                    suspect_timeout.as_millis(),
+                    heartbeat.as_millis()
+                ),
+            });
+        }
+        Ok(NodeConfig {
+            node,
+            listen,
+            seeds,
+            cluster,
+            secret: Arc::from(secret.into_bytes()),
+            bootstrap,
+            state_transfer: self.state_transfer.unwrap_or(true),
+            heartbeat,
+            suspect_timeout,
+            trace: self.trace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const GOOD: &str = r#"
+        node = 1
+        listen = "127.0.0.1:7001"
+        seeds = ["2@127.0.0.1:7002"]
+        secret = "correct horse"
+    "#;
+
+    #[test]
+    fn file_env_and_flags_layer() {
+        let file = Partial::from_toml(GOOD).unwrap();
+        let env =
+            Partial::from_env(|k| (k == "CHORUS_LISTEN").then(|| "127.0.0.1:9001".to_string())).unwrap();
+        let flags = Partial { heartbeat_ms: Some(50), ..Partial::default() };
+        let c = file.overridden_by(env).overridden_by(flags).build().unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.heartbeat, Duration::from_millis(50));
+        assert_eq!(c.seeds, vec![Seed { node: 2, addr: "127.0.0.1:7002".parse().unwrap() }]);
+        assert_eq!(c.cluster, "chorus");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Partial::from_toml("node = 1\nlisten = 3").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = Partial::from_toml("nodee = 1").unwrap_err().to_string();
+        assert!(e.contains("nodee"), "{e}");
+        let p = Partial::from_toml(GOOD).unwrap();
+        let e =
+            Partial { seeds: Some(vec!["2-127.0.0.1".into()]), ..p.clone() }.build().unwrap_err().to_string();
+        assert!(e.contains("seeds") && e.contains("id@host:port"), "{e}");
+        let e = Partial { secret: Some("short".into()), ..p.clone() }.build().unwrap_err().to_string();
+        assert!(e.contains("secret"), "{e}");
+        let e = Partial { suspect_timeout_ms: Some(100), ..p.clone() }.build().unwrap_err().to_string();
+        assert!(e.contains("suspect_timeout_ms"), "{e}");
+        let e = Partial { seeds: None, ..p }.build().unwrap_err().to_string();
+        assert!(e.contains("seeds"), "{e}");
+        let e = Partial::from_env(|k| (k == "CHORUS_NODE").then(|| "x".to_string())).unwrap_err().to_string();
+        assert!(e.contains("CHORUS_NODE"), "{e}");
+    }
+}

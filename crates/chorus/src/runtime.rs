@@ -1,0 +1,752 @@
+//! The runtime: one driver task owns the member's [`chorus_core::Node`] and does all its I/O.
+//!
+//! ```text
+//!   app ── Command (bounded) ──► driver ◄── NetEvent (bounded) ── reader task per connection
+//!   app ◄── Event (bounded) ──── driver ──► frames (bounded, in bytes) ──► writer task per connection
+//!                                  │  timer: the core's poll_timeout, on tokio's clock
+//!                                  └─ listener task: accept + handshake; dial tasks with backoff
+//! ```
+//!
+//! Only the driver touches the core, so the core needs no locks and sees inputs one at a time.
+//! Every queue is bounded: commands and events by count; frames to a peer by bytes (a slow or
+//! dead peer's frames are dropped beyond `MAX_QUEUED_BYTES`, and the core retransmits what
+//! matters); inbound frames by count (a reader waits, so TCP pushes back on the sender).
+//!
+//! Connections: one per pair of members. Either side may dial (a joiner knows only its seeds;
+//! a member learns other addresses from the handshake and from address-book frames); if both
+//! dialed at once, both keep the connection dialed by the smaller node id.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chorus_core::{
+    CheckpointError, Config, Event, Incarnation, Instant, MemberId, MsgId, Node, NodeId, Order, SendError,
+    Status, View, ViewId,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::transport::frame::{self, FrameReader};
+use crate::transport::handshake::{self, Identity};
+
+/// Frames waiting for one peer, in bytes, beyond which new ones are dropped.
+const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// A writer coalesces queued frames into one write of up to this many bytes.
+const WRITE_BATCH: usize = 256 << 10;
+/// Largest frame accepted from a peer (the core's `max_frame`).
+const MAX_FRAME: usize = 64 << 20;
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts back off from this to `DIAL_BACKOFF_MAX`.
+const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Connections being set up at once (the rest wait): a flood of connects costs bounded memory.
+const MAX_HANDSHAKES: usize = 64;
+/// Address-book frames start with these two bytes (core frames start with the core's magic).
+const BOOK_MAGIC: [u8; 2] = [0xC4, 0xAB];
+/// Entries of an address book accepted from a peer.
+const MAX_BOOK: usize = 1024;
+/// Multicasts and checkpoint writes waiting for the window, per member.
+const MAX_PENDING: usize = 1024;
+
+/// Why the member could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address cannot be bound (in use, or not local).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The core refused the configuration.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] chorus_core::ConfigError),
+}
+
+/// The member is gone: it was shut down, or its driver stopped.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("the member has shut down")]
+pub struct ShutDown;
+
+/// Why a multicast failed for good (transient refusals are waited out).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MulticastError {
+    /// The core refused it (too large, or the member left).
+    #[error(transparent)]
+    Refused(#[from] SendError),
+    /// The member has shut down.
+    #[error(transparent)]
+    ShutDown(#[from] ShutDown),
+}
+
+/// Why a checkpoint write failed for good (a full window is waited out).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteCheckpointError {
+    /// The core refused it: the view changed (the transfer is abandoned), or a misuse.
+    #[error(transparent)]
+    Refused(#[from] CheckpointError),
+    /// The member has shut down.
+    #[error(transparent)]
+    ShutDown(#[from] ShutDown),
+}
+
+/// A snapshot of the member's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its current identity (a new incarnation after an exclusion).
+    pub id: MemberId,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Its view, if it has one.
+    pub view: Option<View>,
+    /// Peers with a live connection.
+    pub connected: Vec<u64>,
+}
+
+enum Command {
+    Multicast { order: Order, payload: Bytes, reply: oneshot::Sender<Result<(MsgId, u64), SendError>> },
+    Write { view: ViewId, chunk: Option<Bytes>, reply: oneshot::Sender<Result<(), CheckpointError>> },
+    Leave { reply: oneshot::Sender<()> },
+    Status { reply: oneshot::Sender<MemberStatus> },
+    Shutdown,
+}
+
+/// A running member: the handle the application holds. Cloning it is cheap; every clone talks
+/// to the same driver. Events come from the [`Events`] returned by [`Member::start`].
+#[derive(Clone, Debug)]
+pub struct Member {
+    cmd: mpsc::Sender<Command>,
+    first_id: MemberId,
+    listen: SocketAddr,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Multicast { .. } => "Multicast",
+            Command::Write { .. } => "Write",
+            Command::Leave { .. } => "Leave",
+            Command::Status { .. } => "Status",
+            Command::Shutdown => "Shutdown",
+        })
+    }
+}
+
+/// The member's events, in order: views, deliveries, blocks, state transfer.
+///
+/// Read them promptly: the queue is bounded, and a full queue stops the member's driver
+/// (heartbeats included), so a reader that stalls long enough gets its member suspected and
+/// excluded, as in any virtual synchrony system.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<(u64, Event)>,
+}
+
+impl Events {
+    /// The next event; `None` once the member has shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await.map(|(_, e)| e)
+    }
+
+    /// The next event with the wall-clock time (nanoseconds since the Unix epoch) at which the
+    /// member produced it, for traces: it orders the event exactly among this member's
+    /// multicasts (see [`Member::multicast_stamped`]) and before anything it caused elsewhere.
+    pub async fn next_stamped(&mut self) -> Option<(u64, Event)> {
+        self.rx.recv().await
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn wall_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Member {
+    /// Starts a member: binds the listen address, then joins (or bootstraps) in the background.
+    /// Must be called within a tokio runtime.
+    pub async fn start(cfg: NodeConfig) -> Result<(Member, Events), StartError> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
+        // Port 0 picks a free port: peers must be told the real one.
+        let listen =
+            listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
+        // A restarted node must be a new incarnation: wall-clock milliseconds grow across
+        // restarts (the node id and this number name one life).
+        let inc = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            << 8;
+        let mut core = Config::new(NodeId(cfg.node), Incarnation(inc));
+        core.seeds = cfg.seeds.iter().map(|s| NodeId(s.node)).collect();
+        core.bootstrap = cfg.bootstrap;
+        core.state_transfer = cfg.state_transfer;
+        core.heartbeat_interval = cfg.heartbeat;
+        core.suspect_timeout = cfg.suspect_timeout;
+        core.join_retry_interval = cfg.heartbeat * 2;
+        core.seed = inc ^ cfg.node;
+        let node = Node::new(core, Instant::ZERO)?;
+        let first_id = node.member_id();
+        let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
+        let (ev_tx, ev_rx) = mpsc::channel(4096);
+        let (net_tx, net_rx) = mpsc::channel(1024);
+        let identity = Arc::new(Identity {
+            cluster: cfg.cluster.clone(),
+            secret: cfg.secret.clone(),
+            node: cfg.node,
+            listen: listen.to_string(),
+        });
+        let mut book = BTreeMap::new();
+        for s in &cfg.seeds {
+            book.insert(s.node, s.addr.to_string());
+        }
+        let listener_task = tokio::spawn(accept_loop(listener, identity.clone(), net_tx.clone()));
+        let driver = Driver {
+            node,
+            start: tokio::time::Instant::now(),
+            me: cfg.node,
+            identity,
+            peers: BTreeMap::new(),
+            book,
+            dials: BTreeMap::new(),
+            net_tx,
+            events: ev_tx,
+            pending_sends: VecDeque::new(),
+            pending_writes: VecDeque::new(),
+            leave_waiters: Vec::new(),
+            next_conn: 0,
+            listener: listener_task.abort_handle(),
+            last_view: None,
+            dropped_frames: 0,
+        };
+        tokio::spawn(driver.run(cmd_rx, net_rx));
+        Ok((Member { cmd: cmd_tx, first_id, listen }, Events { rx: ev_rx }))
+    }
+
+    /// The address it listens on for peers (the real port if the config said 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The identity it started with (see [`Member::status`] for the current one).
+    pub fn first_id(&self) -> MemberId {
+        self.first_id
+    }
+
+    /// Multicasts `payload` to the group in `order`. Waits while the member cannot send (joining,
+    /// loading state, flushing a view change, or its window is full: back-pressure), then returns
+    /// the message's id. Fails only if the payload is too large, the member left, or it shut down.
+    pub async fn multicast(&self, order: Order, payload: Bytes) -> Result<MsgId, MulticastError> {
+        Ok(self.multicast_stamped(order, payload).await?.0)
+    }
+
+    /// [`Member::multicast`], also returning when the member accepted the message (wall-clock
+    /// nanoseconds, comparable with [`Events::next_stamped`]), for traces.
+    pub async fn multicast_stamped(
+        &self,
+        order: Order,
+        payload: Bytes,
+    ) -> Result<(MsgId, u64), MulticastError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Multicast { order, payload, reply }).await.map_err(|_| ShutDown)?;
+        Ok(rx.await.map_err(|_| ShutDown)??)
+    }
+
+    /// Streams the next piece of the checkpoint asked for by `Event::CheckpointRequest { view }`;
+    /// waits while the transfer's window is full.
+    pub async fn write_checkpoint(&self, view: ViewId, chunk: Bytes) -> Result<(), WriteCheckpointError> {
+        self.write(view, Some(chunk)).await
+    }
+
+    /// Ends the checkpoint for `view`.
+    pub async fn finish_checkpoint(&self, view: ViewId) -> Result<(), WriteCheckpointError> {
+        self.write(view, None).await
+    }
+
+    async fn write(&self, view: ViewId, chunk: Option<Bytes>) -> Result<(), WriteCheckpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Write { view, chunk, reply }).await.map_err(|_| ShutDown)?;
+        Ok(rx.await.map_err(|_| ShutDown)??)
+    }
+
+    /// Leaves the group gracefully; returns once a view without this member is installed (or
+    /// at once if it was not a member yet).
+    pub async fn leave(&self) -> Result<(), ShutDown> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Leave { reply }).await.map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)
+    }
+
+    /// The member's current identity, status and view.
+    pub async fn status(&self) -> Result<MemberStatus, ShutDown> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Status { reply }).await.map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)
+    }
+
+    /// Stops the member at once: connections closed, nothing more sent (the others will suspect
+    /// it). Use [`Member::leave`] first for a graceful exit.
+    pub async fn shutdown(&self) {
+        let _ = self.cmd.send(Command::Shutdown).await;
+    }
+}
+
+enum NetEvent {
+    Up { node: u64, listen: String, dialer: u64, conn: Conn },
+    Down { node: u64, id: u64 },
+    Frame { node: u64, id: u64, bytes: Bytes },
+    DialFailed { node: u64 },
+}
+
+/// One live connection, as the driver holds it.
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Conn {
+    fn close(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Peer {
+    dialer: u64,
+    conn: Conn,
+}
+
+#[derive(Default)]
+struct Dial {
+    in_progress: bool,
+    backoff: Duration,
+    not_before: Option<tokio::time::Instant>,
+}
+
+type PendingSend = (Order, Bytes, oneshot::Sender<Result<(MsgId, u64), SendError>>);
+type PendingWrite = (ViewId, Option<Bytes>, oneshot::Sender<Result<(), CheckpointError>>);
+
+struct Driver {
+    node: Node,
+    start: tokio::time::Instant,
+    me: u64,
+    identity: Arc<Identity>,
+    peers: BTreeMap<u64, Peer>,
+    book: BTreeMap<u64, String>,
+    dials: BTreeMap<u64, Dial>,
+    net_tx: mpsc::Sender<NetEvent>,
+    events: mpsc::Sender<(u64, Event)>,
+    pending_sends: VecDeque<PendingSend>,
+    pending_writes: VecDeque<PendingWrite>,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    next_conn: u64,
+    listener: AbortHandle,
+    last_view: Option<ViewId>,
+    dropped_frames: u64,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.start.elapsed().as_nanos() as u64)
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>, mut net: mpsc::Receiver<NetEvent>) {
+        info!(node = self.me, member = %self.node.member_id(), "member started");
+        loop {
+            self.drain().await;
+            let deadline = self.node.poll_timeout().map(|t| self.start + Duration::from_nanos(t.as_nanos()));
+            let room = self.pending_sends.len() + self.pending_writes.len() < MAX_PENDING;
+            tokio::select! {
+                c = cmds.recv(), if room => match c {
+                    Some(Command::Shutdown) | None => break,
+                    Some(c) => self.command(c),
+                },
+                n = net.recv() => match n {
+                    Some(n) => self.net(n),
+                    None => break,
+                },
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+            }
+            // Events first, then the waiting multicasts: a multicast accepted in a new view is
+            // stamped after that view's install event.
+            self.drain().await;
+            self.retry();
+        }
+        self.listener.abort();
+        for p in self.peers.values() {
+            p.conn.close();
+        }
+        info!(node = self.me, "member stopped");
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Multicast { order, payload, reply } => {
+                self.pending_sends.push_back((order, payload, reply))
+            }
+            Command::Write { view, chunk, reply } => self.pending_writes.push_back((view, chunk, reply)),
+            Command::Leave { reply } => {
+                if self.node.status() == Status::Left {
+                    let _ = reply.send(());
+                } else {
+                    self.leave_waiters.push(reply);
+                    let now = self.now();
+                    self.node.leave(now);
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(MemberStatus {
+                    id: self.node.member_id(),
+                    status: self.node.status(),
+                    view: self.node.view().cloned(),
+                    connected: self.peers.keys().copied().collect(),
+                });
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Offers waiting multicasts and checkpoint writes to the core, in order, until one has to
+    /// wait.
+    fn retry(&mut self) {
+        let now = self.now();
+        while let Some((order, payload, _)) = self.pending_sends.front() {
+            match self.node.multicast_ordered(now, payload.clone(), *order) {
+                Err(e) if e.is_transient() => break,
+                r => {
+                    if let Some((_, _, reply)) = self.pending_sends.pop_front() {
+                        let _ = reply.send(r.map(|id| (id, wall_nanos())));
+                    }
+                }
+            }
+        }
+        while let Some((view, chunk, _)) = self.pending_writes.front() {
+            let r = match chunk {
+                Some(c) => self.node.write_checkpoint(*view, c.clone()),
+                None => self.node.finish_checkpoint(*view),
+            };
+            if r == Err(CheckpointError::WindowFull) {
+                break;
+            }
+            if let Some((_, _, reply)) = self.pending_writes.pop_front() {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Hands the core's frames to connections and its events to the application.
+    async fn drain(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.node.poll_transmit() {
+                moved = true;
+                self.send(t.to.0, t.frame);
+            }
+            while let Some(e) = self.node.poll_event() {
+                moved = true;
+                self.observe(&e);
+                if self.events.send((wall_nanos(), e)).await.is_err() {
+                    // The application dropped its events; the member keeps its protocol going.
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn observe(&mut self, e: &Event) {
+        match e {
+            Event::ViewInstalled { view, .. } => {
+                info!(node = self.me, view = %view.id.0, members = ?view.members, "view installed");
+                self.last_view = Some(view.id);
+                // Tell every member where everyone listens, so that a joiner can be reached.
+                let members: Vec<u64> =
+                    view.members.iter().map(|m| m.node.0).filter(|n| *n != self.me).collect();
+                let book = self.book_frame();
+                for m in members {
+                    self.send(m, book.clone());
+                }
+            }
+            Event::Left => {
+                for w in self.leave_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            Event::Excluded { rejoin_as, .. } => {
+                info!(node = self.me, rejoin_as = %rejoin_as, "excluded from the group; re-joining");
+            }
+            _ => {}
+        }
+    }
+
+    fn book_frame(&self) -> Bytes {
+        let mut entries: Vec<(u64, String)> = self.book.iter().map(|(n, a)| (*n, a.clone())).collect();
+        entries.push((self.me, self.identity.listen.clone()));
+        let mut out = BOOK_MAGIC.to_vec();
+        match postcard::to_extend(&entries, out) {
+            Ok(v) => out = v,
+            Err(_) => return Bytes::new(),
+        }
+        Bytes::from(out)
+    }
+
+    /// Queues a frame for `to`, connecting first if needed. Dropped if the peer's queue is full
+    /// or it cannot be reached now (the core retransmits what matters).
+    fn send(&mut self, to: u64, frame: Bytes) {
+        if to == self.me || frame.is_empty() {
+            return;
+        }
+        if let Some(p) = self.peers.get(&to) {
+            let len = frame.len();
+            if p.conn.queued.load(AtomicOrdering::Relaxed) + len > MAX_QUEUED_BYTES {
+                self.dropped(to, "its send queue is full");
+                return;
+            }
+            p.conn.queued.fetch_add(len, AtomicOrdering::Relaxed);
+            if p.conn.tx.try_send(frame).is_err() {
+                p.conn.queued.fetch_sub(len, AtomicOrdering::Relaxed);
+                self.dropped(to, "its send queue is full");
+            }
+            return;
+        }
+        self.dial(to);
+    }
+
+    fn dropped(&mut self, to: u64, why: &str) {
+        self.dropped_frames += 1;
+        if self.dropped_frames.is_power_of_two() {
+            debug!(node = self.me, peer = to, dropped = self.dropped_frames, "frame dropped: {why}");
+        }
+    }
+
+    fn dial(&mut self, to: u64) {
+        let Some(addr) = self.book.get(&to).cloned() else { return };
+        let d = self.dials.entry(to).or_default();
+        let now = tokio::time::Instant::now();
+        if d.in_progress || d.not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        d.in_progress = true;
+        let identity = self.identity.clone();
+        let net = self.net_tx.clone();
+        let id = self.next_conn;
+        self.next_conn += 1;
+        tokio::spawn(async move {
+            match connect(&addr, to, &identity).await {
+                Ok((stream, peer)) => {
+                    let conn = spawn_conn(stream, to, id, net.clone());
+                    let _ = net
+                        .send(NetEvent::Up { node: to, listen: peer.listen, dialer: identity.node, conn })
+                        .await;
+                }
+                Err(e) => {
+                    debug!(peer = to, addr = %addr, "cannot connect: {e}");
+                    let _ = net.send(NetEvent::DialFailed { node: to }).await;
+                }
+            }
+        });
+    }
+
+    fn net(&mut self, n: NetEvent) {
+        match n {
+            NetEvent::Frame { node, id, bytes } => {
+                if self.peers.get(&node).is_none_or(|p| p.conn.id != id) {
+                    return; // From a connection already replaced.
+                }
+                if bytes.starts_with(&BOOK_MAGIC) {
+                    self.on_book(node, &bytes[2..]);
+                    return;
+                }
+                let now = self.now();
+                if let Err(e) = self.node.handle_frame(now, NodeId(node), &bytes) {
+                    warn!(node = self.me, peer = node, "closing the connection: {e}");
+                    if let Some(p) = self.peers.remove(&node) {
+                        p.conn.close();
+                    }
+                }
+            }
+            NetEvent::Up { node, listen, dialer, conn } => {
+                let d = self.dials.entry(node).or_default();
+                if dialer == self.me {
+                    d.in_progress = false;
+                }
+                d.backoff = Duration::ZERO;
+                d.not_before = None;
+                if !listen.is_empty() {
+                    self.book.insert(node, listen);
+                }
+                // Both dialed at once: keep the connection dialed by the smaller node id.
+                let keeper = self.me.min(node);
+                let keep_new = match self.peers.get(&node) {
+                    None => true,
+                    Some(old) => old.dialer == dialer || dialer == keeper,
+                };
+                if keep_new {
+                    debug!(node = self.me, peer = node, "connected");
+                    if let Some(old) = self.peers.insert(node, Peer { dialer, conn }) {
+                        old.conn.close();
+                    }
+                    let book = self.book_frame();
+                    self.send(node, book);
+                } else {
+                    conn.close();
+                }
+            }
+            NetEvent::Down { node, id } => {
+                if self.peers.get(&node).is_some_and(|p| p.conn.id == id) {
+                    debug!(node = self.me, peer = node, "disconnected");
+                    self.peers.remove(&node);
+                }
+            }
+            NetEvent::DialFailed { node } => {
+                let d = self.dials.entry(node).or_default();
+                d.in_progress = false;
+                d.backoff = (d.backoff * 2).clamp(DIAL_BACKOFF_MIN, DIAL_BACKOFF_MAX);
+                d.not_before = Some(tokio::time::Instant::now() + d.backoff);
+            }
+        }
+    }
+
+    fn on_book(&mut self, from: u64, bytes: &[u8]) {
+        let Ok(entries) = postcard::from_bytes::<Vec<(u64, String)>>(bytes) else {
+            warn!(node = self.me, peer = from, "malformed address book ignored");
+            return;
+        };
+        for (node, addr) in entries.into_iter().take(MAX_BOOK) {
+            let valid = node != self.me && addr.len() <= 128 && addr.parse::<SocketAddr>().is_ok();
+            if valid && (self.book.len() < MAX_BOOK || self.book.contains_key(&node)) {
+                self.book.insert(node, addr);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(addr: &str, to: u64, me: &Identity) -> Result<(TcpStream, handshake::PeerInfo), String> {
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let peer =
+        handshake::dial(&mut stream, me, Some(to), HANDSHAKE_TIMEOUT).await.map_err(|e| e.to_string())?;
+    Ok((stream, peer))
+}
+
+/// Accepts connections, authenticates them, and hands them to the driver.
+async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender<NetEvent>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let mut next_id = u64::MAX / 2; // Distinct from the dialer's ids.
+    loop {
+        let (mut stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = gate.clone().try_acquire_owned() else {
+            debug!(%from, "too many handshakes in progress: connection refused");
+            continue;
+        };
+        let (me, net) = (me.clone(), net.clone());
+        next_id += 1;
+        let id = next_id;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            match handshake::accept(&mut stream, &me, HANDSHAKE_TIMEOUT).await {
+                Ok(peer) => {
+                    let conn = spawn_conn(stream, peer.node, id, net.clone());
+                    let _ = net
+                        .send(NetEvent::Up { node: peer.node, listen: peer.listen, dialer: peer.node, conn })
+                        .await;
+                }
+                Err(e) => warn!(%from, "connection refused at the handshake: {e}"),
+            }
+        });
+    }
+}
+
+/// Starts the reader and writer tasks of an authenticated connection to `node`.
+fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>) -> Conn {
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let net = net.clone();
+        tokio::spawn(async move {
+            let mut frames = FrameReader::new(rd, MAX_FRAME);
+            loop {
+                match frames.next().await {
+                    Ok(Some(bytes)) => {
+                        if net.send(NetEvent::Frame { node, id, bytes }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!(peer = node, "closing the connection: {e}");
+                        break;
+                    }
+                }
+            }
+            let _ = net.send(NetEvent::Down { node, id }).await;
+        })
+    };
+    let writer = {
+        let queued = queued.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(WRITE_BATCH);
+            while let Some(first) = rx.recv().await {
+                buf.clear();
+                let mut taken = first.len();
+                frame::encode(&mut buf, &first);
+                while buf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => {
+                            taken += f.len();
+                            frame::encode(&mut buf, &f);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                queued.fetch_sub(taken, AtomicOrdering::Relaxed);
+                if let Err(e) = wr.write_all(&buf).await {
+                    debug!(peer = node, "write failed: {e}");
+                    break;
+                }
+            }
+            let _ = net.send(NetEvent::Down { node, id }).await;
+        })
+    };
+    Conn { id, tx, queued, tasks: [reader.abort_handle(), writer.abort_handle()] }
+}
