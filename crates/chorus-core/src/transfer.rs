@@ -70,13 +70,26 @@ pub(crate) struct Incoming {
     pub donor: MemberId,
     /// Next offset expected.
     received: u64,
+    /// What the application has taken (acknowledged to the donor).
+    consumed: u64,
+    /// Pieces that arrived ahead of a gap (a reordering network), bounded by the window.
+    ahead: std::collections::BTreeMap<u64, (Bytes, bool)>,
+    ahead_bytes: u64,
     /// Bytes of new-view messages held (received, not delivered) while loading.
     pub held_bytes: u64,
 }
 
 impl Incoming {
     pub(crate) fn new(view: ViewId, donor: MemberId) -> Incoming {
-        Incoming { view, donor, received: 0, held_bytes: 0 }
+        Incoming {
+            view,
+            donor,
+            received: 0,
+            consumed: 0,
+            ahead: std::collections::BTreeMap::new(),
+            ahead_bytes: 0,
+            held_bytes: 0,
+        }
     }
 }
 
@@ -259,6 +272,7 @@ impl Node {
         let any_offset = self.cfg.mutant == Some(crate::Mutant::ChunkOutOfOrder);
         #[cfg(not(feature = "mutants"))]
         let any_offset = false;
+        let window = self.cfg.state_window;
         let Some(m) = self.member_mut() else { return };
         let wedged = m.wedged;
         let Some(inc) = m.incoming.as_mut() else { return };
@@ -266,17 +280,51 @@ impl Node {
             // Once wedged, whether this member holds the state is fixed: it promised so.
             return;
         }
-        if offset != inc.received && !any_offset {
-            if offset < inc.received {
-                // A resend: our acknowledgement may have been lost. Say where we are.
-                let ack = Msg::StateAck { view, offset: inc.received, done: false };
-                self.marks.hit(Mark::StateRetransmitted);
-                self.queue_member(from, ack);
+        if any_offset {
+            let received = offset.max(inc.received) + data.len() as u64;
+            self.take_piece(view, offset, data, last, received);
+            return;
+        }
+        if offset < inc.received {
+            // A resend: our acknowledgement may have been lost. Say where we are.
+            let ack = Msg::StateAck { view, offset: inc.consumed, done: false };
+            self.marks.hit(Mark::StateRetransmitted);
+            self.queue_member(from, ack);
+            return;
+        }
+        if offset > inc.received {
+            // Ahead of a gap: keep it if it fits in the window (the donor sends no further).
+            let len = data.len() as u64;
+            if offset + len <= inc.received + window && inc.ahead_bytes + len <= window {
+                if let Some((old, _)) = inc.ahead.insert(offset, (data, last)) {
+                    inc.ahead_bytes -= old.len() as u64;
+                }
+                inc.ahead_bytes += len;
             }
             return;
         }
-        inc.received = offset.max(inc.received) + data.len() as u64;
-        let len = inc.received;
+        let mut next = Some((data, last));
+        while let Some((data, last)) = next.take() {
+            let Some(inc) = self.member_mut().and_then(|m| m.incoming.as_mut()) else { return };
+            let at = inc.received;
+            let received = at + data.len() as u64;
+            inc.received = received;
+            next = inc.ahead.remove(&received);
+            if let Some((d, _)) = &next {
+                inc.ahead_bytes -= d.len() as u64;
+            }
+            self.take_piece(view, at, data, last, received);
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Hands a piece to the application; the last one completes the transfer.
+    fn take_piece(&mut self, view: ViewId, offset: u64, data: Bytes, last: bool, len: u64) {
+        if let Some(inc) = self.member_mut().and_then(|m| m.incoming.as_mut()) {
+            inc.received = len;
+        }
         if !data.is_empty() {
             self.push_event(Event::StateChunk { view, offset, data });
         }
@@ -284,6 +332,10 @@ impl Node {
             let Some(m) = self.member_mut() else { return };
             m.awaiting_state = false;
             m.state_acks = None;
+            if let Some(inc) = m.incoming.as_mut() {
+                inc.ahead.clear();
+                inc.ahead_bytes = 0;
+            }
             for p in m.peers.iter_mut() {
                 p.ack_dirty = true;
             }
@@ -299,8 +351,9 @@ impl Node {
             Event::StateLoaded { view, len } => (*view, *len, true),
             _ => return,
         };
-        let Some(inc) = self.member().and_then(|m| m.incoming.as_ref()) else { return };
+        let Some(inc) = self.member_mut().and_then(|m| m.incoming.as_mut()) else { return };
         if inc.view == view {
+            inc.consumed = inc.consumed.max(offset);
             let donor = inc.donor;
             self.queue_member(donor, Msg::StateAck { view, offset, done });
         }
