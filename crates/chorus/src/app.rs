@@ -171,30 +171,30 @@ pub async fn run_node(
                 if let Some(key) = wait {
                     while !sends.traced.remove(&key) {
                         match tokio::time::timeout(Duration::from_secs(2), sent_rx.recv()).await {
-                            Ok(Some(s)) => sends.record(&mut tracer, state.view, s),
+                            Ok(Some(s)) => sends.record(&mut tracer, me, state.view, s),
                             _ => break,
                         }
                     }
                 }
                 if matches!(e, Event::Excluded { .. } | Event::Left) {
                     while let Ok(s) = sent_rx.try_recv() {
-                        sends.record(&mut tracer, u64::MAX, s);
+                        sends.record(&mut tracer, me, u64::MAX, s);
                     }
                     while in_flight.load(AtomicOrdering::Relaxed) {
                         match tokio::time::timeout(Duration::from_millis(500), sent_rx.recv()).await {
-                            Ok(Some(s)) => sends.record(&mut tracer, u64::MAX, s),
+                            Ok(Some(s)) => sends.record(&mut tracer, me, u64::MAX, s),
                             _ => break,
                         }
                     }
-                    sends.flush(&mut tracer, u64::MAX);
+                    sends.flush(&mut tracer, me, u64::MAX);
                 }
                 let done = on_event(&member, &opts, &mut tracer, &mut state, &mut me, t, e);
-                sends.flush(&mut tracer, state.view);
+                sends.flush(&mut tracer, me, state.view);
                 if done {
                     break;
                 }
             }
-            Some(s) = sent_rx.recv() => sends.record(&mut tracer, state.view, s),
+            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.view, s),
             _ = stop.recv(), if !stopping => {
                 stopping = true;
                 println!("n{node} leaving the group");
@@ -208,6 +208,10 @@ pub async fn run_node(
     Ok(())
 }
 
+fn ready(s: &TraceEvent, me: Proc, app_view: u64) -> bool {
+    s.p == Some(me) && matches!(s.ev, Ev::Send { view, .. } if view <= app_view)
+}
+
 /// This member's sends on their way into the trace.
 #[derive(Default)]
 struct Sends {
@@ -218,16 +222,19 @@ struct Sends {
 }
 
 impl Sends {
-    fn record(&mut self, tracer: &mut Tracer, app_view: u64, s: TraceEvent) {
-        match &s.ev {
-            Ev::Send { view, .. } if *view > app_view => self.deferred.push_back(s),
-            _ => self.write(tracer, s),
+    /// A send of `me` in a view the application has seen is written now; one of a view not
+    /// seen yet, or of the next incarnation (accepted before the application saw the
+    /// exclusion), waits.
+    fn record(&mut self, tracer: &mut Tracer, me: Proc, app_view: u64, s: TraceEvent) {
+        if ready(&s, me, app_view) {
+            self.write(tracer, s);
+        } else {
+            self.deferred.push_back(s);
         }
     }
 
-    fn flush(&mut self, tracer: &mut Tracer, app_view: u64) {
-        while self.deferred.front().is_some_and(|s| matches!(s.ev, Ev::Send { view, .. } if view <= app_view))
-        {
+    fn flush(&mut self, tracer: &mut Tracer, me: Proc, app_view: u64) {
+        while self.deferred.front().is_some_and(|s| ready(s, me, app_view)) {
             if let Some(s) = self.deferred.pop_front() {
                 self.write(tracer, s);
             }
