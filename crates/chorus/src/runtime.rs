@@ -115,6 +115,10 @@ pub struct MemberStatus {
     pub view: Option<View>,
     /// Peers with a live connection.
     pub connected: Vec<u64>,
+    /// Frames dropped because a peer's send queue was full (a slow or dead peer).
+    pub dropped_frames: u64,
+    /// Connections closed because the peer sent something invalid (after the handshake).
+    pub bad_frames: u64,
 }
 
 enum Command {
@@ -232,6 +236,7 @@ impl Member {
             listener: listener_task.abort_handle(),
             last_view: None,
             dropped_frames: 0,
+            bad_frames: 0,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((Member { cmd: cmd_tx, first_id, listen }, Events { rx: ev_rx }))
@@ -310,6 +315,8 @@ enum NetEvent {
     Down { node: u64, id: u64 },
     Frame { node: u64, id: u64, bytes: Bytes },
     DialFailed { node: u64 },
+    /// The connection sent bytes that are not valid frames (it is being closed).
+    Bad,
 }
 
 /// One live connection, as the driver holds it.
@@ -360,6 +367,7 @@ struct Driver {
     listener: AbortHandle,
     last_view: Option<ViewId>,
     dropped_frames: u64,
+    bad_frames: u64,
 }
 
 impl Driver {
@@ -420,6 +428,8 @@ impl Driver {
                     status: self.node.status(),
                     view: self.node.view().cloned(),
                     connected: self.peers.keys().copied().collect(),
+                    dropped_frames: self.dropped_frames,
+                    bad_frames: self.bad_frames,
                 });
             }
             Command::Shutdown => {}
@@ -580,6 +590,7 @@ impl Driver {
                 }
                 let now = self.now();
                 if let Err(e) = self.node.handle_frame(now, NodeId(node), &bytes) {
+                    self.bad_frames += 1;
                     warn!(node = self.me, peer = node, "closing the connection: {e}");
                     if let Some(p) = self.peers.remove(&node) {
                         p.conn.close();
@@ -619,6 +630,7 @@ impl Driver {
                     self.peers.remove(&node);
                 }
             }
+            NetEvent::Bad => self.bad_frames += 1,
             NetEvent::DialFailed { node } => {
                 let d = self.dials.entry(node).or_default();
                 d.in_progress = false;
@@ -715,6 +727,7 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
                     Ok(None) => break,
                     Err(e) => {
                         warn!(peer = node, "closing the connection: {e}");
+                        let _ = net.send(NetEvent::Bad).await;
                         break;
                     }
                 }
