@@ -311,10 +311,24 @@ impl Member {
 }
 
 enum NetEvent {
-    Up { node: u64, listen: String, dialer: u64, conn: Conn },
-    Down { node: u64, id: u64 },
-    Frame { node: u64, id: u64, bytes: Bytes },
-    DialFailed { node: u64 },
+    Up {
+        node: u64,
+        listen: String,
+        dialer: u64,
+        conn: Conn,
+    },
+    Down {
+        node: u64,
+        id: u64,
+    },
+    Frame {
+        node: u64,
+        id: u64,
+        bytes: Bytes,
+    },
+    DialFailed {
+        node: u64,
+    },
     /// The connection sent bytes that are not valid frames (it is being closed).
     Bad,
 }
