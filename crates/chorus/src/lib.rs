@@ -31,6 +31,7 @@
 //! ([`transport`]). Design notes: `docs/runtime.md`.
 
 pub mod app;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod runtime;

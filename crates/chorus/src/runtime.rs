@@ -398,10 +398,32 @@ impl Driver {
             tokio::select! {
                 c = cmds.recv(), if room => match c {
                     Some(Command::Shutdown) | None => break,
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        self.command(c);
+                        // Take what else is queued: one pass of the loop for many commands.
+                        let mut stop = false;
+                        while self.pending_sends.len() + self.pending_writes.len() < MAX_PENDING {
+                            match cmds.try_recv() {
+                                Ok(Command::Shutdown) => { stop = true; break; }
+                                Ok(c) => self.command(c),
+                                Err(_) => break,
+                            }
+                        }
+                        if stop {
+                            break;
+                        }
+                    }
                 },
                 n = net.recv() => match n {
-                    Some(n) => self.net(n),
+                    Some(n) => {
+                        self.net(n);
+                        for _ in 0..256 {
+                            match net.try_recv() {
+                                Ok(n) => self.net(n),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 () = sleep_until(deadline) => {
