@@ -459,10 +459,18 @@ impl Node {
         let cur = m.view.id;
         let in_view = m.view.rank_of(from);
         match msg {
-            Msg::Join { joiner } => self.on_join(now, joiner),
+            // A node asks for itself, or a member forwards a request: anyone else (an
+            // authenticated peer outside the view) could otherwise replace a live member by
+            // asking in its name for a newer incarnation.
+            Msg::Join { joiner } if joiner.node == from.node || in_view.is_some() => {
+                self.on_join(now, joiner)
+            }
+            Msg::Join { .. } => {}
             Msg::InstallReq { have } => self.on_install_req(now, from, have),
+            // Only a member of this view that moved on may tell this one it was left behind;
+            // the members of the newer view that were in this one are a majority of it.
             Msg::NotMember { view } => {
-                if view > cur {
+                if view > cur && in_view.is_some() {
                     self.excluded(now, Some(view));
                 }
             }
@@ -571,7 +579,7 @@ impl Node {
             self.resend_install(now, from);
         } else if have < cur && !m.view.contains(from) {
             self.reply_limited(now, from, Msg::NotMember { view: cur });
-        } else if have > cur.next() {
+        } else if have > cur.next() && m.view.contains(from) {
             // A member is two or more views ahead. Views form one line and every member of a
             // view promised in its predecessor, so this incarnation, still in `cur`, is in none
             // of the later views: it was excluded.

@@ -106,7 +106,9 @@ impl Node {
                         Order::Fifo => true,
                         Order::Causal => {
                             self.mutant_is(MutantKind::IgnoreCausalDeps)
-                                || self.head(s, mode).is_some_and(|d| deps_met(self.member(), d))
+                                || self
+                                    .head(s, mode)
+                                    .is_some_and(|d| deps_met(self.member(), d) && in_cut(mode, d))
                         }
                         Order::Total | Order::Safe => {
                             self.mutant_is(MutantKind::TotalByArrival) && matches!(mode, Mode::Live)
@@ -196,7 +198,7 @@ impl Node {
         let Some(d) = self.head(s, mode) else { return false };
         if let Mode::Flush(_) = mode {
             // The cut is complete and every survivor holds it.
-            return d.order != Order::Safe || deps_met(Some(m), d);
+            return d.order != Order::Safe || (deps_met(Some(m), d) && in_cut(mode, d));
         }
         let key = (d.lamport, s);
         for (r, st) in m.senders.iter().enumerate() {
@@ -271,6 +273,17 @@ impl Node {
 }
 
 /// Whether this member delivered the causal past `d` names.
+/// In a flush, whether `d`'s causal past lies within the cut. Every member moving on holds
+/// and delivers exactly the cut, but a member that is *not* moving on (excluded, it delivers
+/// the cut before re-joining) may have delivered beyond it before: judged by its own delivered
+/// vector, it would deliver a causal or safe message whose past the survivors never get, and
+/// so break uniform delivery (G10; found by the simulator, seed 2022781). The cut alone decides.
+fn in_cut(mode: Mode<'_>, d: &Data) -> bool {
+    let Mode::Flush(cut) = mode else { return true };
+    let s = usize::from(d.sender);
+    d.deps.iter().enumerate().all(|(r, need)| r == s || cut.get(r).is_some_and(|c| need <= c))
+}
+
 fn deps_met(m: Option<&Member>, d: &Data) -> bool {
     let Some(m) = m else { return false };
     let s = usize::from(d.sender);
