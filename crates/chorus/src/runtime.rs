@@ -339,6 +339,9 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     queued: Arc<AtomicUsize>,
     tasks: [AbortHandle; 2],
+    /// Starts the reader once the driver has registered the connection, so that nothing it
+    /// reads (a frame, an error, the end) reaches the driver before the connection itself.
+    go: Option<oneshot::Sender<()>>,
 }
 
 impl Conn {
@@ -651,6 +654,10 @@ impl Driver {
                 };
                 if keep_new {
                     debug!(node = self.me, peer = node, "connected");
+                    let mut conn = conn;
+                    if let Some(go) = conn.go.take() {
+                        let _ = go.send(());
+                    }
                     if let Some(old) = self.peers.insert(node, Peer { dialer, conn }) {
                         old.conn.close();
                     }
@@ -749,9 +756,13 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
     let queued = Arc::new(AtomicUsize::new(0));
+    let (go, registered) = oneshot::channel::<()>();
     let reader = {
         let net = net.clone();
         tokio::spawn(async move {
+            if registered.await.is_err() {
+                return; // Not kept (a duplicate), or the member stopped.
+            }
             let mut frames = FrameReader::new(rd, MAX_FRAME);
             loop {
                 match frames.next().await {
@@ -797,5 +808,5 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
             let _ = net.send(NetEvent::Down { node, id }).await;
         })
     };
-    Conn { id, tx, queued, tasks: [reader.abort_handle(), writer.abort_handle()] }
+    Conn { id, tx, queued, tasks: [reader.abort_handle(), writer.abort_handle()], go: Some(go) }
 }
