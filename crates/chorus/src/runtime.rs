@@ -526,8 +526,17 @@ impl Driver {
 
     fn observe(&mut self, e: &Event) {
         match e {
-            Event::ViewInstalled { view, .. } => {
+            Event::ViewInstalled { view, departed, .. } => {
                 info!(node = self.me, view = %view.id.0, members = ?view.members, "view installed");
+                // Close connections to members that left the view (a dead or stuck peer would
+                // otherwise keep its queue and a blocked writer); a later life reconnects.
+                for d in departed {
+                    if !view.members.iter().any(|m| m.node == d.node) {
+                        if let Some(p) = self.peers.remove(&d.node.0) {
+                            p.conn.close();
+                        }
+                    }
+                }
                 self.last_view = Some(view.id);
                 // Tell every member where everyone listens, so that a joiner can be reached.
                 let members: Vec<u64> =
