@@ -458,19 +458,20 @@ impl Node {
         let State::Member(m) = &self.state else { return };
         let cur = m.view.id;
         let in_view = m.view.rank_of(from);
+        // Any life of a node of this view: the transport authenticated the node, and a later
+        // incarnation of a member (it restarted) speaks for the newer views it is in.
+        let node_in_view = m.view.members.iter().any(|x| x.node == from.node);
         match msg {
             // A node asks for itself, or a member forwards a request: anyone else (an
             // authenticated peer outside the view) could otherwise replace a live member by
             // asking in its name for a newer incarnation.
-            Msg::Join { joiner } if joiner.node == from.node || in_view.is_some() => {
-                self.on_join(now, joiner)
-            }
+            Msg::Join { joiner } if joiner.node == from.node || node_in_view => self.on_join(now, joiner),
             Msg::Join { .. } => {}
             Msg::InstallReq { have } => self.on_install_req(now, from, have),
-            // Only a member of this view that moved on may tell this one it was left behind;
-            // the members of the newer view that were in this one are a majority of it.
+            // Only a node of this view (a member that moved on, or its next life) may tell this
+            // one it was left behind; the newer view holds a majority of this one's nodes.
             Msg::NotMember { view } => {
-                if view > cur && in_view.is_some() {
+                if view > cur && node_in_view {
                     self.excluded(now, Some(view));
                 }
             }
@@ -579,7 +580,7 @@ impl Node {
             self.resend_install(now, from);
         } else if have < cur && !m.view.contains(from) {
             self.reply_limited(now, from, Msg::NotMember { view: cur });
-        } else if have > cur.next() && m.view.contains(from) {
+        } else if have > cur.next() && m.view.members.iter().any(|x| x.node == from.node) {
             // A member is two or more views ahead. Views form one line and every member of a
             // view promised in its predecessor, so this incarnation, still in `cur`, is in none
             // of the later views: it was excluded.
