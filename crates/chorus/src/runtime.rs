@@ -394,9 +394,20 @@ impl Driver {
 
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>, mut net: mpsc::Receiver<NetEvent>) {
         info!(node = self.me, member = %self.node.member_id(), "member started");
+        // One timer, re-armed only when the core's deadline moves (registering a new timer on
+        // every pass costs more than the pass).
+        let far = self.start + Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep_until(far);
+        tokio::pin!(timer);
+        let mut armed = far;
         loop {
             self.drain().await;
-            let deadline = self.node.poll_timeout().map(|t| self.start + Duration::from_nanos(t.as_nanos()));
+            let deadline =
+                self.node.poll_timeout().map_or(far, |t| self.start + Duration::from_nanos(t.as_nanos()));
+            if deadline != armed {
+                timer.as_mut().reset(deadline);
+                armed = deadline;
+            }
             let room = self.pending_sends.len() + self.pending_writes.len() < MAX_PENDING;
             tokio::select! {
                 c = cmds.recv(), if room => match c {
@@ -429,7 +440,9 @@ impl Driver {
                     }
                     None => break,
                 },
-                () = sleep_until(deadline) => {
+                () = &mut timer => {
+                    armed = far;
+                    timer.as_mut().reset(far);
                     let now = self.now();
                     self.node.handle_timeout(now);
                 }
@@ -507,6 +520,7 @@ impl Driver {
     async fn drain(&mut self) {
         loop {
             let mut moved = false;
+            let stamp = wall_nanos(); // One reading per batch: the events of a batch are one step.
             while let Some(t) = self.node.poll_transmit() {
                 moved = true;
                 self.send(t.to.0, t.frame);
@@ -514,7 +528,7 @@ impl Driver {
             while let Some(e) = self.node.poll_event() {
                 moved = true;
                 self.observe(&e);
-                if self.events.send((wall_nanos(), e)).await.is_err() {
+                if self.events.send((stamp, e)).await.is_err() {
                     // The application dropped its events; the member keeps its protocol going.
                 }
             }
@@ -703,13 +717,6 @@ impl Driver {
                 self.book.insert(node, addr);
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
