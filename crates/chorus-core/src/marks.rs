@@ -43,11 +43,14 @@ pub enum Mark {
     StateBufferFull,
     /// A coordinator found no member holding the state in the next view and did not propose.
     NoStateHolder,
+    /// A member installed a view from an install resent by a member of that view that was not
+    /// in its own (a joiner, the last to hold the decision).
+    InstallFromNextView,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 17] = [
+    pub const ALL: [Mark; 18] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -65,6 +68,7 @@ impl Mark {
         Mark::StateRetransmitted,
         Mark::StateBufferFull,
         Mark::NoStateHolder,
+        Mark::InstallFromNextView,
     ];
 }
 

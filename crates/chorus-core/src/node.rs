@@ -476,7 +476,15 @@ impl Node {
                 }
             }
             Msg::Install { proposal, msgs } => {
-                if proposal.prev == cur && in_view.is_some() {
+                // From a member of this view; or resent by a member of the next one (a joiner
+                // may be the last holder of the decision, its old members dead) when it is the
+                // very proposal this member accepted: it can then only be the chosen one, so a
+                // peer outside the view cannot make this member install anything else.
+                let accepted = m.accepted.as_ref().is_some_and(|(_, p)| *p == proposal);
+                if proposal.prev == cur && (in_view.is_some() || (proposal.next.contains(from) && accepted)) {
+                    if in_view.is_none() {
+                        self.marks.hit(Mark::InstallFromNextView);
+                    }
                     self.on_install(now, proposal, msgs);
                 } else if proposal.prev > cur {
                     self.reply_limited(now, from, Msg::InstallReq { have: cur });

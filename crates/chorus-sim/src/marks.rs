@@ -61,10 +61,11 @@ impl SimMark {
     ];
 }
 
-/// Marks that count a situation worth knowing about but not a coverage goal: a batch that
-/// never hits them is fine. (`NoStateHolder`: the only members holding the state were cut off
-/// by a partition; the group waits for them.)
-pub const OPTIONAL: &[&str] = &["core::NoStateHolder"];
+/// Marks that count a situation worth knowing about but not a coverage goal of every batch:
+/// `NoStateHolder` (the only members holding the state were cut off by a partition; the group
+/// waits for them), and `InstallFromNextView` (a joiner was the last holder of a decision that
+/// an old member missed: about one seed in 50,000; its regression seed is 4055786).
+pub const OPTIONAL: &[&str] = &["core::NoStateHolder", "core::InstallFromNextView"];
 
 /// Counts of every core and sim mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
