@@ -63,9 +63,8 @@ impl SimMark {
 
 /// Marks that count a situation worth knowing about but not a coverage goal of every batch:
 /// `NoStateHolder` (the only members holding the state were cut off by a partition; the group
-/// waits for them), and `InstallFromNextView` (a joiner was the last holder of a decision that
-/// an old member missed: about one seed in 50,000; its regression seed is 4055786).
-pub const OPTIONAL: &[&str] = &["core::NoStateHolder", "core::InstallFromNextView"];
+/// waits for them).
+pub const OPTIONAL: &[&str] = &["core::NoStateHolder"];
 
 /// Counts of every core and sim mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
