@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod checker;
+pub mod checkpoint;
 mod hash;
 mod invariants;
 #[cfg(test)]

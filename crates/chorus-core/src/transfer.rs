@@ -187,15 +187,7 @@ impl Node {
     pub fn write_checkpoint(&mut self, view: ViewId, chunk: Bytes) -> Result<(), CheckpointError> {
         let max = self.cfg.max_payload;
         let window = self.cfg.state_window;
-        let Some(o) = self.member_mut().and_then(|m| m.outgoing.as_mut()) else {
-            return Err(CheckpointError::NotRequested(view));
-        };
-        if o.view != view {
-            return Err(CheckpointError::NotRequested(view));
-        }
-        if o.finished {
-            return Err(CheckpointError::Finished(view));
-        }
+        let o = self.open_checkpoint(view)?;
         if chunk.len() > max {
             return Err(CheckpointError::TooLarge { len: chunk.len(), max });
         }
@@ -204,15 +196,8 @@ impl Node {
             self.marks.hit(Mark::StateWindowFull);
             return Err(CheckpointError::WindowFull);
         }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let offset = o.written;
-        o.written += chunk.len() as u64;
-        o.buf.push_back((offset, chunk.clone(), false));
-        let to: Vec<MemberId> = o.joiners.iter().filter(|j| !j.done).map(|j| j.member).collect();
-        for j in to {
-            self.queue_member(j, Msg::StateChunk { view, offset, data: chunk.clone(), last: false });
+        if !chunk.is_empty() {
+            self.push_piece(view, chunk, false);
         }
         Ok(())
     }
@@ -220,23 +205,30 @@ impl Node {
     /// Ends the checkpoint for `view`: the loading members get `Event::StateLoaded` once they
     /// have everything, and this member `Event::CheckpointComplete` once they all have.
     pub fn finish_checkpoint(&mut self, view: ViewId) -> Result<(), CheckpointError> {
-        let Some(o) = self.member_mut().and_then(|m| m.outgoing.as_mut()) else {
-            return Err(CheckpointError::NotRequested(view));
-        };
-        if o.view != view {
-            return Err(CheckpointError::NotRequested(view));
+        self.open_checkpoint(view)?.finished = true;
+        self.push_piece(view, Bytes::new(), true);
+        Ok(())
+    }
+
+    /// The transfer this member gives for `view`, if it is still being written.
+    fn open_checkpoint(&mut self, view: ViewId) -> Result<&mut Outgoing, CheckpointError> {
+        match self.member_mut().and_then(|m| m.outgoing.as_mut()) {
+            Some(o) if o.view == view && o.finished => Err(CheckpointError::Finished(view)),
+            Some(o) if o.view == view => Ok(o),
+            _ => Err(CheckpointError::NotRequested(view)),
         }
-        if o.finished {
-            return Err(CheckpointError::Finished(view));
-        }
-        o.finished = true;
+    }
+
+    /// Appends a piece (the end marker if `last`) and sends it to every member still loading.
+    fn push_piece(&mut self, view: ViewId, data: Bytes, last: bool) {
+        let Some(o) = self.member_mut().and_then(|m| m.outgoing.as_mut()) else { return };
         let offset = o.written;
-        o.buf.push_back((offset, Bytes::new(), true));
+        o.written += data.len() as u64;
+        o.buf.push_back((offset, data.clone(), last));
         let to: Vec<MemberId> = o.joiners.iter().filter(|j| !j.done).map(|j| j.member).collect();
         for j in to {
-            self.queue_member(j, Msg::StateChunk { view, offset, data: Bytes::new(), last: true });
+            self.queue_member(j, Msg::StateChunk { view, offset, data: data.clone(), last });
         }
-        Ok(())
     }
 
     /// Writes a whole (small) checkpoint at once: `write_checkpoint` in pieces, then

@@ -1,13 +1,11 @@
 //! The simulated application: a small replicated state machine, and its side of state transfer.
 //!
 //! The state is a hash chain of every total and safe message applied, in delivery order
-//! (`chorus_check::trace::chain`), and a count. Its checkpoint is a 16-byte header (count and
-//! hash, little endian) followed by `filler` bytes that are a function of the header, so that
-//! a large checkpoint streams in many chunks and the loading member can check every byte: a
-//! chunk lost, repeated or misplaced makes the loaded state differ from the donor's, which the
-//! checker's G11 catches.
+//! (`chorus_check::trace::chain`), and a count. Its checkpoint is `chorus_check::checkpoint`'s
+//! (a header and filler derived from it, checked byte by byte when loaded).
 
 use bytes::Bytes;
+use chorus_check::checkpoint::{self, Loader};
 use chorus_check::trace::chain;
 use chorus_core::ViewId;
 
@@ -42,18 +40,6 @@ pub struct Writer {
     pub waiting: bool,
 }
 
-#[derive(Debug)]
-struct Loader {
-    got: u64,
-    header: [u8; 16],
-    ok: bool,
-}
-
-/// Byte `i` (counting from 0 after the header) of the filler of state (applied, hash).
-fn filler_byte(applied: u64, hash: u64, i: u64) -> u8 {
-    (mix(hash ^ applied.rotate_left(32) ^ (i >> 3)) >> ((i & 7) * 8)) as u8
-}
-
 impl App {
     /// The application of a node that starts a group (holds the empty state) or joins one.
     pub fn new(holds: bool) -> App {
@@ -72,7 +58,7 @@ impl App {
             view,
             applied: self.applied,
             hash: self.hash,
-            len: 16 + filler,
+            len: checkpoint::HEADER_LEN + filler,
             offset: 0,
             finished: false,
             waiting: false,
@@ -84,53 +70,31 @@ impl App {
         self.holds = false;
         self.applied = 0;
         self.hash = 0;
-        self.loader = Some(Loader { got: 0, header: [0; 16], ok: true });
+        self.loader = Some(Loader::new());
     }
 
     /// Bytes of a checkpoint received so far, if loading.
     pub fn loading_progress(&self) -> Option<u64> {
-        self.loader.as_ref().map(|l| l.got)
+        self.loader.as_ref().map(Loader::got)
     }
 
     /// A piece of the checkpoint, as the core handed it over.
     pub fn chunk(&mut self, offset: u64, data: &[u8]) {
-        let Some(l) = &mut self.loader else { return };
-        if offset != l.got {
-            l.ok = false;
+        if let Some(l) = &mut self.loader {
+            l.feed(offset, data);
         }
-        for (k, b) in data.iter().enumerate() {
-            let i = l.got + k as u64;
-            if i < 16 {
-                l.header[i as usize] = *b;
-            } else {
-                let (applied, hash) = header(&l.header);
-                if *b != filler_byte(applied, hash, i - 16) {
-                    l.ok = false;
-                }
-            }
-        }
-        l.got += data.len() as u64;
     }
 
     /// The whole checkpoint (`len` bytes, as the core counts) arrived. Returns the state loaded:
     /// the donor's if every byte checked out, else a deliberately different one.
     pub fn loaded(&mut self, len: u64) -> (u64, u64) {
         let Some(l) = self.loader.take() else { return (self.applied, self.hash) };
-        let (applied, hash) = header(&l.header);
-        let intact = l.ok && l.got == len && l.got >= 16;
+        let (applied, hash, intact) = l.finish(len);
         self.applied = applied;
-        self.hash = if intact { hash } else { mix(hash ^ 0xbad_c0de ^ l.got) };
+        self.hash = if intact { hash } else { mix(hash ^ 0xbad_c0de ^ l.got()) };
         self.holds = true;
         (self.applied, self.hash)
     }
-}
-
-fn header(h: &[u8; 16]) -> (u64, u64) {
-    let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&h[..8]);
-    b.copy_from_slice(&h[8..]);
-    (u64::from_le_bytes(a), u64::from_le_bytes(b))
 }
 
 impl Writer {
@@ -140,13 +104,7 @@ impl Writer {
             return None;
         }
         let end = self.len.min(self.offset + max.max(1) as u64);
-        let mut out = Vec::with_capacity((end - self.offset) as usize);
-        let mut head = [0u8; 16];
-        head[..8].copy_from_slice(&self.applied.to_le_bytes());
-        head[8..].copy_from_slice(&self.hash.to_le_bytes());
-        for i in self.offset..end {
-            out.push(if i < 16 { head[i as usize] } else { filler_byte(self.applied, self.hash, i - 16) });
-        }
+        let out = checkpoint::piece(self.applied, self.hash, self.offset, end);
         Some(Bytes::from(out))
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use chorus_check::checkpoint::{self, Loader};
 use chorus_check::trace::{chain, digest};
 use chorus_check::{Ev, Proc, TraceEvent};
 use chorus_core::{BlockReason, Event, MemberId, Order, ViewId};
@@ -102,30 +103,17 @@ struct State {
     view: u64,
     applied: u64,
     hash: u64,
-    /// Loading: bytes so far, the header, whether every byte checked out.
-    loading: Option<(u64, [u8; 16], bool)>,
-}
-
-fn filler_byte(applied: u64, hash: u64, i: u64) -> u8 {
-    let mut z = hash ^ applied.rotate_left(32) ^ (i >> 3);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) >> ((i & 7) * 8)) as u8
+    /// The checkpoint being loaded.
+    loading: Option<Loader>,
 }
 
 /// Streams a checkpoint of (applied, hash) with `filler` bytes in 64 KiB pieces.
 async fn stream_checkpoint(member: Member, view: ViewId, applied: u64, hash: u64, filler: u64) {
-    let len = 16 + filler;
-    let mut head = [0u8; 16];
-    head[..8].copy_from_slice(&applied.to_le_bytes());
-    head[8..].copy_from_slice(&hash.to_le_bytes());
+    let len = checkpoint::HEADER_LEN + filler;
     let mut at = 0u64;
     while at < len {
         let end = len.min(at + (64 << 10));
-        let piece: Vec<u8> = (at..end)
-            .map(|i| if i < 16 { head[i as usize] } else { filler_byte(applied, hash, i - 16) })
-            .collect();
+        let piece = checkpoint::piece(applied, hash, at, end);
         if member.write_checkpoint(view, Bytes::from(piece)).await.is_err() {
             return; // The view changed: the transfer is abandoned.
         }
@@ -364,27 +352,17 @@ fn on_event(
         }
         Event::StateIncoming { view, donor } => {
             println!("n{n} loads the group's state from n{} (v{})", donor.node.0, view.0);
-            *state = State { view: state.view, loading: Some((0, [0; 16], true)), ..State::default() };
+            *state = State { view: state.view, loading: Some(Loader::new()), ..State::default() };
         }
         Event::StateChunk { offset, data, .. } => {
-            if let Some((got, head, ok)) = &mut state.loading {
-                *ok &= offset == *got;
-                for (k, b) in data.iter().enumerate() {
-                    let i = *got + k as u64;
-                    if i < 16 {
-                        head[i as usize] = *b;
-                    } else {
-                        let (a, h) = split(head);
-                        *ok &= *b == filler_byte(a, h, i - 16);
-                    }
-                }
-                *got += data.len() as u64;
+            if let Some(l) = &mut state.loading {
+                l.feed(offset, &data);
             }
         }
         Event::StateLoaded { view, len } => {
-            if let Some((got, head, ok)) = state.loading.take() {
-                let (applied, hash) = split(&head);
-                let intact = ok && got == len && got >= 16;
+            if let Some(l) = state.loading.take() {
+                let (applied, hash, intact) = l.finish(len);
+                let got = l.got();
                 state.applied = applied;
                 state.hash = if intact { hash } else { !hash };
                 println!(
@@ -404,14 +382,6 @@ fn on_event(
         _ => {}
     }
     false
-}
-
-fn split(h: &[u8; 16]) -> (u64, u64) {
-    let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&h[..8]);
-    b.copy_from_slice(&h[8..]);
-    (u64::from_le_bytes(a), u64::from_le_bytes(b))
 }
 
 /// Multicasts at `rate` per second, cycling through FIFO, causal, total and safe.
