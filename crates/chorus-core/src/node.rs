@@ -402,6 +402,24 @@ impl Node {
     pub fn handle_frame(&mut self, now: Instant, from: NodeId, frame: &[u8]) -> Result<(), FrameError> {
         let body =
             wire::decode(frame, self.cfg.max_frame).map_err(|why| FrameError::Malformed { from, why })?;
+        self.handle_body(now, from, body)
+    }
+
+    /// [`Node::handle_frame`] for a frame held in `Bytes`: the payloads delivered share its
+    /// memory instead of being copied out of it (an application that keeps a payload keeps the
+    /// frame's buffer).
+    pub fn handle_frame_bytes(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        frame: &Bytes,
+    ) -> Result<(), FrameError> {
+        let body = wire::decode_shared(frame, self.cfg.max_frame)
+            .map_err(|why| FrameError::Malformed { from, why })?;
+        self.handle_body(now, from, body)
+    }
+
+    fn handle_body(&mut self, now: Instant, from: NodeId, body: FrameBody) -> Result<(), FrameError> {
         if body.from.node != from {
             return Err(FrameError::Impersonation { from, claimed: body.from.node });
         }

@@ -92,13 +92,18 @@ impl Node {
         let Some(m) = self.member() else { return };
         let n = m.view.members.len();
         // Senders whose stream can go no further in this flush (a causal dependency is missing).
-        let mut dead = vec![false; n];
+        // Only a flush marks any; live pumps (one per message received) allocate nothing.
+        let mut dead = match mode {
+            Mode::Flush(_) => vec![false; n],
+            Mode::Live => Vec::new(),
+        };
+        let is_dead = |dead: &[bool], s: usize| dead.get(s).copied().unwrap_or(false);
         loop {
             let mut progress = false;
             // FIFO and causal heads.
             #[allow(clippy::needless_range_loop)] // `self` is borrowed inside the loop.
             for s in 0..n {
-                if dead[s] {
+                if is_dead(&dead, s) {
                     continue;
                 }
                 while let Some(order) = self.head(s, mode).map(|d| d.order) {
@@ -137,7 +142,7 @@ impl Node {
                 if let Mode::Flush(_) = mode {
                     // A causal head with a missing past blocks its stream for good.
                     let blocked: Vec<usize> =
-                        (0..n).filter(|s| !dead[*s] && self.head(*s, mode).is_some()).collect();
+                        (0..n).filter(|s| !is_dead(&dead, *s) && self.head(*s, mode).is_some()).collect();
                     let mut changed = false;
                     for s in blocked {
                         let total_head = self.head(s, mode).is_some_and(|d| d.order.is_total());
@@ -174,7 +179,7 @@ impl Node {
         let m = self.member()?;
         let mut best: Option<((u64, usize), usize, bool)> = None;
         for (s, st) in m.senders.iter().enumerate() {
-            if dead[s] {
+            if dead.get(s).copied().unwrap_or(false) {
                 continue;
             }
             let Some(seq) = st.first_total() else { continue };

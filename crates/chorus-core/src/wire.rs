@@ -73,6 +73,7 @@ pub struct Data {
     /// delivered from it when sending (its causal past). Empty otherwise.
     pub deps: Vec<u64>,
     /// The application's bytes.
+    #[serde(deserialize_with = "shared::deserialize")]
     pub payload: Bytes,
 }
 
@@ -263,6 +264,86 @@ impl postcard::ser_flavors::Flavor for VecFlavor {
     }
 }
 
+/// Decodes a frame of at most `max_len` bytes, like [`decode`], with the multicast payloads
+/// sharing `frame`'s memory instead of copied out of it (no allocation or copy per message).
+/// A payload kept keeps the whole frame's buffer alive.
+pub fn decode_shared(frame: &Bytes, max_len: usize) -> Result<FrameBody, DecodeError> {
+    let _source = shared::Source::set(frame);
+    decode(frame, max_len)
+}
+
+/// Payloads as slices of the frame they are decoded from (`decode_shared`), else copied.
+mod shared {
+    use std::cell::RefCell;
+
+    use bytes::Bytes;
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+    thread_local! {
+        /// The frame `decode_shared` is decoding on this thread, if any.
+        static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    }
+
+    /// Sets the frame being decoded for as long as it lives.
+    pub(super) struct Source(());
+
+    impl Source {
+        pub(super) fn set(frame: &Bytes) -> Source {
+            SOURCE.with_borrow_mut(|s| *s = Some(frame.clone()));
+            Source(())
+        }
+    }
+
+    impl Drop for Source {
+        fn drop(&mut self) {
+            SOURCE.with_borrow_mut(|s| *s = None);
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        d.deserialize_bytes(PayloadVisitor)
+    }
+
+    struct PayloadVisitor;
+
+    impl<'de> Visitor<'de> for PayloadVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte array")
+        }
+
+        fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(SOURCE.with_borrow(|s| match s {
+                Some(src) if within(src, v) => src.slice_ref(v),
+                _ => Bytes::copy_from_slice(v),
+            }))
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(Bytes::from(v))
+        }
+    }
+
+    /// Whether `part` lies within `whole`'s memory.
+    fn within(whole: &[u8], part: &[u8]) -> bool {
+        let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+        p >= w && p + part.len() <= w + whole.len()
+    }
+}
+
 /// Decodes a frame of at most `max_len` bytes.
 pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
     if bytes.len() > max_len {
@@ -372,6 +453,20 @@ mod tests {
             let body = FrameBody { from, to, msgs };
             let bytes = encode(&body);
             prop_assert_eq!(decode(&bytes, 1 << 20), Ok(body));
+        }
+
+        #[test]
+        fn shared_decoding_is_the_same(from in member(), msgs in proptest::collection::vec(msg(), 0..6)) {
+            let bytes = encode(&FrameBody { from, to: None, msgs });
+            let shared = decode_shared(&bytes, 1 << 20);
+            prop_assert_eq!(&shared, &decode(&bytes, 1 << 20));
+            // Payloads are slices of the frame, not copies.
+            let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+            for m in shared.unwrap().msgs {
+                if let Msg::Data(d) = m {
+                    prop_assert!(d.payload.is_empty() || range.contains(&(d.payload.as_ptr() as usize)));
+                }
+            }
         }
 
         #[test]

@@ -147,6 +147,11 @@ pub async fn run_node(
     let mut sends = Sends::default();
     loop {
         tokio::select! {
+            // Sends first: a send is stamped before anything it causes, and a record written
+            // after a later-stamped event would be moved to that event's time (the trace is
+            // monotonic), after deliveries of it elsewhere.
+            biased;
+            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.view, s),
             e = events.next_stamped() => {
                 let Some((t, e)) = e else { break };
                 // A multicast's reply and the events travel on different channels; put the
@@ -182,7 +187,6 @@ pub async fn run_node(
                     break;
                 }
             }
-            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.view, s),
             _ = stop.recv(), if !stopping => {
                 stopping = true;
                 println!("n{node} leaving the group");

@@ -32,6 +32,14 @@ pub struct Figure {
     pub p50: Option<Duration>,
     /// 99th percentile latency, if measured.
     pub p99: Option<Duration>,
+    /// CPU time the whole process used per second of measurement (2.0: two cores busy), if
+    /// known: on a shared machine, `rate / cpu` compares runs better than `rate` alone.
+    pub cpu: Option<f64>,
+}
+
+/// CPU time used by this process so far (all threads).
+fn process_cpu() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok().map(Duration::from)
 }
 
 fn cfg(node: u64, seed: Option<std::net::SocketAddr>) -> anyhow::Result<NodeConfig> {
@@ -87,15 +95,23 @@ pub async fn figure(order: Order, payload: usize, rate: Option<f64>, secs: f64) 
         let (m, stop) = (m.clone(), stop.clone());
         senders.push(tokio::spawn(async move {
             let mut body = vec![0u8; payload.max(8)];
+            // Flat out, every message carries the same bytes: one buffer shared by all of them
+            // (as the raw TCP figure writes one buffer), so that the figure is the group's cost,
+            // not the bench's allocator's. Paced, each payload carries its send time.
+            let same = Bytes::copy_from_slice(&body);
             let mut next = Instant::now();
             while !stop.load(AtomicOrdering::Relaxed) {
-                if let Some(r) = rate {
-                    next += Duration::from_secs_f64(1.0 / r);
-                    tokio::time::sleep_until(next.into()).await;
-                }
-                let sent = t0.elapsed().as_nanos() as u64;
-                body[..8].copy_from_slice(&sent.to_le_bytes());
-                if m.multicast(order, Bytes::copy_from_slice(&body)).await.is_err() {
+                let msg = match rate {
+                    Some(r) => {
+                        next += Duration::from_secs_f64(1.0 / r);
+                        tokio::time::sleep_until(next.into()).await;
+                        let sent = t0.elapsed().as_nanos() as u64;
+                        body[..8].copy_from_slice(&sent.to_le_bytes());
+                        Bytes::copy_from_slice(&body)
+                    }
+                    None => same.clone(),
+                };
+                if m.multicast(order, msg).await.is_err() {
                     return;
                 }
             }
@@ -103,6 +119,22 @@ pub async fn figure(order: Order, payload: usize, rate: Option<f64>, secs: f64) 
     }
     let warmup = Duration::from_millis(500);
     let measure = Duration::from_secs_f64(secs);
+    // The measured window, as a flag the readers look at (a clock reading per delivery would
+    // cost the bench more than some of what it measures).
+    let measuring = Arc::new(AtomicBool::new(false));
+    let end = tokio::time::Instant::now() + warmup + measure;
+    let clock = {
+        let measuring = measuring.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            let (c0, w0) = (process_cpu(), Instant::now());
+            measuring.store(true, AtomicOrdering::Relaxed);
+            tokio::time::sleep(measure).await;
+            measuring.store(false, AtomicOrdering::Relaxed);
+            let (c1, w1) = (process_cpu(), Instant::now());
+            c0.zip(c1).map(|(a, b)| b.saturating_sub(a).as_secs_f64() / (w1 - w0).as_secs_f64())
+        })
+    };
     let mut readers = Vec::new();
     let mut events: Vec<Events> = Vec::new();
     let mut handles = Vec::new();
@@ -111,31 +143,32 @@ pub async fn figure(order: Order, payload: usize, rate: Option<f64>, secs: f64) 
         events.push(e);
     }
     for mut e in events {
+        let measuring = measuring.clone();
         readers.push(tokio::spawn(async move {
             let mut count = 0u64;
             let mut lat = Vec::new();
-            let start = Instant::now();
-            let end = start + warmup + measure;
+            let deadline = tokio::time::sleep_until(end);
+            tokio::pin!(deadline);
             loop {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match tokio::time::timeout(left, e.next()).await {
-                    Ok(Some(Event::Delivered { payload, .. })) => {
-                        if start.elapsed() < warmup {
-                            continue;
+                tokio::select! {
+                    biased;
+                    () = &mut deadline => break,
+                    ev = e.next() => match ev {
+                        Some(Event::Delivered { payload, .. }) => {
+                            if !measuring.load(AtomicOrdering::Relaxed) {
+                                continue;
+                            }
+                            count += 1;
+                            if rate.is_some() && payload.len() >= 8 {
+                                let mut s = [0u8; 8];
+                                s.copy_from_slice(&payload[..8]);
+                                let now = t0.elapsed().as_nanos() as u64;
+                                lat.push(now.saturating_sub(u64::from_le_bytes(s)));
+                            }
                         }
-                        count += 1;
-                        if rate.is_some() && payload.len() >= 8 {
-                            let mut s = [0u8; 8];
-                            s.copy_from_slice(&payload[..8]);
-                            let now = t0.elapsed().as_nanos() as u64;
-                            lat.push(now.saturating_sub(u64::from_le_bytes(s)));
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
+                        Some(_) => {}
+                        None => break,
+                    },
                 }
             }
             (count, lat)
@@ -148,6 +181,7 @@ pub async fn figure(order: Order, payload: usize, rate: Option<f64>, secs: f64) 
         total += c;
         lats.extend(l);
     }
+    let cpu = clock.await.context("clock")?;
     stop.store(true, AtomicOrdering::Relaxed);
     for m in &handles {
         m.shutdown().await;
@@ -160,7 +194,28 @@ pub async fn figure(order: Order, payload: usize, rate: Option<f64>, secs: f64) 
     let pct = |p: f64| {
         (!lats.is_empty()).then(|| Duration::from_nanos(lats[((lats.len() - 1) as f64 * p) as usize]))
     };
-    Ok(Figure { rate: per_member, mbps: per_member * payload as f64 / 1e6, p50: pct(0.5), p99: pct(0.99) })
+    if std::env::var_os("CHORUS_BENCH_LAT").is_some() && !lats.is_empty() {
+        let q: Vec<String> = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]
+            .iter()
+            .map(|p| format!("p{}={}us", p * 100.0, pct(*p).map_or(0, |d| d.as_micros())))
+            .collect();
+        eprintln!("  [{order:?} {payload} B latency: {}]", q.join(" "));
+    }
+    if std::env::var_os("CHORUS_BENCH_CPU").is_some() {
+        eprintln!(
+            "  [{order:?} {payload} B{}: {per_member:.0} deliv/s, cpu {:.2} cores, {:.0} deliv per cpu-s]",
+            if rate.is_some() { " paced" } else { "" },
+            cpu.unwrap_or(0.0),
+            per_member / cpu.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(Figure {
+        rate: per_member,
+        mbps: per_member * payload as f64 / 1e6,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        cpu,
+    })
 }
 
 /// Raw loopback TCP fan-out: one sender writes `payload`-byte messages to two receivers in
@@ -202,5 +257,5 @@ pub async fn tcp_fanout(payload: usize, secs: f64) -> anyhow::Result<Figure> {
         bytes += r.await?;
     }
     let per = bytes as f64 / 2.0 / secs;
-    Ok(Figure { rate: per / payload as f64, mbps: per / 1e6, p50: None, p99: None })
+    Ok(Figure { rate: per / payload as f64, mbps: per / 1e6, p50: None, p99: None, cpu: None })
 }

@@ -2,12 +2,16 @@
 //!
 //! ```text
 //!   app ── Command (bounded) ──► driver ◄── NetEvent (bounded) ── reader task per connection
-//!   app ◄── Event (bounded) ──── driver ──► frames (bounded, in bytes) ──► writer task per connection
+//!   app ◄── Event (bounded) ──── driver ──► outbox (bounded, in bytes) ──► socket
+//!                                  │           └─ writer task per connection, only while the socket is full
 //!                                  │  timer: the core's poll_timeout, on tokio's clock
 //!                                  └─ listener task: accept + handshake; dial tasks with backoff
 //! ```
 //!
 //! Only the driver touches the core, so the core needs no locks and sees inputs one at a time.
+//! It works in passes: wait for an input, let the other ready tasks run once, take every input
+//! queued by then, and only then run the core's due timers, hand events to the application,
+//! offer the waiting multicasts and take the core's frames, one per peer, written at once.
 //! Every queue is bounded: commands and events by count; frames to a peer by bytes (a slow or
 //! dead peer's frames are dropped beyond `MAX_QUEUED_BYTES`, and the core retransmits what
 //! matters); inbound frames by count (a reader waits, so TCP pushes back on the sender).
@@ -18,18 +22,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use chorus_core::{
     CheckpointError, Config, Event, Incarnation, Instant, MemberId, MsgId, Node, NodeId, Order, SendError,
     Status, View, ViewId,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -39,8 +42,10 @@ use crate::transport::handshake::{self, Identity};
 
 /// Frames waiting for one peer, in bytes, beyond which new ones are dropped.
 const MAX_QUEUED_BYTES: usize = 32 << 20;
-/// A writer coalesces queued frames into one write of up to this many bytes.
-const WRITE_BATCH: usize = 256 << 10;
+/// Initial size of a connection's output buffer (it grows to what one pass produces).
+const WRITE_BUF: usize = 64 << 10;
+/// Commands or network events taken per batch by the driver.
+const INPUT_BATCH: usize = 256;
 /// Largest frame accepted from a peer (the core's `max_frame`).
 const MAX_FRAME: usize = 64 << 20;
 /// How long a handshake may take.
@@ -158,19 +163,32 @@ impl std::fmt::Debug for Command {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<(u64, Event)>,
+    /// Events taken from the queue in one go, not yet returned (taking many at once is
+    /// cheaper than one by one).
+    taken: VecDeque<(u64, Event)>,
+    batch: Vec<(u64, Event)>,
 }
+
+/// Events taken from the queue at once by [`Events`].
+const EVENTS_BATCH: usize = 256;
 
 impl Events {
     /// The next event; `None` once the member has shut down.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await.map(|(_, e)| e)
+        self.next_stamped().await.map(|(_, e)| e)
     }
 
     /// The next event with the wall-clock time (nanoseconds since the Unix epoch) at which the
     /// member produced it, for traces: it orders the event exactly among this member's
     /// multicasts (see [`Member::multicast_stamped`]) and before anything it caused elsewhere.
     pub async fn next_stamped(&mut self) -> Option<(u64, Event)> {
-        self.rx.recv().await
+        if self.taken.is_empty() {
+            if self.rx.recv_many(&mut self.batch, EVENTS_BATCH).await == 0 {
+                return None;
+            }
+            self.taken.extend(self.batch.drain(..));
+        }
+        self.taken.pop_front()
     }
 }
 
@@ -203,6 +221,10 @@ impl Member {
         core.suspect_timeout = cfg.suspect_timeout;
         core.join_retry_interval = cfg.heartbeat * 2;
         core.seed = inc ^ cfg.node;
+        // Acknowledge total and safe messages at the end of the driver's pass that received
+        // them: the pass batches them (one frame per peer for all it produced), and a timer
+        // would add at least tokio's millisecond tick to every total and safe delivery.
+        core.ack_delay = Duration::ZERO;
         let node = Node::new(core, Instant::ZERO)?;
         let first_id = node.member_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
@@ -239,7 +261,10 @@ impl Member {
             bad_frames: 0,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
-        Ok((Member { cmd: cmd_tx, first_id, listen }, Events { rx: ev_rx }))
+        Ok((
+            Member { cmd: cmd_tx, first_id, listen },
+            Events { rx: ev_rx, taken: VecDeque::new(), batch: Vec::new() },
+        ))
     }
 
     /// The address it listens on for peers (the real port if the config said 0).
@@ -336,8 +361,7 @@ enum NetEvent {
 /// One live connection, as the driver holds it.
 struct Conn {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
-    queued: Arc<AtomicUsize>,
+    out: Arc<Outbox>,
     tasks: [AbortHandle; 2],
     /// Starts the reader once the driver has registered the connection, so that nothing it
     /// reads (a frame, an error, the end) reaches the driver before the connection itself.
@@ -348,6 +372,107 @@ impl Conn {
     fn close(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// A connection the driver forgets is closed: its writer task holds the socket's write half
+    /// and would otherwise wait for frames forever.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The sending side of a connection: the frames queued for the peer, written by the driver
+/// itself at the end of each pass (one syscall for everything the pass produced, no task
+/// switch), and by the connection's writer task only when the socket is full (a slow peer).
+struct Outbox {
+    stream: OwnedWriteHalf,
+    state: std::sync::Mutex<OutState>,
+    /// Tells the writer task that the socket was full and bytes are waiting.
+    parked: Notify,
+}
+
+struct OutState {
+    /// Framed bytes not yet written, at most `MAX_QUEUED_BYTES`.
+    buf: BytesMut,
+    /// The writer task is waiting for the socket to drain: the driver does not write.
+    parked: bool,
+    /// A write failed: the connection is dead, the reader reports it.
+    failed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a frame; false if it does not fit (a slow or dead peer) and was dropped.
+    fn queue(&self, frame: &[u8]) -> bool {
+        let mut st = self.lock();
+        if st.failed || st.buf.len() + frame::HEADER_LEN + frame.len() > MAX_QUEUED_BYTES {
+            return false;
+        }
+        frame::encode(&mut st.buf, frame);
+        true
+    }
+
+    /// Writes what is queued without waiting; what the socket does not take now is left to the
+    /// writer task.
+    fn write_now(&self) -> std::io::Result<()> {
+        let mut st = self.lock();
+        if st.parked || st.failed || st.buf.is_empty() {
+            return Ok(());
+        }
+        match self.write_some(&mut st) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                st.parked = true;
+                self.parked.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes until the buffer is empty (true) or the socket is full (false).
+    fn write_some(&self, st: &mut OutState) -> std::io::Result<bool> {
+        while !st.buf.is_empty() {
+            match self.stream.try_write(&st.buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => st.buf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The writer task: takes over while the socket is full, hands back once it has drained.
+    async fn run_parked(&self) -> std::io::Result<()> {
+        loop {
+            self.parked.notified().await;
+            loop {
+                self.stream.writable().await?;
+                let mut st = self.lock();
+                match self.write_some(&mut st) {
+                    Ok(true) => {
+                        st.parked = false;
+                        // The backlog is gone: give its memory back.
+                        st.buf = BytesMut::with_capacity(WRITE_BUF);
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        st.failed = true;
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
 }
@@ -395,68 +520,111 @@ impl Driver {
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>, mut net: mpsc::Receiver<NetEvent>) {
         info!(node = self.me, member = %self.node.member_id(), "member started");
         // One timer, re-armed only when the core's deadline moves (registering a new timer on
-        // every pass costs more than the pass).
+        // every pass costs more than the pass). Deadlines already due are run inline (`settle`):
+        // tokio's timer has millisecond ticks and fires late on busy workers.
         let far = self.start + Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep_until(far);
         tokio::pin!(timer);
         let mut armed = far;
+        let mut cmd_buf: Vec<Command> = Vec::with_capacity(INPUT_BATCH);
+        let mut net_buf: Vec<NetEvent> = Vec::with_capacity(INPUT_BATCH);
         loop {
-            self.drain().await;
+            self.settle().await;
             let deadline =
                 self.node.poll_timeout().map_or(far, |t| self.start + Duration::from_nanos(t.as_nanos()));
             if deadline != armed {
                 timer.as_mut().reset(deadline);
                 armed = deadline;
             }
-            let room = self.pending_sends.len() + self.pending_writes.len() < MAX_PENDING;
-            tokio::select! {
-                c = cmds.recv(), if room => match c {
-                    Some(Command::Shutdown) | None => break,
-                    Some(c) => {
-                        self.command(c);
-                        // Take what else is queued: one pass of the loop for many commands.
-                        let mut stop = false;
-                        while self.pending_sends.len() + self.pending_writes.len() < MAX_PENDING {
-                            match cmds.try_recv() {
-                                Ok(Command::Shutdown) => { stop = true; break; }
-                                Ok(c) => self.command(c),
-                                Err(_) => break,
-                            }
-                        }
-                        if stop {
-                            break;
-                        }
-                    }
+            let room = MAX_PENDING.saturating_sub(self.pending_sends.len() + self.pending_writes.len());
+            let stop = tokio::select! {
+                k = cmds.recv_many(&mut cmd_buf, room.min(INPUT_BATCH)), if room > 0 => {
+                    k == 0 || self.commands(&mut cmd_buf)
                 },
-                n = net.recv() => match n {
-                    Some(n) => {
-                        self.net(n);
-                        for _ in 0..256 {
-                            match net.try_recv() {
-                                Ok(n) => self.net(n),
-                                Err(_) => break,
-                            }
-                        }
+                k = net.recv_many(&mut net_buf, INPUT_BATCH) => {
+                    if k == 0 {
+                        true
+                    } else {
+                        self.nets(&mut net_buf);
+                        false
                     }
-                    None => break,
                 },
                 () = &mut timer => {
                     armed = far;
                     timer.as_mut().reset(far);
-                    let now = self.now();
-                    self.node.handle_timeout(now);
+                    false
                 }
+            };
+            if stop {
+                break;
             }
-            // Events first, then the waiting multicasts: a multicast accepted in a new view is
-            // stamped after that view's install event.
-            self.drain().await;
-            self.retry();
+            // Under load, let the tasks that are ready run first (callers woken by the replies
+            // of the last pass, readers with new frames), then take what they queued: one pass,
+            // one frame per peer and one write for all of it, instead of one per input.
+            tokio::task::yield_now().await;
+            let room = MAX_PENDING.saturating_sub(self.pending_sends.len() + self.pending_writes.len());
+            if room > 0
+                && take_ready(&mut cmds, &mut cmd_buf, room.min(INPUT_BATCH))
+                && self.commands(&mut cmd_buf)
+            {
+                break;
+            }
+            if take_ready(&mut net, &mut net_buf, INPUT_BATCH) {
+                self.nets(&mut net_buf);
+            }
         }
         self.listener.abort();
         for p in self.peers.values() {
             p.conn.close();
         }
         info!(node = self.me, "member stopped");
+    }
+
+    /// Handles a batch of commands; true if one of them is `Shutdown`.
+    fn commands(&mut self, batch: &mut Vec<Command>) -> bool {
+        let mut stop = false;
+        for c in batch.drain(..) {
+            match c {
+                Command::Shutdown => stop = true,
+                c if !stop => self.command(c),
+                _ => {}
+            }
+        }
+        stop
+    }
+
+    /// Handles a batch of network events.
+    fn nets(&mut self, batch: &mut Vec<NetEvent>) {
+        let now = self.now();
+        for n in batch.drain(..) {
+            self.net(n, now);
+        }
+    }
+
+    /// Brings everything up to date after inputs: due timers, events to the application, the
+    /// multicasts waiting for the window, and the frames to peers (written at once).
+    async fn settle(&mut self) {
+        self.run_due();
+        // Events first, then the waiting multicasts: a multicast accepted in a new view is
+        // stamped after that view's install event.
+        self.drain_events().await;
+        self.retry();
+        self.run_due();
+        self.drain_events().await;
+        self.flush();
+    }
+
+    /// Runs the core's timers that are due now.
+    fn run_due(&mut self) {
+        let now = self.now();
+        // One call runs everything due; the bound only guards against a deadline that would
+        // stay in the past.
+        for _ in 0..4 {
+            if self.node.poll_timeout().is_none_or(|t| t > now) {
+                break;
+            }
+            self.node.handle_timeout(now);
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -492,12 +660,14 @@ impl Driver {
     /// wait.
     fn retry(&mut self) {
         let now = self.now();
+        let mut stamp = None; // One clock reading for the whole batch.
         while let Some((order, payload, _)) = self.pending_sends.front() {
             match self.node.multicast_ordered(now, payload.clone(), *order) {
                 Err(e) if e.is_transient() => break,
                 r => {
                     if let Some((_, _, reply)) = self.pending_sends.pop_front() {
-                        let _ = reply.send(r.map(|id| (id, wall_nanos())));
+                        let at = *stamp.get_or_insert_with(wall_nanos);
+                        let _ = reply.send(r.map(|id| (id, at)));
                     }
                 }
             }
@@ -516,24 +686,42 @@ impl Driver {
         }
     }
 
-    /// Hands the core's frames to connections and its events to the application.
-    async fn drain(&mut self) {
-        loop {
-            let mut moved = false;
-            let stamp = wall_nanos(); // One reading per batch: the events of a batch are one step.
-            while let Some(t) = self.node.poll_transmit() {
-                moved = true;
-                self.send(t.to.0, t.frame);
-            }
-            while let Some(e) = self.node.poll_event() {
-                moved = true;
-                self.observe(&e);
-                if self.events.send((stamp, e)).await.is_err() {
-                    // The application dropped its events; the member keeps its protocol going.
+    /// Hands the core's events to the application.
+    async fn drain_events(&mut self) {
+        let stamp = wall_nanos(); // One reading per batch: the events of a batch are one step.
+        while let Some(e) = self.node.poll_event() {
+            self.observe(&e);
+            match self.events.try_send((stamp, e)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    // The application is behind: wait for it (see `Events`), once the frames
+                    // already produced are on their way.
+                    self.flush();
+                    let _ = self.events.send(item).await;
                 }
+                // The application dropped its events; the member keeps its protocol going.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
-            if !moved {
-                break;
+        }
+    }
+
+    /// Hands the core's frames to the connections and writes what each connection has queued.
+    /// Taking frames only here, once per pass, lets the core put everything a pass produced for
+    /// a peer (messages and one acknowledgement) in one frame.
+    fn flush(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            self.send(t.to.0, t.frame);
+        }
+        let mut failed = Vec::new();
+        for (node, p) in &self.peers {
+            if let Err(e) = p.conn.out.write_now() {
+                debug!(node = self.me, peer = node, "write failed: {e}");
+                failed.push(*node);
+            }
+        }
+        for node in failed {
+            if let Some(p) = self.peers.remove(&node) {
+                p.conn.close();
             }
         }
     }
@@ -590,14 +778,7 @@ impl Driver {
             return;
         }
         if let Some(p) = self.peers.get(&to) {
-            let len = frame.len();
-            if p.conn.queued.load(AtomicOrdering::Relaxed) + len > MAX_QUEUED_BYTES {
-                self.dropped(to, "its send queue is full");
-                return;
-            }
-            p.conn.queued.fetch_add(len, AtomicOrdering::Relaxed);
-            if p.conn.tx.try_send(frame).is_err() {
-                p.conn.queued.fetch_sub(len, AtomicOrdering::Relaxed);
+            if !p.conn.out.queue(&frame) {
                 self.dropped(to, "its send queue is full");
             }
             return;
@@ -640,7 +821,7 @@ impl Driver {
         });
     }
 
-    fn net(&mut self, n: NetEvent) {
+    fn net(&mut self, n: NetEvent, now: Instant) {
         match n {
             NetEvent::Frame { node, id, bytes } => {
                 if self.peers.get(&node).is_none_or(|p| p.conn.id != id) {
@@ -650,8 +831,7 @@ impl Driver {
                     self.on_book(node, &bytes[2..]);
                     return;
                 }
-                let now = self.now();
-                if let Err(e) = self.node.handle_frame(now, NodeId(node), &bytes) {
+                if let Err(e) = self.node.handle_frame_bytes(now, NodeId(node), &bytes) {
                     self.bad_frames += 1;
                     warn!(node = self.me, peer = node, "closing the connection: {e}");
                     if let Some(p) = self.peers.remove(&node) {
@@ -769,9 +949,16 @@ async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender
 
 /// Starts the reader and writer tasks of an authenticated connection to `node`.
 fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>) -> Conn {
-    let (rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4096);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let (rd, wr) = stream.into_split();
+    let out = Arc::new(Outbox {
+        stream: wr,
+        state: std::sync::Mutex::new(OutState {
+            buf: BytesMut::with_capacity(WRITE_BUF),
+            parked: false,
+            failed: false,
+        }),
+        parked: Notify::new(),
+    });
     let (go, registered) = oneshot::channel::<()>();
     let reader = {
         let net = net.clone();
@@ -799,30 +986,21 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
         })
     };
     let writer = {
-        let queued = queued.clone();
+        let out = out.clone();
         tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-            while let Some(first) = rx.recv().await {
-                buf.clear();
-                let mut taken = first.len();
-                frame::encode(&mut buf, &first);
-                while buf.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(f) => {
-                            taken += f.len();
-                            frame::encode(&mut buf, &f);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                queued.fetch_sub(taken, AtomicOrdering::Relaxed);
-                if let Err(e) = wr.write_all(&buf).await {
-                    debug!(peer = node, "write failed: {e}");
-                    break;
-                }
+            if let Err(e) = out.run_parked().await {
+                debug!(peer = node, "write failed: {e}");
             }
             let _ = net.send(NetEvent::Down { node, id }).await;
         })
     };
-    Conn { id, tx, queued, tasks: [reader.abort_handle(), writer.abort_handle()], go: Some(go) }
+    Conn { id, out, tasks: [reader.abort_handle(), writer.abort_handle()], go: Some(go) }
+}
+
+/// Takes what a channel holds now, without waiting; true if anything was taken (false also
+/// when the channel is closed: the next wait sees that).
+fn take_ready<T>(rx: &mut mpsc::Receiver<T>, buf: &mut Vec<T>, limit: usize) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    matches!(rx.poll_recv_many(&mut cx, buf, limit), std::task::Poll::Ready(k) if k > 0)
 }
