@@ -2,6 +2,8 @@
 # The whole test suite: formatting, lints, unit/scenario/property tests, mutant tests, and the
 # deterministic simulator over the committed regression seeds plus a batch of fresh seeds, and
 # the state-transfer bench's memory bound (a 1 GiB checkpoint, under 64 MiB extra per node).
+# The key-value store's tests need redis-server, redis-tools and redis-py: installed below when
+# missing (as root, with apt-get and pip).
 #
 #   CHORUS_SIM_SEEDS  how many fresh seeds (default 1000)
 #   CHORUS_SIM_BASE   first fresh seed (default: derived from the clock, printed, so that every
@@ -13,6 +15,26 @@ seeds=${CHORUS_SIM_SEEDS:-1000}
 base=${CHORUS_SIM_BASE:-$(( $(date +%s) % 1000000000 * 1000 ))}
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "test dependencies: redis-server and redis-tools (Debian), redis-py (PyPI)"
+# The store is tested as users use it: redis-cli, redis-benchmark and redis-py against it, and
+# differential tests against a real redis-server. Installed here when missing (root: apt-get);
+# CHORUS_SKIP_REDIS=1 skips those tests instead (they say so).
+if [ "${CHORUS_SKIP_REDIS:-0}" != 1 ]; then
+    if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+        else
+            echo "redis-server and redis-tools are missing: install them (apt-get install redis-server redis-tools) or set CHORUS_SKIP_REDIS=1" >&2
+            exit 1
+        fi
+    fi
+    if ! python3 -c 'import redis' >/dev/null 2>&1; then
+        python3 -m pip install -q redis || python3 -m pip install -q --break-system-packages redis
+    fi
+    echo "$(redis-server --version | cut -d' ' -f1-3); redis-py $(python3 -c 'import redis; print(redis.__version__)')"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -1,0 +1,96 @@
+//! The contract between the server and whatever executes commands: [`Backend`].
+//!
+//! The replicated backend (on chorus-smr) and [`LocalBackend`](crate::local::LocalBackend) (one
+//! store, no replication) implement it. Every [`BackendError`] becomes a Redis error reply
+//! ([`BackendError::to_reply`]) whose code says whether the command was applied.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::command::Query;
+use crate::reply::Reply;
+
+/// How a read is served.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// From this node's state as it is (possibly behind the group): `READONLY`.
+    Local,
+    /// Reflecting every write that completed before the read started: `READWRITE`.
+    #[default]
+    Linearizable,
+}
+
+/// What INFO's `# Group` section shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The current view's id.
+    pub view_id: u64,
+    /// The members of the view, as the backend names them (e.g. `node.incarnation`).
+    pub members: Vec<String>,
+    /// This node's role (e.g. `primary`, `member`, `standby`, `standalone`).
+    pub role: String,
+    /// The log index of the last command applied here.
+    pub applied_index: u64,
+    /// How many commands this node is behind the group's latest known index.
+    pub lag: u64,
+    /// More `name:value` lines for the section.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Why a backend could not serve a request. [`to_reply`](Self::to_reply) gives the reply sent
+/// to the client; its code says whether the command was applied.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// This node is not in a primary component: the command was not applied.
+    #[error("NOQUORUM this node is not in the primary component; the command was not applied")]
+    NoQuorum,
+    /// This node is a standby and does not take writes (or linearizable reads): not applied.
+    #[error("READONLY this node is a standby; the command was not applied")]
+    Standby,
+    /// The command may or may not have been applied (e.g. the view changed while it was in
+    /// flight and the outcome could not be learned).
+    #[error("UNCERTAIN the outcome of the command is unknown: {0}")]
+    Uncertain(String),
+    /// The node is joining the group or loading the state from another node: not applied.
+    #[error("NOTREADY this node is joining the group or loading its state; the command was not applied")]
+    NotReady,
+    /// The node is shutting down: the command was not applied.
+    #[error("SHUTDOWN the node is shutting down; the command was not applied")]
+    ShuttingDown,
+    /// Too many requests in flight: the command was not applied; retry later.
+    #[error("TRYAGAIN the node is overloaded; the command was not applied")]
+    Overloaded,
+    /// Anything else (the text is sent after `ERR`).
+    #[error("ERR {0}")]
+    Other(String),
+}
+
+impl BackendError {
+    /// The Redis error reply for this error.
+    pub fn to_reply(&self) -> Reply {
+        Reply::error(self.to_string())
+    }
+
+    /// Whether the command certainly was not applied.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, BackendError::Uncertain(_) | BackendError::Other(_))
+    }
+}
+
+/// Executes commands for the server.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Replicates and applies a write (bytes from [`encode_write`](crate::command::encode_write));
+    /// `session`/`seq` identify the client request for duplicate suppression (`seq` starts at 1
+    /// and grows by one per write of the session).
+    fn write(
+        &self,
+        session: u64,
+        seq: u64,
+        cmd: Bytes,
+    ) -> impl Future<Output = Result<Reply, BackendError>> + Send;
+    /// Runs a read with the given consistency.
+    fn read(&self, q: Query, c: Consistency) -> impl Future<Output = Result<Reply, BackendError>> + Send;
+    /// The group's state for INFO.
+    fn info(&self) -> GroupInfo;
+}

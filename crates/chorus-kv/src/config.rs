@@ -1,0 +1,197 @@
+//! A store node's configuration: the group part (`[group]`, the `chorus` runtime's settings)
+//! and the store part (`[kv]`), from a TOML file, then `CHORUS_*` / `CHORUS_KV_*` environment
+//! variables, then flags.
+//!
+//! ```toml
+//! [group]
+//! node = 1
+//! listen = "127.0.0.1:7101"          # peers
+//! seeds = ["2@127.0.0.1:7102", "3@127.0.0.1:7103"]
+//! secret = "change me, at least 8 bytes"
+//! bootstrap = true                    # the first node of a new store only
+//!
+//! [kv]
+//! listen = "127.0.0.1:7001"          # Redis clients
+//! role = "active"                     # or "standby"
+//! reads = "linearizable"              # default for new connections; or "local"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chorus::config::{NodeConfig, Partial};
+use chorus_smr::{ReplicaConfig, Role};
+use serde::Deserialize;
+
+use crate::backend::Consistency;
+use crate::server::ServerConfig;
+
+/// The file's layout.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The group member's settings (see `chorus::config`).
+    #[serde(default)]
+    pub group: Partial,
+    /// The store's settings.
+    #[serde(default)]
+    pub kv: KvPartial,
+}
+
+/// The store's optional settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvPartial {
+    /// Address Redis clients connect to (default 127.0.0.1:6379).
+    pub listen: Option<String>,
+    /// `requirepass`: clients must AUTH with it.
+    pub password: Option<String>,
+    /// `active` (default) or `standby`.
+    pub role: Option<String>,
+    /// Reads' consistency on a new connection: `linearizable` (default) or `local`.
+    pub reads: Option<String>,
+    /// Serve local reads while this node has no quorum (stale, but available). Default false.
+    pub stale_reads: Option<bool>,
+    /// The most client connections (default 1024).
+    pub max_clients: Option<usize>,
+    /// The most requests waiting for the group at this node (default 65536).
+    pub max_pending: Option<usize>,
+    /// Client sessions remembered for duplicate suppression (default 65536; must be equal at
+    /// every node).
+    pub max_sessions: Option<usize>,
+}
+
+impl KvPartial {
+    /// `other`'s fields where set, else these.
+    pub fn overridden_by(self, o: KvPartial) -> KvPartial {
+        KvPartial {
+            listen: o.listen.or(self.listen),
+            password: o.password.or(self.password),
+            role: o.role.or(self.role),
+            reads: o.reads.or(self.reads),
+            stale_reads: o.stale_reads.or(self.stale_reads),
+            max_clients: o.max_clients.or(self.max_clients),
+            max_pending: o.max_pending.or(self.max_pending),
+            max_sessions: o.max_sessions.or(self.max_sessions),
+        }
+    }
+
+    /// Reads `CHORUS_KV_LISTEN`, `CHORUS_KV_PASSWORD`, `CHORUS_KV_ROLE`, `CHORUS_KV_READS`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> KvPartial {
+        KvPartial {
+            listen: get("CHORUS_KV_LISTEN"),
+            password: get("CHORUS_KV_PASSWORD"),
+            role: get("CHORUS_KV_ROLE"),
+            reads: get("CHORUS_KV_READS"),
+            ..KvPartial::default()
+        }
+    }
+}
+
+/// A store node's whole configuration, checked.
+#[derive(Debug, Clone)]
+pub struct KvConfig {
+    /// The group member.
+    pub group: NodeConfig,
+    /// Where Redis clients connect.
+    pub listen: SocketAddr,
+    /// The replica.
+    pub replica: ReplicaConfig,
+    /// The Redis server.
+    pub server: ServerConfig,
+}
+
+/// The configuration is unusable (the operator's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum KvConfigError {
+    /// The group part.
+    #[error(transparent)]
+    Group(#[from] chorus::config::ConfigError),
+    /// The file.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A store setting.
+    #[error("kv.{field}: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Reads a TOML file.
+pub fn from_file(path: &Path) -> Result<FileConfig, KvConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| KvConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+    toml::from_str(&text)
+        .map_err(|e| KvConfigError::File { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Checks and completes the configuration.
+pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
+    if group.state_transfer == Some(false) {
+        return Err(chorus::config::ConfigError::Invalid {
+            field: "state_transfer",
+            why: "the store needs state transfer (members that join load the state from it)".into(),
+        }
+        .into());
+    }
+    let group = Partial { state_transfer: Some(true), ..group }.build()?;
+    let listen_text = kv.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
+    let listen = listen_text.parse().map_err(|_| KvConfigError::Invalid {
+        field: "listen",
+        why: format!("{listen_text:?} is not host:port (use an IP address, e.g. 127.0.0.1:7001)"),
+    })?;
+    if listen == group.listen {
+        return Err(KvConfigError::Invalid {
+            field: "listen",
+            why: "the same address as group.listen".into(),
+        });
+    }
+    let role = match kv.role.as_deref().unwrap_or("active") {
+        "active" => Role::Active,
+        "standby" => Role::Standby,
+        other => {
+            return Err(KvConfigError::Invalid {
+                field: "role",
+                why: format!("{other:?}: use active or standby"),
+            })
+        }
+    };
+    let reads = match kv.reads.as_deref().unwrap_or("linearizable") {
+        "linearizable" => Consistency::Linearizable,
+        "local" => Consistency::Local,
+        other => {
+            return Err(KvConfigError::Invalid {
+                field: "reads",
+                why: format!("{other:?}: use linearizable or local"),
+            })
+        }
+    };
+    let positive = |field: &'static str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(KvConfigError::Invalid { field, why: "must be at least 1".into() }),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let replica = ReplicaConfig {
+        role,
+        stale_reads_without_quorum: kv.stale_reads.unwrap_or(false),
+        max_sessions: positive("max_sessions", kv.max_sessions, 65_536)?,
+        max_pending: positive("max_pending", kv.max_pending, 65_536)?,
+        ..ReplicaConfig::default()
+    };
+    let server = ServerConfig {
+        password: kv.password,
+        max_clients: positive("max_clients", kv.max_clients, 1024)?,
+        read_consistency: reads,
+        concurrent_writes: true,
+        ..ServerConfig::default()
+    };
+    Ok(KvConfig { group, listen, replica, server })
+}

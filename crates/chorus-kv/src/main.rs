@@ -1,0 +1,401 @@
+//! `chorus-kv`: run a store node, or a local 3-node store to try with redis-cli.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chorus::config::Partial;
+use clap::{Parser, Subcommand};
+
+use chorus_kv::config::{self, FileConfig, KvPartial};
+use chorus_kv::replicated::Replicated;
+use chorus_kv::resp_client::Client;
+use chorus_kv::KvMachine;
+
+#[derive(Parser, Debug)]
+#[command(name = "chorus-kv", version, about = "A replicated key-value store speaking the Redis protocol")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a store node. Settings come from the config file, then CHORUS_* / CHORUS_KV_*
+    /// environment variables, then flags.
+    Node {
+        /// TOML config file (`[group]` and `[kv]` sections; see the docs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// This node's id.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Address peers connect to (host:port).
+        #[arg(long)]
+        group_listen: Option<String>,
+        /// Members to join through, as id@host:port (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        seed: Vec<String>,
+        /// Start a new store.
+        #[arg(long)]
+        bootstrap: bool,
+        /// Address Redis clients connect to (host:port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// active or standby.
+        #[arg(long)]
+        role: Option<String>,
+        /// Default read consistency: linearizable or local.
+        #[arg(long)]
+        reads: Option<String>,
+    },
+    /// A local 3-node store on loopback (Redis ports 7001-7003 by default): writes through one
+    /// port, reads through the others, then prints how to use it with redis-cli and runs until
+    /// Ctrl-C.
+    Demo {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// The first node's Redis port; peers use the ports 100 above.
+        #[arg(long, default_value_t = 7001)]
+        port: u16,
+        /// Default read consistency of the nodes: linearizable or local.
+        #[arg(long, default_value = "linearizable")]
+        reads: String,
+        /// Stop after the walk-through instead of running until Ctrl-C (for scripts and tests).
+        #[arg(long)]
+        exit: bool,
+        /// Where configs and logs go (default: a fresh temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.cmd {
+        Cmd::Node { config, node, group_listen, seed, bootstrap, listen, role, reads } => {
+            let group = Partial {
+                node,
+                listen: group_listen,
+                seeds: (!seed.is_empty()).then_some(seed),
+                bootstrap: bootstrap.then_some(true),
+                ..Partial::default()
+            };
+            let kv = KvPartial { listen, role, reads, ..KvPartial::default() };
+            node_cmd(config, group, kv)
+        }
+        Cmd::Demo { nodes, port, reads, exit, dir } => demo(nodes, port, &reads, exit, dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Result<()> {
+    let file = match &path {
+        Some(p) => config::from_file(p)?,
+        None => FileConfig::default(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let group = file.group.overridden_by(Partial::from_env(env)?).overridden_by(group);
+    let kv = file.kv.overridden_by(KvPartial::from_env(env)).overridden_by(kv);
+    let cfg = config::build(group, kv)?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen for clients on {}", cfg.listen))?;
+        let (member, events) = chorus::Member::start(cfg.group.clone()).await?;
+        eprintln!(
+            "chorus-kv node {}: clients on {}, peers on {}",
+            cfg.group.node,
+            cfg.listen,
+            member.listen_addr()
+        );
+        let backend = Replicated::start(member.clone(), events, KvMachine::new(), cfg.replica.clone());
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        chorus_kv::serve(listener, backend, cfg.server.clone(), shutdown)
+            .await
+            .context("client listener failed")?;
+        // Leave the group cleanly: the others install a view without this node at once.
+        let _ = tokio::time::timeout(Duration::from_secs(3), member.leave()).await;
+        member.shutdown().await;
+        Ok(())
+    })
+}
+
+struct Nodes {
+    children: Vec<Child>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if !(1..=9).contains(&nodes) {
+        bail!("--nodes must be 1 to 9");
+    }
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("chorus-kv-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let peer = |i: u16| format!("{}@127.0.0.1:{}", i + 1, port + 100 + i);
+    println!("chorus-kv demo: {nodes} nodes on loopback; configs and logs in {}", dir.display());
+    let mut group = Nodes { children: Vec::new() };
+    let mut configs = Vec::new();
+    for i in 0..nodes {
+        let seeds: Vec<String> = (0..nodes).filter(|j| *j != i).map(|j| format!("\"{}\"", peer(j))).collect();
+        let toml = format!(
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\n\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\n",
+            i + 1,
+            port + 100 + i,
+            seeds.join(", "),
+            i == 0,
+            port + i
+        );
+        let path = dir.join(format!("node{}.toml", i + 1));
+        std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
+        let child = spawn_node(&exe, &path, &dir, i)?;
+        configs.push(path);
+        println!("  node {}: redis on 127.0.0.1:{}, peers on 127.0.0.1:{}", i + 1, port + i, port + 100 + i);
+        group.children.push(child);
+        // Let the first node form the group before the others ask to join it.
+        if i == 0 {
+            wait_ready(port, nodes, 1, Duration::from_secs(20))?;
+        }
+    }
+    let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
+    for p in &ports {
+        wait_ready(*p, nodes, nodes, Duration::from_secs(30))?;
+    }
+    println!("all {nodes} nodes are in one view; every node is active");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(walk_through(&ports))?;
+    if nodes >= 3 {
+        // A crash and a re-join with state transfer (the last node: never the bootstrap one).
+        let victim = usize::from(nodes) - 1;
+        let vport = ports[victim];
+        println!();
+        println!("[demo] SIGKILL node {} (port {vport})", victim + 1);
+        if let Some(c) = group.children.get_mut(victim) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        wait_members(ports[0], nodes - 1, Duration::from_secs(20))?;
+        println!("[demo] the others installed a view without it (suspected by timeout, removed)");
+        rt.block_on(async {
+            let mut w = Client::connect(("127.0.0.1", ports[0])).await?;
+            let r = w.cmd(&["SET", "demo:while-down", "written while node 3 was dead"]).await?;
+            println!("[{}] SET demo:while-down ... -> {r}", ports[0]);
+            anyhow::Ok(())
+        })?;
+        println!(
+            "[demo] restart node {}: it joins as a new member and loads the state from a donor",
+            victim + 1
+        );
+        group.children[victim] = spawn_node(&exe, &configs[victim], &dir, victim as u16)?;
+        wait_ready(vport, nodes, nodes, Duration::from_secs(30))?;
+        rt.block_on(async {
+            let mut r = Client::connect(("127.0.0.1", vport)).await?;
+            let v = r.cmd(&["GET", "demo:while-down"]).await?;
+            println!("[{vport}] GET demo:while-down -> {v}");
+            if v == chorus_kv::resp_client::Value::Nil {
+                bail!("the restarted node does not have the write made while it was down");
+            }
+            anyhow::Ok(())
+        })?;
+        let infos = converged(&ports, Duration::from_secs(20))?;
+        for (p, i) in ports.iter().zip(&infos) {
+            println!(
+                "[{p}] view {} member {} applied {} state digest {}",
+                i.get("view_id").map_or("?", String::as_str),
+                i.get("member").map_or("?", String::as_str),
+                i.get("applied_index").map_or("?", String::as_str),
+                i.get("state_digest").map_or("?", String::as_str),
+            );
+        }
+        println!("[demo] every replica has the same applied index and state digest");
+    }
+    println!();
+    println!("Try it (redis-cli from the redis-tools package, or any Redis client):");
+    println!("  redis-cli -p {} SET greeting hello", ports[0]);
+    println!("  redis-cli -p {} GET greeting", ports[ports.len() - 1]);
+    println!("  redis-cli -p {} INFO group", ports[0]);
+    println!("  redis-benchmark -p {} -t set,get -n 100000 -P 16 -q", ports[0]);
+    if exit {
+        println!("demo done (--exit): stopping the nodes");
+        return Ok(());
+    }
+    println!("Running until Ctrl-C.");
+    rt.block_on(async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    });
+    println!("stopping the nodes");
+    Ok(())
+}
+
+fn spawn_node(
+    exe: &std::path::Path,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    i: u16,
+) -> anyhow::Result<Child> {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node{}.log", i + 1)))?;
+    Command::new(exe)
+        .args(["node", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start a node")
+}
+
+/// Waits until the node on `port` is in a view of exactly `want` members.
+fn wait_members(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    while start.elapsed() < within {
+        let n = rt.block_on(async {
+            let mut c = Client::connect(("127.0.0.1", port)).await.ok()?;
+            let info = c.info_group().await.ok()?;
+            info.get("members").map(|m| m.split(',').filter(|s| !s.is_empty()).count())
+        });
+        if n == Some(usize::from(want)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the node on port {port} did not reach a view of {want} members within {within:?}")
+}
+
+/// Waits until every node reports the same applied index with an up-to-date state digest.
+fn converged(
+    ports: &[u16],
+    within: Duration,
+) -> anyhow::Result<Vec<std::collections::BTreeMap<String, String>>> {
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut last = Vec::new();
+    while start.elapsed() < within {
+        let infos: Vec<_> = ports
+            .iter()
+            .filter_map(|p| {
+                rt.block_on(async {
+                    let mut c = Client::connect(("127.0.0.1", *p)).await.ok()?;
+                    c.info_group().await.ok()
+                })
+            })
+            .collect();
+        let same = infos.len() == ports.len()
+            && infos.iter().all(|i| {
+                i.get("applied_index") == infos[0].get("applied_index")
+                    && i.get("state_digest_index") == i.get("applied_index")
+                    && i.get("state_digest") == infos[0].get("state_digest")
+            });
+        if same {
+            return Ok(infos);
+        }
+        last = infos;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("the replicas did not converge within {within:?}: {last:?}")
+}
+
+/// Waits until the node on `port` answers and is active in a view of `want` members.
+fn wait_ready(port: u16, _nodes: u16, want: u16, within: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut last = String::new();
+    while start.elapsed() < within {
+        let r: anyhow::Result<(String, usize)> = rt.block_on(async {
+            let mut c = Client::connect(("127.0.0.1", port)).await?;
+            let info = c.info_group().await?;
+            let role = info.get("role").cloned().unwrap_or_default();
+            let members = info.get("members").map_or(0, |m| m.split(',').filter(|s| !s.is_empty()).count());
+            Ok((role, members))
+        });
+        match r {
+            Ok((role, members)) if role == "active" && members >= want as usize => return Ok(()),
+            Ok((role, members)) => last = format!("role {role}, {members} members"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the node on port {port} was not ready within {within:?} (last: {last}); see its log")
+}
+
+async fn walk_through(ports: &[u16]) -> anyhow::Result<()> {
+    let first = ports[0];
+    let mut w = Client::connect(("127.0.0.1", first)).await?;
+    println!();
+    println!(
+        "[{first}] SET demo:greeting \"hello from {first}\"  -> {}",
+        w.cmd(&["SET", "demo:greeting", &format!("hello from {first}")]).await?
+    );
+    println!("[{first}] INCR demo:counter  -> {}", w.cmd(&["INCR", "demo:counter"]).await?);
+    println!("[{first}] RPUSH demo:list a b c  -> {}", w.cmd(&["RPUSH", "demo:list", "a", "b", "c"]).await?);
+    for p in ports {
+        let mut r = Client::connect(("127.0.0.1", *p)).await?;
+        let g = r.cmd(&["GET", "demo:greeting"]).await?;
+        let n = r.cmd(&["INCR", "demo:counter"]).await?;
+        let l = r.cmd(&["LRANGE", "demo:list", "0", "-1"]).await?;
+        println!("[{p}] GET demo:greeting -> {g}; INCR demo:counter -> {n}; LRANGE demo:list 0 -1 -> {l}");
+        if g != chorus_kv::resp_client::Value::Bulk(format!("hello from {first}").into_bytes()) {
+            bail!("node {p} did not return the value written through {first}: {g}");
+        }
+    }
+    let mut infos = Vec::new();
+    for p in ports {
+        let mut r = Client::connect(("127.0.0.1", *p)).await?;
+        let info = r.info_group().await?;
+        infos.push((p, info));
+    }
+    for (p, info) in &infos {
+        println!(
+            "[{p}] view {} members {} role {} applied {}",
+            info.get("view_id").map_or("?", String::as_str),
+            info.get("members").map_or("?", String::as_str),
+            info.get("role").map_or("?", String::as_str),
+            info.get("applied_index").map_or("?", String::as_str),
+        );
+    }
+    Ok(())
+}

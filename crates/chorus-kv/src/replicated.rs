@@ -1,0 +1,531 @@
+//! The tokio driver of a [`Replica`]: one task owns the replica and the member's event stream,
+//! takes client requests from a channel, and carries out the replica's actions (multicasts in
+//! order on a sender task, replies on oneshot channels, checkpoints streamed on their own task).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chorus::{Event, Events, Member, MemberId, Order, ViewId};
+use chorus_smr::{
+    Action, Consistency, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, StateMachine, Ticket,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// The state machine behind a lock, so that local reads run on the connection's task without a
+/// round trip through the driver, and a gate that says whether they may (closed by the machine
+/// itself the moment its state is dropped or replaced, reopened by the driver once the replica
+/// serves again).
+pub struct Shared<S> {
+    inner: Arc<RwLock<S>>,
+    gate: Arc<AtomicU8>,
+}
+
+const GATE_OPEN: u8 = 0;
+const GATE_NO_QUORUM: u8 = 1;
+const GATE_NOT_READY: u8 = 2;
+const GATE_STANDBY: u8 = 3;
+const GATE_LEFT: u8 = 4;
+
+fn gate_code(r: &Result<(), ReplicaError>) -> u8 {
+    match r {
+        Ok(()) => GATE_OPEN,
+        Err(ReplicaError::NoQuorum) => GATE_NO_QUORUM,
+        Err(ReplicaError::Standby) => GATE_STANDBY,
+        Err(ReplicaError::Left) => GATE_LEFT,
+        Err(_) => GATE_NOT_READY,
+    }
+}
+
+fn gate_error(code: u8) -> ReplicaError {
+    match code {
+        GATE_NO_QUORUM => ReplicaError::NoQuorum,
+        GATE_STANDBY => ReplicaError::Standby,
+        GATE_LEFT => ReplicaError::Left,
+        _ => ReplicaError::NotReady,
+    }
+}
+
+fn read_lock<S>(l: &RwLock<S>) -> std::sync::RwLockReadGuard<'_, S> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<S>(l: &RwLock<S>) -> std::sync::RwLockWriteGuard<'_, S> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl<S: StateMachine> StateMachine for Shared<S> {
+    type Output = S::Output;
+    type Query = S::Query;
+
+    fn apply(&mut self, cmd: &[u8], ctx: &chorus_smr::Ctx) -> S::Output {
+        write_lock(&self.inner).apply(cmd, ctx)
+    }
+    fn query(&self, q: &S::Query, now_ms: u64) -> S::Output {
+        read_lock(&self.inner).query(q, now_ms)
+    }
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        read_lock(&self.inner).snapshot(out)
+    }
+    fn restore(&mut self, data: &[u8]) -> Result<(), chorus_smr::RestoreError> {
+        self.gate.store(GATE_NOT_READY, AtomicOrdering::SeqCst);
+        write_lock(&self.inner).restore(data)
+    }
+    fn reset(&mut self) {
+        self.gate.store(GATE_NOT_READY, AtomicOrdering::SeqCst);
+        write_lock(&self.inner).reset()
+    }
+    fn digest(&self) -> u64 {
+        read_lock(&self.inner).digest()
+    }
+}
+
+/// Client requests queued for the driver; senders wait (back-pressure) beyond this.
+const REQUEST_QUEUE: usize = 4096;
+/// Checkpoint pieces handed to the member.
+const CHECKPOINT_PIECE: usize = 256 << 10;
+
+type ReplyTx<O> = oneshot::Sender<Result<O, ReplicaError>>;
+
+enum Req<S: StateMachine> {
+    Write { session: u64, seq: u64, cmd: Bytes, reply: ReplyTx<S::Output> },
+    Read { q: S::Query, consistency: Consistency, reply: ReplyTx<S::Output> },
+    Promote { member: MemberId, reply: oneshot::Sender<Result<(), ReplicaError>> },
+}
+
+/// A handle on a running replica: cheap to clone, one per client connection.
+pub struct Replicated<S: StateMachine> {
+    tx: mpsc::Sender<Req<S>>,
+    status: Arc<Mutex<ReplicaStatus>>,
+    /// (applied index, digest of the state at it), refreshed when the replica is idle.
+    digest: Arc<Mutex<(u64, u64)>>,
+    member: Member,
+    machine: Arc<RwLock<S>>,
+    gate: Arc<AtomicU8>,
+    last_now_ms: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
+}
+
+impl<S: StateMachine> Clone for Replicated<S> {
+    fn clone(&self) -> Self {
+        Replicated {
+            tx: self.tx.clone(),
+            status: self.status.clone(),
+            digest: self.digest.clone(),
+            member: self.member.clone(),
+            machine: self.machine.clone(),
+            gate: self.gate.clone(),
+            last_now_ms: self.last_now_ms.clone(),
+            applied: self.applied.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Replicated<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicated").finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock milliseconds since the epoch: the time a command carries.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<S> Replicated<S>
+where
+    S: StateMachine + Send + Sync + 'static,
+    S::Output: Send + std::fmt::Debug + 'static,
+    S::Query: Send + std::fmt::Debug + 'static,
+{
+    /// Starts the driver of a replica of `sm` on `member` (which must have state transfer on).
+    pub fn start(member: Member, events: Events, sm: S, cfg: ReplicaConfig) -> Replicated<S> {
+        let machine = Arc::new(RwLock::new(sm));
+        let gate = Arc::new(AtomicU8::new(GATE_NOT_READY));
+        let last_now_ms = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(AtomicU64::new(0));
+        let shared = Shared { inner: machine.clone(), gate: gate.clone() };
+        let replica = Replica::new(shared, member.first_id(), cfg);
+        let status = Arc::new(Mutex::new(replica.status()));
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let digest = Arc::new(Mutex::new((u64::MAX, 0)));
+        let driver = Driver {
+            replica,
+            member: member.clone(),
+            status: status.clone(),
+            digest: digest.clone(),
+            gate: gate.clone(),
+            last_now_ms: last_now_ms.clone(),
+            applied: applied.clone(),
+            idle_at: u64::MAX,
+            waiting: HashMap::new(),
+            sender: spawn_sender(member.clone()),
+            last_status: tokio::time::Instant::now(),
+        };
+        tokio::spawn(driver.run(events, rx));
+        Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied }
+    }
+
+    /// Replicates and applies a command of client `session` (request `seq`).
+    pub async fn write(&self, session: u64, seq: u64, cmd: Bytes) -> Result<S::Output, ReplicaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Req::Write { session, seq, cmd, reply }).await.map_err(|_| ReplicaError::Left)?;
+        rx.await.map_err(|_| ReplicaError::Uncertain)?
+    }
+
+    /// Runs a local read here, now, on this replica's state (no round trip through the driver).
+    pub fn read_local(&self, q: &S::Query) -> Result<S::Output, ReplicaError> {
+        let code = self.gate.load(AtomicOrdering::SeqCst);
+        if code != GATE_OPEN {
+            return Err(gate_error(code));
+        }
+        let now = now_ms().max(self.last_now_ms.load(AtomicOrdering::Relaxed));
+        Ok(read_lock(&self.machine).query(q, now))
+    }
+
+    /// Runs a read with the consistency asked for.
+    pub async fn read(&self, q: S::Query, consistency: Consistency) -> Result<S::Output, ReplicaError> {
+        if consistency == Consistency::Local {
+            return self.read_local(&q);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Req::Read { q, consistency, reply }).await.map_err(|_| ReplicaError::Left)?;
+        rx.await.map_err(|_| ReplicaError::NotReady)?
+    }
+
+    /// Promotes a standby member to active.
+    pub async fn promote(&self, member: MemberId) -> Result<(), ReplicaError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Req::Promote { member, reply }).await.map_err(|_| ReplicaError::Left)?;
+        rx.await.map_err(|_| ReplicaError::Left)?
+    }
+
+    /// The replica's standing (refreshed on every view event and at least every 50 ms).
+    pub fn status(&self) -> ReplicaStatus {
+        match self.status.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The member under the replica.
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+}
+
+/// Multicasts in the order the replica asked for them, one at a time (the member's
+/// back-pressure applies). Unbounded, but the replica's `max_pending` bounds what it holds.
+fn spawn_sender(member: Member) -> mpsc::UnboundedSender<(Order, Bytes)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Order, Bytes)>();
+    tokio::spawn(async move {
+        while let Some((order, payload)) = rx.recv().await {
+            if let Err(e) = member.multicast(order, payload).await {
+                // The member left or shut down: the replica hears of it as an event and fails
+                // what waits.
+                tracing::debug!("multicast failed: {e}");
+            }
+        }
+    });
+    tx
+}
+
+struct Driver<S: StateMachine> {
+    replica: Replica<Shared<S>>,
+    gate: Arc<AtomicU8>,
+    last_now_ms: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
+    member: Member,
+    status: Arc<Mutex<ReplicaStatus>>,
+    digest: Arc<Mutex<(u64, u64)>>,
+    /// The applied index at the previous status tick: when it has not moved for a tick, the
+    /// state digest is brought up to date (it reads the whole state).
+    idle_at: u64,
+    waiting: HashMap<Ticket, ReplyTx<S::Output>>,
+    sender: mpsc::UnboundedSender<(Order, Bytes)>,
+    last_status: tokio::time::Instant,
+}
+
+impl<S> Driver<S>
+where
+    S: StateMachine + Send + Sync + 'static,
+    S::Output: Send + std::fmt::Debug + 'static,
+    S::Query: Send + std::fmt::Debug + 'static,
+{
+    async fn run(mut self, mut events: Events, mut rx: mpsc::Receiver<Req<S>>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let Some(ev) = ev else { break };
+                    let important = !matches!(ev, Event::Delivered { .. } | Event::StateChunk { .. });
+                    self.replica.on_event(ev);
+                    if important {
+                        self.publish_status();
+                    }
+                }
+                req = rx.recv() => {
+                    let Some(req) = req else { break };
+                    self.request(req);
+                    while let Ok(req) = rx.try_recv() {
+                        self.request(req);
+                    }
+                }
+                _ = tick.tick() => {
+                    self.publish_status();
+                    self.refresh_digest();
+                }
+            }
+            if !self.actions() {
+                break;
+            }
+            self.gate.store(gate_code(&self.replica.local_reads()), AtomicOrdering::SeqCst);
+            self.last_now_ms.store(self.replica.last_now_ms(), AtomicOrdering::Relaxed);
+            self.applied.store(self.replica.applied(), AtomicOrdering::Relaxed);
+            if self.last_status.elapsed() >= Duration::from_millis(10) {
+                self.publish_status();
+            }
+        }
+        self.gate.store(GATE_LEFT, AtomicOrdering::SeqCst);
+        // Fail whatever waits: the member is gone.
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(ReplicaError::Uncertain));
+        }
+        self.publish_status();
+    }
+
+    fn refresh_digest(&mut self) {
+        let s = self.replica.status();
+        let quiet = s.applied == self.idle_at;
+        self.idle_at = s.applied;
+        let Ok(mut d) = self.digest.lock() else { return };
+        if quiet && d.0 != s.applied && s.phase == chorus_smr::Phase::Ready {
+            *d = (s.applied, self.replica.digest());
+        }
+    }
+
+    fn publish_status(&mut self) {
+        self.last_status = tokio::time::Instant::now();
+        let s = self.replica.status();
+        match self.status.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+
+    fn request(&mut self, req: Req<S>) {
+        match req {
+            Req::Write { session, seq, cmd, reply } => {
+                match self.replica.submit(session, seq, &cmd, now_ms()) {
+                    Ok(ticket) => {
+                        self.waiting.insert(ticket, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Req::Read { q, consistency, reply } => match self.replica.read(q, consistency, now_ms()) {
+                Ok(Ok(out)) => {
+                    let _ = reply.send(Ok(out));
+                }
+                Ok(Err(ticket)) => {
+                    self.waiting.insert(ticket, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Req::Promote { member, reply } => {
+                let _ = reply.send(self.replica.promote(member));
+            }
+        }
+    }
+
+    /// Carries out the replica's actions; false if the replica cannot go on.
+    fn actions(&mut self) -> bool {
+        while let Some(a) = self.replica.poll_action() {
+            match a {
+                Action::Multicast { order, payload } => {
+                    if self.sender.send((order, payload)).is_err() {
+                        return false;
+                    }
+                }
+                Action::Reply { ticket, result } => {
+                    if let Some(reply) = self.waiting.remove(&ticket) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Action::Checkpoint { view, data } => {
+                    tokio::spawn(stream_checkpoint(self.member.clone(), view, data));
+                }
+                Action::Fatal { reason } => {
+                    tracing::error!("replica stopped: {reason}");
+                    let member = self.member.clone();
+                    tokio::spawn(async move { member.shutdown().await });
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+async fn stream_checkpoint(member: Member, view: ViewId, data: Bytes) {
+    let mut at = 0;
+    while at < data.len() {
+        let end = data.len().min(at + CHECKPOINT_PIECE);
+        if member.write_checkpoint(view, data.slice(at..end)).await.is_err() {
+            return; // The view changed: the transfer is abandoned.
+        }
+        at = end;
+    }
+    let _ = member.finish_checkpoint(view).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store's backend on a replica.
+
+use crate::backend::{Backend, BackendError, Consistency as KvConsistency, GroupInfo};
+use crate::command::Query;
+use crate::reply::Reply;
+use crate::store::KvMachine;
+
+impl From<ReplicaError> for BackendError {
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::NoQuorum => BackendError::NoQuorum,
+            ReplicaError::Standby => BackendError::Standby,
+            ReplicaError::Overloaded => BackendError::Overloaded,
+            ReplicaError::Uncertain => BackendError::Uncertain(e.to_string()),
+            ReplicaError::Left => BackendError::ShuttingDown,
+            ReplicaError::NotReady => BackendError::NotReady,
+            other => BackendError::Other(other.to_string()),
+        }
+    }
+}
+
+impl Replicated<KvMachine> {
+    /// Queues a write now (in call order), returning the wait for its reply.
+    fn submit_now(
+        &self,
+        session: u64,
+        seq: u64,
+        cmd: Bytes,
+    ) -> impl Future<Output = Result<Reply, BackendError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let req = Req::Write { session, seq, cmd, reply };
+        // Try to queue synchronously, so that pipelined writes keep their order; when the queue
+        // is full, wait for room (call order still holds: the server awaits before the next).
+        let pending = match self.tx.try_send(req) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(req)) => Some((self.tx.clone(), req)),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return futures_ready(Err(BackendError::ShuttingDown))
+            }
+        };
+        futures_boxed(async move {
+            if let Some((tx, req)) = pending {
+                tx.send(req).await.map_err(|_| BackendError::ShuttingDown)?;
+            }
+            match rx.await {
+                Ok(r) => r.map_err(BackendError::from),
+                Err(_) => {
+                    Err(BackendError::Uncertain("the replica stopped while the command was in flight".into()))
+                }
+            }
+        })
+    }
+}
+
+type BoxFut<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+fn futures_ready<T: Send + 'static>(v: T) -> BoxFut<T> {
+    Box::pin(std::future::ready(v))
+}
+
+fn futures_boxed<T>(f: impl Future<Output = T> + Send + 'static) -> BoxFut<T> {
+    Box::pin(f)
+}
+
+use std::future::Future;
+
+impl Backend for Replicated<KvMachine> {
+    fn write(
+        &self,
+        session: u64,
+        seq: u64,
+        cmd: Bytes,
+    ) -> impl Future<Output = Result<Reply, BackendError>> + Send {
+        self.submit_now(session, seq, cmd)
+    }
+
+    fn read(&self, q: Query, c: KvConsistency) -> impl Future<Output = Result<Reply, BackendError>> + Send {
+        // A local read runs here and now; only a linearizable one needs the driver.
+        let (done, tx) = match c {
+            KvConsistency::Local => (Some(self.read_local(&q).map_err(BackendError::from)), None),
+            KvConsistency::Linearizable => (None, Some(self.tx.clone())),
+        };
+        async move {
+            if let Some(r) = done {
+                return r;
+            }
+            let Some(tx) = tx else { return Err(BackendError::ShuttingDown) };
+            let (reply, rx) = oneshot::channel();
+            let req = Req::Read { q, consistency: Consistency::Linearizable, reply };
+            tx.send(req).await.map_err(|_| BackendError::ShuttingDown)?;
+            match rx.await {
+                Ok(r) => r.map_err(BackendError::from),
+                Err(_) => Err(BackendError::NotReady),
+            }
+        }
+    }
+
+    fn info(&self) -> GroupInfo {
+        let s = self.status();
+        let role = match (s.phase, s.role) {
+            (chorus_smr::Phase::Ready, Some(r)) => r.to_string(),
+            (chorus_smr::Phase::Ready, None) => "joining".into(),
+            (chorus_smr::Phase::Joining, _) => "joining".into(),
+            (chorus_smr::Phase::Loading, _) => "loading".into(),
+            (chorus_smr::Phase::NoQuorum, _) => "noquorum".into(),
+            (chorus_smr::Phase::Left, _) => "left".into(),
+        };
+        let digest = self.digest.lock().map(|d| *d).unwrap_or_default();
+        GroupInfo {
+            view_id: s.view.as_ref().map_or(0, |v| v.id.0),
+            members: s.view.as_ref().map_or_else(Vec::new, |v| {
+                v.members.iter().map(|m| format!("{}.{}", m.node.0, m.inc.0)).collect()
+            }),
+            role,
+            applied_index: self.applied.load(AtomicOrdering::Relaxed).max(s.applied),
+            lag: s.pending as u64,
+            extra: vec![
+                ("member".into(), format!("{}.{}", s.me.node.0, s.me.inc.0)),
+                ("phase".into(), format!("{:?}", s.phase).to_lowercase()),
+                (
+                    "roles".into(),
+                    s.roles
+                        .iter()
+                        .map(|(m, r)| format!("{}.{}={r}", m.node.0, m.inc.0))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                ("pending".into(), s.pending.to_string()),
+                ("sessions".into(), s.sessions.to_string()),
+                ("last_applied_ms".into(), s.last_now_ms.to_string()),
+                ("state_digest".into(), format!("{:016x}", digest.1)),
+                ("state_digest_index".into(), digest.0.to_string()),
+                ("bad_messages".into(), s.bad_messages.to_string()),
+            ],
+        }
+    }
+}

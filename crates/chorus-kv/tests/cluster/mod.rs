@@ -1,0 +1,190 @@
+//! A store of real `chorus-kv` processes on loopback, for the tests that use it as a user would.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_kv::resp_client::Client;
+
+pub const NODES: u16 = 3;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn python_ready() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import redis"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CHORUS_SKIP_REDIS").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: python3 with redis-py is not installed and CHORUS_SKIP_REDIS=1: this test did not run"
+        );
+        return false;
+    }
+    panic!("python3 with redis-py is needed (pip install redis; .ci/run installs it), or set CHORUS_SKIP_REDIS=1 to skip");
+}
+
+pub struct Store {
+    pub dir: PathBuf,
+    pub base: u16,
+    children: Vec<Option<Child>>,
+}
+
+impl Store {
+    pub fn port(&self, i: u16) -> u16 {
+        self.base + i
+    }
+
+    fn config(&self, i: u16, bootstrap: bool) -> PathBuf {
+        let seeds: Vec<String> = (0..NODES)
+            .filter(|j| *j != i)
+            .map(|j| format!("\"{}@127.0.0.1:{}\"", j + 1, self.base + 100 + j))
+            .collect();
+        let text = format!(
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"faults test secret\"\nbootstrap = {bootstrap}\n\n[kv]\nlisten = \"127.0.0.1:{}\"\n",
+            i + 1,
+            self.base + 100 + i,
+            seeds.join(", "),
+            self.port(i)
+        );
+        let path = self.dir.join(format!("node{}-{bootstrap}.toml", i + 1));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn start(&mut self, i: u16, bootstrap: bool) {
+        let cfg = self.config(i, bootstrap);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{}.log", i + 1)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_chorus-kv"))
+            .args(["node", "--config"])
+            .arg(cfg)
+            .env("CHORUS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i as usize] = Some(child);
+    }
+
+    pub fn kill(&mut self, i: u16) {
+        if let Some(mut c) = self.children[i as usize].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, i: u16, sig: &str) {
+        let pid = self.children[i as usize].as_ref().unwrap().id();
+        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        for i in 0..NODES {
+            if self.children[i as usize].is_some() {
+                let _ = self.signal_cont(i);
+            }
+            self.kill(i);
+        }
+    }
+}
+
+impl Store {
+    fn signal_cont(&self, i: u16) -> bool {
+        let Some(c) = self.children[i as usize].as_ref() else { return false };
+        Command::new("kill").args(["-CONT", &c.id().to_string()]).status().is_ok_and(|s| s.success())
+    }
+}
+
+pub fn info(port: u16) -> Option<BTreeMap<String, String>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = tokio::time::timeout(Duration::from_secs(2), Client::connect(("127.0.0.1", port)))
+            .await
+            .ok()?
+            .ok()?;
+        tokio::time::timeout(Duration::from_secs(2), c.info_group()).await.ok()?.ok()
+    })
+}
+
+/// Waits until every node is active in one view of all nodes; returns the INFOs.
+pub fn wait_converged(s: &Store, within: Duration, same_state: bool) -> Vec<BTreeMap<String, String>> {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    while start.elapsed() < within {
+        let infos: Vec<_> = (0..NODES).filter_map(|i| info(s.port(i))).collect();
+        let good = infos.len() == NODES as usize
+            && infos.iter().all(|i| {
+                i.get("role").map(String::as_str) == Some("active")
+                    && i.get("members").is_some_and(|m| m.split(',').count() == NODES as usize)
+            })
+            && infos.iter().all(|i| i.get("view_id") == infos[0].get("view_id"))
+            && (!same_state
+                || infos.iter().all(|i| {
+                    i.get("applied_index") == infos[0].get("applied_index")
+                        && i.get("state_digest_index") == i.get("applied_index")
+                        && i.get("state_digest") == infos[0].get("state_digest")
+                }));
+        if good {
+            return infos;
+        }
+        last = infos;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "the store did not converge within {within:?}; last INFOs: {last:#?}; logs in {}",
+        s.dir.display()
+    );
+}
+
+pub fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+impl Store {
+    /// A fresh store of NODES nodes, all active in one view.
+    pub fn up(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("chorus-kv-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let salt = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let base = 21_000 + ((std::process::id() ^ salt) % 400) as u16 * 10;
+        let mut s = Store { dir, base, children: (0..NODES).map(|_| None).collect() };
+        s.start(0, true);
+        wait_until(
+            || info(s.port(0)).is_some_and(|i| i.get("role").map(String::as_str) == Some("active")),
+            "node 1 up",
+        );
+        for i in 1..NODES {
+            s.start(i, false);
+        }
+        wait_converged(&s, Duration::from_secs(30), false);
+        s
+    }
+
+    /// The Redis ports.
+    pub fn ports(&self) -> Vec<u16> {
+        (0..NODES).map(|i| self.port(i)).collect()
+    }
+}

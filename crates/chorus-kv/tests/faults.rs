@@ -1,0 +1,100 @@
+//! Consistency under faults, tested as a user would: a 3-node store of real `chorus-kv`
+//! processes on loopback, redis-py clients (tests/kv/workload.py, several at once) running
+//! register (SET/GET) and list-append (MULTI + RPUSH + LRANGE + EXEC) workloads while nodes are
+//! killed, paused past their timeout and restarted. Every operation is recorded ok / fail /
+//! unknown; chorus-lin then decides linearizability per key and that no acknowledged append
+//! was lost, and every replica must report the same applied index and state digest once the
+//! faults stop.
+//!
+//! Needs python3 with redis-py (`.ci/run` installs it). Without it the test fails, unless
+//! `CHORUS_SKIP_REDIS=1` says to skip (it then prints that it did not run).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cluster;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cluster::{python_ready, repo, wait_converged, Store, NODES};
+
+#[test]
+fn linearizable_and_no_acknowledged_write_lost_under_kills_pauses_and_restarts() {
+    if !python_ready() {
+        return;
+    }
+    let mut s = Store::up("faults");
+    let dir = s.dir.clone();
+    let first = wait_converged(&s, Duration::from_secs(30), false);
+    let view0: u64 = first[0]["view_id"].parse().unwrap();
+
+    let history = dir.join("history.jsonl");
+    let ports: Vec<String> = (0..NODES).map(|i| s.port(i).to_string()).collect();
+    let mut workload = Command::new("python3")
+        .arg(repo().join("tests/kv/workload.py"))
+        .args(["--ports", &ports.join(","), "--seconds", "24", "--clients", "6", "--history"])
+        .arg(&history)
+        .spawn()
+        .unwrap();
+
+    // The nemesis: a kill and restart, a pause past the suspicion timeout, then the oldest
+    // member (the coordinator) killed and restarted.
+    let t0 = Instant::now();
+    let at = |secs: u64| {
+        let d = Duration::from_secs(secs).saturating_sub(t0.elapsed());
+        std::thread::sleep(d);
+    };
+    at(3);
+    eprintln!("nemesis: SIGKILL node 2");
+    s.kill(1);
+    at(6);
+    eprintln!("nemesis: restart node 2");
+    s.start(1, false);
+    at(10);
+    eprintln!("nemesis: SIGSTOP node 3 for 2 s");
+    s.signal(2, "-STOP");
+    at(12);
+    eprintln!("nemesis: SIGCONT node 3");
+    s.signal(2, "-CONT");
+    at(15);
+    eprintln!("nemesis: SIGKILL node 1 (the coordinator)");
+    s.kill(0);
+    at(18);
+    eprintln!("nemesis: restart node 1");
+    s.start(0, false);
+
+    let status = workload.wait().unwrap();
+    assert!(status.success(), "the workload failed (history in {})", history.display());
+
+    // Replica convergence: same applied index and state digest everywhere.
+    let infos = wait_converged(&s, Duration::from_secs(30), true);
+    let view1: u64 = infos[0]["view_id"].parse().unwrap();
+    assert!(view1 >= view0 + 4, "the faults did not change the view as expected: {view0} -> {view1}");
+    eprintln!(
+        "converged: view {view1}, applied {} on every node, digest {}",
+        infos[0]["applied_index"], infos[0]["state_digest"]
+    );
+
+    // The checker.
+    let text = std::fs::read_to_string(&history).unwrap();
+    let h = chorus_lin::jsonl::parse(&text).unwrap();
+    let report = chorus_lin::check_history(&h, &chorus_lin::CheckOptions::default()).unwrap();
+    eprintln!("{report}");
+    assert_eq!(
+        report.verdict(),
+        chorus_lin::Verdict::Linearizable,
+        "history {}: {report}",
+        history.display()
+    );
+    let lost = chorus_lin::lost_appends(&h);
+    assert!(lost.is_ok(), "acknowledged appends lost (history {}): {lost:?}", history.display());
+    assert!(lost.keys_without_final_read.is_empty(), "keys without a final read: {lost:?}");
+    assert!(lost.appends_checked > 100, "only {} acknowledged appends checked", lost.appends_checked);
+    eprintln!(
+        "no acknowledged append lost: {} appends checked against {} final reads",
+        lost.appends_checked, lost.final_reads
+    );
+    let oks = text.lines().filter(|l| l.contains("\"type\": \"ok\"")).count();
+    assert!(oks > 500, "only {oks} operations succeeded: the workload hardly ran");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,22 @@
+//! # chorus-smr: state machine replication on virtual synchrony
+//!
+//! A [`Replica`] runs a deterministic [`StateMachine`] on every member of a chorus group:
+//! commands go through the group in safe order and are applied in that order everywhere; the
+//! output goes back to the client that submitted it; client sessions suppress duplicates of
+//! retried requests; members that join load the state from a snapshot taken at the view barrier
+//! (streamed by the core's state transfer); reads choose their consistency, local or
+//! linearizable; standby members apply everything and serve nobody until promoted.
+//!
+//! Sans-IO like `chorus-core`: feed it the member's events with [`Replica::on_event`], the
+//! clients' requests with [`Replica::submit`] and [`Replica::read`], and carry out what
+//! [`Replica::poll_action`] returns. `chorus-kv` drives it with the tokio runtime; the tests
+//! here drive it with the core's simulated network.
+
+mod machine;
+mod replica;
+mod session;
+
+pub use machine::{Ctx, RestoreError, StateMachine};
+pub use replica::{
+    Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Ticket,
+};

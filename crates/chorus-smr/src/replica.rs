@@ -1,0 +1,740 @@
+//! The replica: a [`StateMachine`] on a chorus group, driven by the group's events.
+//!
+//! Sans-IO like the core: the caller feeds it the member's [`Event`]s and its clients'
+//! requests, and carries out the [`Action`]s it queues (multicasts, replies, checkpoints).
+//!
+//! Orderings, and why:
+//!
+//! - **Commands go in safe order.** A safe message is delivered only once every member of the
+//!   view holds it, so a command whose reply reached a client survives the crash of any set of
+//!   members that leaves one alive: the survivors' flush delivers it. In total order a command
+//!   could be applied (and acknowledged) at its sender and one more member, both of which then
+//!   crash, and be lost: that breaks "an acknowledged write is never lost" under a minority of
+//!   crashes once the group has five members.
+//! - **Linearizable reads are a barrier in total order.** The total order respects real time
+//!   for messages already delivered anywhere (a member delivers a message only once every member
+//!   has moved its clock past it), so a barrier sent after a write was acknowledged is ordered
+//!   after it; and since every command is safe, nothing applied before the barrier can be lost.
+//!   The query itself never leaves the replica: one barrier serves every read that arrived
+//!   before it was sent.
+//! - **Local reads** run on the local state at once: fastest, possibly stale.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use chorus_core::{BlockReason, Event, MemberId, Order, View, ViewId};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::{Ctx, StateMachine};
+use crate::session::Sessions;
+
+/// Names one client request waiting at this replica, for the caller to route the reply.
+pub type Ticket = u64;
+
+/// Whether a member serves clients.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    /// Serves reads and writes.
+    Active,
+    /// Applies every command but serves no client until promoted: when an active member fails
+    /// (a standby takes its place, lowest member id first) or on command ([`Replica::promote`]).
+    Standby,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Active => "active",
+            Role::Standby => "standby",
+        })
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// On this replica's state now: fastest, may miss writes acknowledged elsewhere.
+    Local,
+    /// Sees every write acknowledged before the read began (a barrier through the group).
+    #[default]
+    Linearizable,
+}
+
+/// Settings of a replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// The role this member asks for when it joins.
+    pub role: Role,
+    /// Serve local reads while this member has no quorum (stale, but available).
+    pub stale_reads_without_quorum: bool,
+    /// Client sessions remembered for duplicate suppression; the least recently used is
+    /// forgotten first. Must be the same at every replica (it shapes the replicated state).
+    pub max_sessions: usize,
+    /// Requests waiting for the group at this replica; more are refused with `Overloaded`.
+    pub max_pending: usize,
+    /// The largest command accepted, in bytes (it must fit in one multicast: keep it under the
+    /// core's `max_payload`).
+    pub max_command: usize,
+    /// Commands submitted together travel in one multicast of up to this many bytes.
+    pub max_batch: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            role: Role::Active,
+            stale_reads_without_quorum: false,
+            max_sessions: 65_536,
+            max_pending: 65_536,
+            max_command: (1 << 20) - 4096,
+            max_batch: 256 << 10,
+        }
+    }
+}
+
+/// Why a request was refused or failed. Each says whether the command may have taken effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// This member is not in a primary (majority) view: nothing was done.
+    #[error("no quorum: this replica is cut off from the majority of its group; nothing was done")]
+    NoQuorum,
+    /// This member is joining or loading the state: nothing was done.
+    #[error("not ready: this replica is joining the group or loading its state; nothing was done")]
+    NotReady,
+    /// This member is a standby: nothing was done.
+    #[error("standby: this replica serves no clients until it is promoted; nothing was done")]
+    Standby,
+    /// The command is larger than `max_command`: nothing was done.
+    #[error("command too large: {len} bytes, the most is {max}; nothing was done")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many requests are waiting at this replica: nothing was done.
+    #[error("overloaded: too many requests are waiting at this replica; nothing was done")]
+    Overloaded,
+    /// The member was excluded from the group (or left) while the command was in flight: it may
+    /// or may not have been applied.
+    #[error("uncertain: this replica lost its place in the group while the command was in flight; it may or may not have been applied")]
+    Uncertain,
+    /// The member left the group.
+    #[error("this replica has left the group; nothing was done")]
+    Left,
+    /// A retried request older than the last one of its session: its reply is gone.
+    #[error("stale request: session {session} already ran request {last} after {seq}")]
+    StaleRequest {
+        /// The session.
+        session: u64,
+        /// The request's number.
+        seq: u64,
+        /// The session's latest request.
+        last: u64,
+    },
+}
+
+/// What the replica asks its caller to do.
+#[derive(Debug)]
+pub enum Action<O> {
+    /// Multicast `payload` to the group in `order` (in the order the actions come).
+    Multicast {
+        /// The ordering.
+        order: Order,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// Answer the request `ticket`.
+    Reply {
+        /// The request.
+        ticket: Ticket,
+        /// Its outcome.
+        result: Result<O, ReplicaError>,
+    },
+    /// Stream `data` to the members loading the state of `view`
+    /// (`write_checkpoint` in pieces, then `finish_checkpoint`).
+    Checkpoint {
+        /// The view of the transfer.
+        view: ViewId,
+        /// The whole checkpoint.
+        data: Bytes,
+    },
+    /// The state loaded from a donor could not be read: this replica cannot go on.
+    Fatal {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the replica stands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet in a view, or re-joining after an exclusion.
+    Joining,
+    /// In a view, waiting for (or loading) the state from a donor.
+    Loading,
+    /// In a primary view with the state.
+    Ready,
+    /// Cut off from the majority of its view: waits for a new view or an exclusion.
+    NoQuorum,
+    /// Left the group.
+    Left,
+}
+
+/// A snapshot of the replica's standing, for INFO-style reports.
+#[derive(Clone, Debug)]
+pub struct ReplicaStatus {
+    /// This member.
+    pub me: MemberId,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The current view, if any.
+    pub view: Option<View>,
+    /// This member's role, once its announcement was delivered.
+    pub role: Option<Role>,
+    /// Every member's role as the replicated state has it.
+    pub roles: Vec<(MemberId, Role)>,
+    /// Commands applied.
+    pub applied: u64,
+    /// The time carried by the last applied command (ms since the epoch).
+    pub last_now_ms: u64,
+    /// Commands and reads of this replica waiting for the group.
+    pub pending: usize,
+    /// Client sessions remembered.
+    pub sessions: usize,
+    /// Messages from the group that could not be read and were skipped.
+    pub bad_messages: u64,
+}
+
+/// What travels through the group.
+#[derive(Serialize, Deserialize)]
+enum Msg<'a> {
+    /// Client commands, applied in this order.
+    Commands {
+        /// The submitter's clock (ms since the epoch).
+        now_ms: u64,
+        /// The commands.
+        #[serde(borrow)]
+        cmds: Vec<Cmd<'a>>,
+    },
+    /// A read barrier.
+    Barrier {
+        /// The sender's barrier number.
+        id: u64,
+    },
+    /// A member's role.
+    SetRole {
+        /// The member.
+        member: MemberId,
+        /// Its role.
+        role: Role,
+    },
+}
+
+/// One client command in a batch.
+#[derive(Serialize, Deserialize)]
+struct Cmd<'a> {
+    /// The submitting replica's request number.
+    req: u64,
+    /// The client session (0: none), for duplicate suppression.
+    session: u64,
+    /// The request's number within the session.
+    seq: u64,
+    /// The command.
+    #[serde(borrow)]
+    cmd: &'a [u8],
+}
+
+/// The replicated bookkeeping that travels in the checkpoint beside the machine's state.
+#[derive(Serialize, Deserialize)]
+struct Meta<O> {
+    applied: u64,
+    last_now_ms: u64,
+    roles: Vec<(MemberId, Role)>,
+    sessions: Vec<(u64, u64, u64, O)>,
+}
+
+const MAGIC: &[u8; 8] = b"CHSMR\x00\x00\x01";
+
+/// A read barrier in flight: its number and the reads it serves.
+type Barrier<Q> = (u64, Vec<(Ticket, Q)>);
+
+/// One replica of a state machine. See the module docs.
+#[derive(Debug)]
+pub struct Replica<S: StateMachine> {
+    sm: S,
+    cfg: ReplicaConfig,
+    me: MemberId,
+    phase: Phase,
+    view: Option<View>,
+    // Replicated.
+    applied: u64,
+    last_now_ms: u64,
+    roles: BTreeMap<MemberId, Role>,
+    sessions: Sessions<S::Output>,
+    // Local.
+    announced: bool,
+    next_ticket: Ticket,
+    next_req: u64,
+    writes: BTreeMap<u64, Ticket>,
+    reads_next: Vec<(Ticket, S::Query)>,
+    barrier: Option<Barrier<S::Query>>,
+    next_barrier: u64,
+    load: Option<(ViewId, Vec<u8>)>,
+    /// Commands submitted and not yet multicast: (req, session, seq, command).
+    batch: Vec<(u64, u64, u64, Vec<u8>)>,
+    batch_bytes: usize,
+    batch_now_ms: u64,
+    actions: VecDeque<Action<S::Output>>,
+    bad_messages: u64,
+}
+
+impl<S: StateMachine> Replica<S>
+where
+    S::Query: std::fmt::Debug,
+    S::Output: std::fmt::Debug,
+{
+    /// A replica of `sm` (empty: the group's state comes by state transfer) for member `me`.
+    pub fn new(sm: S, me: MemberId, cfg: ReplicaConfig) -> Self {
+        let sessions = Sessions::new(cfg.max_sessions);
+        Replica {
+            sm,
+            cfg,
+            me,
+            phase: Phase::Joining,
+            view: None,
+            applied: 0,
+            last_now_ms: 0,
+            roles: BTreeMap::new(),
+            sessions,
+            announced: false,
+            next_ticket: 1,
+            next_req: 1,
+            writes: BTreeMap::new(),
+            reads_next: Vec::new(),
+            barrier: None,
+            next_barrier: 1,
+            load: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_now_ms: 0,
+            actions: VecDeque::new(),
+            bad_messages: 0,
+        }
+    }
+
+    /// The state machine (for local inspection; never mutate it outside `apply`).
+    pub fn machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// The next action to carry out.
+    /// Commands submitted since the last call travel together in one multicast, queued when
+    /// the actions before it are taken.
+    pub fn poll_action(&mut self) -> Option<Action<S::Output>> {
+        if self.actions.is_empty() {
+            self.flush_batch();
+        }
+        self.actions.pop_front()
+    }
+
+    /// Queues the batch of commands as one multicast.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let cmds = batch
+            .iter()
+            .map(|(req, session, seq, cmd)| Cmd { req: *req, session: *session, seq: *seq, cmd })
+            .collect();
+        let payload = encode(&Msg::Commands { now_ms: self.batch_now_ms, cmds });
+        self.actions.push_back(Action::Multicast { order: Order::Safe, payload });
+    }
+
+    /// Queues a multicast after the commands submitted before it.
+    fn multicast(&mut self, order: Order, payload: Bytes) {
+        self.flush_batch();
+        self.actions.push_back(Action::Multicast { order, payload });
+    }
+
+    /// Where the replica stands.
+    pub fn status(&self) -> ReplicaStatus {
+        ReplicaStatus {
+            me: self.me,
+            phase: self.phase,
+            view: self.view.clone(),
+            role: self.roles.get(&self.me).copied(),
+            roles: self.roles.iter().map(|(m, r)| (*m, *r)).collect(),
+            applied: self.applied,
+            last_now_ms: self.last_now_ms,
+            pending: self.pending(),
+            sessions: self.sessions.len(),
+            bad_messages: self.bad_messages,
+        }
+    }
+
+    /// A digest of the replicated state (machine, applied index), equal at replicas that agree.
+    pub fn digest(&self) -> u64 {
+        self.sm.digest() ^ self.applied.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn pending(&self) -> usize {
+        self.writes.len() + self.reads_next.len() + self.barrier.as_ref().map_or(0, |b| b.1.len())
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// Whether this replica may serve clients now; the error says why not.
+    fn serving(&self) -> Result<(), ReplicaError> {
+        match self.phase {
+            Phase::Ready => match self.roles.get(&self.me) {
+                Some(Role::Active) => Ok(()),
+                Some(Role::Standby) => Err(ReplicaError::Standby),
+                None => Err(ReplicaError::NotReady),
+            },
+            Phase::NoQuorum => Err(ReplicaError::NoQuorum),
+            Phase::Joining | Phase::Loading => Err(ReplicaError::NotReady),
+            Phase::Left => Err(ReplicaError::Left),
+        }
+    }
+
+    /// Whether a local read may run now (the rule [`Replica::read`] applies to
+    /// [`Consistency::Local`]), for a caller that runs local reads on a shared copy of the state
+    /// without going through the replica; the error says why not.
+    pub fn local_reads(&self) -> Result<(), ReplicaError> {
+        match self.serving() {
+            Err(ReplicaError::NoQuorum) if self.cfg.stale_reads_without_quorum => {
+                match self.roles.get(&self.me) {
+                    Some(Role::Standby) => Err(ReplicaError::Standby),
+                    _ => Ok(()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Commands applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The time carried by the last applied command (ms since the epoch): local reads judge
+    /// expiry by no earlier time.
+    pub fn last_now_ms(&self) -> u64 {
+        self.last_now_ms
+    }
+
+    /// Submits a command from client session `session` (its request `seq`; session 0 means no
+    /// duplicate suppression). The reply comes as [`Action::Reply`] with the ticket returned.
+    pub fn submit(
+        &mut self,
+        session: u64,
+        seq: u64,
+        cmd: &[u8],
+        now_ms: u64,
+    ) -> Result<Ticket, ReplicaError> {
+        self.serving()?;
+        if self.pending() >= self.cfg.max_pending {
+            return Err(ReplicaError::Overloaded);
+        }
+        if cmd.len() > self.cfg.max_command {
+            return Err(ReplicaError::TooLarge { len: cmd.len(), max: self.cfg.max_command });
+        }
+        if self.batch_bytes + cmd.len() > self.cfg.max_batch {
+            self.flush_batch();
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        let ticket = self.ticket();
+        self.writes.insert(req, ticket);
+        self.batch.push((req, session, seq, cmd.to_vec()));
+        self.batch_bytes += cmd.len() + 32;
+        self.batch_now_ms = self.batch_now_ms.max(now_ms);
+        Ok(ticket)
+    }
+
+    /// Runs a read-only query. Local reads answer at once (`Ok(Ok(output))`); linearizable
+    /// ones return a ticket answered by an [`Action::Reply`] once a barrier is delivered.
+    pub fn read(
+        &mut self,
+        q: S::Query,
+        consistency: Consistency,
+        now_ms: u64,
+    ) -> Result<Result<S::Output, Ticket>, ReplicaError> {
+        match (consistency, self.serving()) {
+            (Consistency::Local, _) => {
+                self.local_reads()?;
+                Ok(Ok(self.sm.query(&q, now_ms.max(self.last_now_ms))))
+            }
+            (_, Err(e)) => Err(e),
+            (Consistency::Linearizable, Ok(())) => {
+                if self.pending() >= self.cfg.max_pending {
+                    return Err(ReplicaError::Overloaded);
+                }
+                let ticket = self.ticket();
+                self.reads_next.push((ticket, q));
+                self.launch_barrier();
+                Ok(Err(ticket))
+            }
+        }
+    }
+
+    /// Sends a barrier for the reads waiting, unless one is in flight (they wait for the next).
+    fn launch_barrier(&mut self) {
+        if self.barrier.is_some() || self.reads_next.is_empty() {
+            return;
+        }
+        let id = self.next_barrier;
+        self.next_barrier += 1;
+        self.barrier = Some((id, std::mem::take(&mut self.reads_next)));
+        self.actions
+            .push_back(Action::Multicast { order: Order::Total, payload: encode(&Msg::Barrier { id }) });
+    }
+
+    /// Promotes `member` (a standby) to active, through the group.
+    pub fn promote(&mut self, member: MemberId) -> Result<(), ReplicaError> {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::NoQuorum => return Err(ReplicaError::NoQuorum),
+            Phase::Left => return Err(ReplicaError::Left),
+            _ => return Err(ReplicaError::NotReady),
+        }
+        self.multicast(Order::Total, encode(&Msg::SetRole { member, role: Role::Active }));
+        Ok(())
+    }
+
+    /// Takes one event of the member.
+    pub fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::ViewInstalled { view, departed, loading, .. } => self.on_view(view, &departed, &loading),
+            Event::Delivered { id, order, payload }
+                if matches!(self.phase, Phase::Ready | Phase::NoQuorum) =>
+            {
+                self.on_delivered(id.sender, order, &payload);
+            }
+            Event::Blocked { reason: BlockReason::NoQuorum } if self.phase == Phase::Ready => {
+                self.phase = Phase::NoQuorum;
+            }
+            Event::Excluded { rejoin_as, .. } => {
+                self.fail_pending(ReplicaError::Uncertain);
+                self.sm.reset();
+                self.wipe();
+                self.me = rejoin_as;
+                self.phase = Phase::Joining;
+            }
+            Event::Left => {
+                self.fail_pending(ReplicaError::Uncertain);
+                self.phase = Phase::Left;
+            }
+            Event::CheckpointRequest { view, .. } => {
+                let data = self.checkpoint();
+                self.actions.push_back(Action::Checkpoint { view, data: Bytes::from(data) });
+            }
+            Event::StateIncoming { view, .. } => {
+                self.load = Some((view, Vec::new()));
+            }
+            Event::StateChunk { view, offset, data } => match &mut self.load {
+                Some((v, buf)) if *v == view && offset == buf.len() as u64 => buf.extend_from_slice(&data),
+                _ => self.actions.push_back(Action::Fatal {
+                    reason: format!(
+                        "state chunk at offset {offset} of view {view:?} does not follow what was loaded"
+                    ),
+                }),
+            },
+            Event::StateLoaded { view, .. } => match self.load.take() {
+                Some((v, buf)) if v == view => match self.restore(&buf) {
+                    Ok(()) => {
+                        self.phase = Phase::Ready;
+                        self.announce();
+                    }
+                    Err(reason) => self.actions.push_back(Action::Fatal { reason }),
+                },
+                _ => self.actions.push_back(Action::Fatal {
+                    reason: format!("state of view {view:?} loaded without a transfer under way"),
+                }),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_view(&mut self, view: View, departed: &[MemberId], loading: &[MemberId]) {
+        let me_loading = loading.contains(&self.me);
+        self.view = Some(view);
+        match self.phase {
+            Phase::Ready | Phase::NoQuorum if !me_loading => {
+                self.phase = Phase::Ready;
+                // Every member applies this at the same point of the delivery sequence (the
+                // view change is a barrier), so the role table stays replicated.
+                let mut promote = 0;
+                for d in departed {
+                    if self.roles.remove(d) == Some(Role::Active) {
+                        promote += 1;
+                    }
+                }
+                let standbys: Vec<MemberId> = self
+                    .roles
+                    .iter()
+                    .filter(|(_, r)| **r == Role::Standby)
+                    .map(|(m, _)| *m)
+                    .take(promote)
+                    .collect();
+                for m in standbys {
+                    self.roles.insert(m, Role::Active);
+                }
+            }
+            Phase::Joining if !me_loading => {
+                // The first member of a new group: the state is empty.
+                self.phase = Phase::Ready;
+                self.announce();
+            }
+            Phase::Left => {}
+            _ => {
+                self.fail_pending(ReplicaError::Uncertain);
+                self.sm.reset();
+                self.wipe();
+                self.phase = Phase::Loading;
+            }
+        }
+    }
+
+    fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            self.multicast(Order::Total, encode(&Msg::SetRole { member: self.me, role: self.cfg.role }));
+        }
+    }
+
+    fn wipe(&mut self) {
+        self.applied = 0;
+        self.last_now_ms = 0;
+        self.roles.clear();
+        self.sessions = Sessions::new(self.cfg.max_sessions);
+        self.announced = false;
+        self.load = None;
+    }
+
+    fn fail_pending(&mut self, e: ReplicaError) {
+        // Commands still in the batch never left: they certainly were not applied.
+        self.batch_bytes = 0;
+        for (req, ..) in std::mem::take(&mut self.batch) {
+            if let Some(ticket) = self.writes.remove(&req) {
+                self.actions.push_back(Action::Reply { ticket, result: Err(ReplicaError::NotReady) });
+            }
+        }
+        for (_, ticket) in std::mem::take(&mut self.writes) {
+            self.actions.push_back(Action::Reply { ticket, result: Err(e.clone()) });
+        }
+        let mut reads = std::mem::take(&mut self.reads_next);
+        if let Some((_, b)) = self.barrier.take() {
+            reads.extend(b);
+        }
+        for (ticket, _) in reads {
+            // A read changed nothing: say so, rather than "uncertain".
+            self.actions.push_back(Action::Reply { ticket, result: Err(ReplicaError::NotReady) });
+        }
+    }
+
+    fn on_delivered(&mut self, sender: MemberId, order: Order, payload: &[u8]) {
+        let Ok(msg) = postcard::from_bytes::<Msg<'_>>(payload) else {
+            self.bad_messages += 1;
+            return;
+        };
+        let mine = sender == self.me;
+        match msg {
+            Msg::Commands { now_ms, cmds } if order == Order::Safe => {
+                for Cmd { req, session, seq, cmd } in cmds {
+                    let ticket = if mine { self.writes.remove(&req) } else { None };
+                    let result = self.apply(session, seq, now_ms, cmd);
+                    if let Some(ticket) = ticket {
+                        self.actions.push_back(Action::Reply { ticket, result });
+                    }
+                }
+            }
+            Msg::Barrier { id } if order.is_total() => {
+                if mine && self.barrier.as_ref().is_some_and(|b| b.0 == id) {
+                    if let Some((_, reads)) = self.barrier.take() {
+                        for (ticket, q) in reads {
+                            let out = self.sm.query(&q, self.last_now_ms);
+                            self.actions.push_back(Action::Reply { ticket, result: Ok(out) });
+                        }
+                    }
+                    self.launch_barrier();
+                }
+            }
+            Msg::SetRole { member, role } if order.is_total() => {
+                let in_view = self.view.as_ref().is_some_and(|v| v.members.contains(&member));
+                if in_view {
+                    self.roles.insert(member, role);
+                }
+            }
+            _ => self.bad_messages += 1,
+        }
+    }
+
+    fn apply(&mut self, session: u64, seq: u64, now_ms: u64, cmd: &[u8]) -> Result<S::Output, ReplicaError> {
+        if session != 0 {
+            if let Some((last, out)) = self.sessions.get(session) {
+                if seq == last {
+                    return Ok(out.clone());
+                }
+                if seq < last {
+                    return Err(ReplicaError::StaleRequest { session, seq, last });
+                }
+            }
+        }
+        self.applied += 1;
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        let out = self.sm.apply(cmd, &Ctx { index: self.applied, now_ms: self.last_now_ms });
+        if session != 0 {
+            self.sessions.put(session, seq, self.applied, out.clone());
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint: header, replicated bookkeeping, then the machine's snapshot.
+    fn checkpoint(&self) -> Vec<u8> {
+        let meta = Meta {
+            applied: self.applied,
+            last_now_ms: self.last_now_ms,
+            roles: self.roles.iter().map(|(m, r)| (*m, *r)).collect(),
+            sessions: self.sessions.entries(),
+        };
+        let meta = postcard::to_stdvec(&meta).unwrap_or_default();
+        let mut out = Vec::with_capacity(16 + meta.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        out.extend_from_slice(&meta);
+        self.sm.snapshot(&mut out);
+        out
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+        let rest = data
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or("the checkpoint does not start with the replica header")?;
+        let (len, rest) = rest.split_at_checked(8).ok_or("the checkpoint is truncated")?;
+        let len = u64::from_le_bytes(len.try_into().map_err(|_| "bad length")?);
+        let len = usize::try_from(len).map_err(|_| "bad length")?;
+        let (meta, machine) = rest.split_at_checked(len).ok_or("the checkpoint is truncated")?;
+        let meta: Meta<S::Output> =
+            postcard::from_bytes(meta).map_err(|e| format!("bad replica header: {e}"))?;
+        self.sm.restore(machine).map_err(|e| e.to_string())?;
+        self.applied = meta.applied;
+        self.last_now_ms = meta.last_now_ms;
+        self.roles = meta.roles.into_iter().collect();
+        self.sessions = Sessions::from_entries(self.cfg.max_sessions, meta.sessions);
+        Ok(())
+    }
+}
+
+fn encode(msg: &Msg<'_>) -> Bytes {
+    // Serializing our own enum into a Vec cannot fail.
+    Bytes::from(postcard::to_stdvec(msg).unwrap_or_default())
+}

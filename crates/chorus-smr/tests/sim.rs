@@ -1,0 +1,588 @@
+//! Replicas of a list-append machine on a simulated network of core nodes, with crashes,
+//! restarts, pauses past the suspicion timeout and a minority partition. Every run checks:
+//!
+//! - every replica in the final view has the same applied index and digest;
+//! - every acknowledged append is in the final list exactly where its reply said (the reply is
+//!   the list after the append, which must be a prefix of the final list);
+//! - a linearizable read returns a prefix of the final list that holds every append
+//!   acknowledged before the read began; a local read returns a prefix;
+//! - real time: an operation acknowledged before another began saw a list no longer than it;
+//! - no value appears twice; no append refused with a definite error appears at all.
+//!
+//! `CHORUS_SMR_SEEDS=A..B` runs other seeds; a failure prints the seed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use bytes::Bytes;
+use chorus_core::{Config, Incarnation, Instant, Node, NodeId, Order, SendError, Status};
+use chorus_smr::{
+    Action, Consistency, Ctx, Replica, ReplicaConfig, ReplicaError, RestoreError, Role, StateMachine, Ticket,
+};
+
+/// Per key, a list of values; a command appends one value and returns the list after it.
+#[derive(Debug, Default)]
+struct ListMachine {
+    lists: BTreeMap<String, Vec<u64>>,
+}
+
+impl StateMachine for ListMachine {
+    type Output = Vec<u64>;
+    type Query = String;
+
+    fn apply(&mut self, cmd: &[u8], _ctx: &Ctx) -> Vec<u64> {
+        let Ok((key, v)) = postcard::from_bytes::<(String, u64)>(cmd) else { return Vec::new() };
+        let l = self.lists.entry(key).or_default();
+        l.push(v);
+        l.clone()
+    }
+    fn query(&self, q: &String, _now_ms: u64) -> Vec<u64> {
+        self.lists.get(q).cloned().unwrap_or_default()
+    }
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&postcard::to_stdvec(&self.lists).unwrap());
+    }
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        self.lists = postcard::from_bytes(data).map_err(|e| RestoreError(e.to_string()))?;
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.lists.clear();
+    }
+    fn digest(&self) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for (k, l) in &self.lists {
+            for b in k.bytes().map(u64::from).chain(l.iter().copied()) {
+                h = (h ^ b).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        h
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const MS: u64 = 1_000_000;
+
+struct Host {
+    node: Node,
+    replica: Replica<ListMachine>,
+    /// Multicasts the replica asked for that the node could not take yet.
+    outbox: VecDeque<(Order, Bytes)>,
+    paused: bool,
+    /// Tickets of this life -> (client, op).
+    waiting: BTreeMap<Ticket, (usize, usize)>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Append(u64),
+    Read(Consistency),
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Pending,
+    Ok(Vec<u64>),
+    Definite,
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Op {
+    kind: Kind,
+    key: String,
+    start: u64,
+    end: u64,
+    outcome: Outcome,
+}
+
+struct World {
+    rng: Rng,
+    now: u64,
+    hosts: BTreeMap<u64, Option<Host>>,
+    inc: BTreeMap<u64, u64>,
+    /// (time, seq, to, from, frame)
+    net: BinaryHeap<std::cmp::Reverse<(u64, u64, u64, u64, Vec<u8>)>>,
+    link_clock: BTreeMap<(u64, u64), u64>,
+    seq: u64,
+    cut: Vec<u64>,
+    ops: Vec<Op>,
+    clients: Vec<Option<usize>>,
+    next_value: u64,
+}
+
+fn config(node: u64, inc: u64, n: u64, bootstrap: bool) -> Config {
+    let mut c = Config::new(NodeId(node), Incarnation(inc));
+    c.seeds = (1..=n).filter(|x| *x != node).map(NodeId).collect();
+    c.bootstrap = bootstrap;
+    c.state_transfer = true;
+    c.seed = node * 1000 + inc;
+    c
+}
+
+impl World {
+    fn new(seed: u64, n: u64, standby: Option<u64>) -> World {
+        let mut w = World {
+            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            now: 0,
+            hosts: BTreeMap::new(),
+            inc: BTreeMap::new(),
+            net: BinaryHeap::new(),
+            link_clock: BTreeMap::new(),
+            seq: 0,
+            cut: Vec::new(),
+            ops: Vec::new(),
+            clients: vec![None; 8],
+            next_value: 1,
+        };
+        for id in 1..=n {
+            w.inc.insert(id, 1);
+            let role = if standby == Some(id) { Role::Standby } else { Role::Active };
+            w.start(id, n, id == 1, role);
+        }
+        w
+    }
+
+    fn start(&mut self, id: u64, n: u64, bootstrap: bool, role: Role) {
+        let inc = self.inc[&id];
+        let node = Node::new(config(id, inc, n, bootstrap), Instant::from_nanos(self.now)).unwrap();
+        let me = node.member_id();
+        let cfg = ReplicaConfig { role, max_pending: 64, ..ReplicaConfig::default() };
+        let host = Host {
+            node,
+            replica: Replica::new(ListMachine::default(), me, cfg),
+            outbox: VecDeque::new(),
+            paused: false,
+            waiting: BTreeMap::new(),
+        };
+        self.hosts.insert(id, Some(host));
+    }
+
+    fn crash(&mut self, id: u64) {
+        if let Some(Some(h)) = self.hosts.get_mut(&id) {
+            for (_, (c, op)) in std::mem::take(&mut h.waiting) {
+                self.ops[op].outcome = Outcome::Unknown;
+                self.ops[op].end = self.now;
+                self.clients[c] = None;
+            }
+        }
+        self.hosts.insert(id, None);
+    }
+
+    fn restart(&mut self, id: u64, n: u64) {
+        *self.inc.get_mut(&id).unwrap() += 1;
+        self.start(id, n, false, Role::Active);
+    }
+
+    fn send(&mut self, from: u64, to: u64, frame: Vec<u8>) {
+        let lat = 50_000 + self.rng.below(950_000);
+        let clock = self.link_clock.entry((from, to)).or_insert(0);
+        let at = (*clock).max(self.now + lat);
+        *clock = at;
+        self.seq += 1;
+        self.net.push(std::cmp::Reverse((at, self.seq, to, from, frame)));
+    }
+
+    /// Runs one host's outputs: transmits, events into the replica, the replica's actions.
+    fn pump(&mut self, id: u64) {
+        let now = Instant::from_nanos(self.now);
+        let mut frames = Vec::new();
+        let mut replies = Vec::new();
+        {
+            let Some(Some(h)) = self.hosts.get_mut(&id) else { return };
+            if h.paused {
+                return;
+            }
+            loop {
+                let mut progress = false;
+                while let Some(ev) = h.node.poll_event() {
+                    h.replica.on_event(ev);
+                    progress = true;
+                }
+                while let Some(a) = h.replica.poll_action() {
+                    progress = true;
+                    match a {
+                        Action::Multicast { order, payload } => h.outbox.push_back((order, payload)),
+                        Action::Reply { ticket, result } => replies.push((h.waiting.remove(&ticket), result)),
+                        Action::Checkpoint { view, data } => {
+                            let _ = h.node.provide_checkpoint(view, data);
+                        }
+                        Action::Fatal { reason } => panic!("replica {id} failed: {reason}"),
+                    }
+                }
+                while let Some((order, payload)) = h.outbox.front().cloned() {
+                    match h.node.multicast_ordered(now, payload, order) {
+                        Ok(_) => {
+                            h.outbox.pop_front();
+                            progress = true;
+                        }
+                        Err(SendError::Blocked | SendError::NotMember | SendError::AwaitingState) => break,
+                        Err(SendError::WindowFull) => break,
+                        Err(e) => panic!("multicast refused: {e}"),
+                    }
+                }
+                while let Some(t) = h.node.poll_transmit() {
+                    frames.push((t.to.0, t.frame.to_vec()));
+                    progress = true;
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+        for (to, f) in frames {
+            self.send(id, to, f);
+        }
+        for (who, result) in replies {
+            let Some((c, op)) = who else { continue };
+            self.finish(c, op, result);
+        }
+    }
+
+    fn finish(&mut self, c: usize, op: usize, result: Result<Vec<u64>, ReplicaError>) {
+        let o = &mut self.ops[op];
+        o.end = self.now;
+        o.outcome = match result {
+            Ok(l) => Outcome::Ok(l),
+            Err(ReplicaError::Uncertain) => Outcome::Unknown,
+            Err(_) => Outcome::Definite,
+        };
+        self.clients[c] = None;
+    }
+
+    fn client_op(&mut self) {
+        let c = self.rng.below(self.clients.len() as u64) as usize;
+        if self.clients[c].is_some() {
+            return;
+        }
+        let live: Vec<u64> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.as_ref().is_some_and(|h| !h.paused))
+            .map(|(id, _)| *id)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let id = live[self.rng.below(live.len() as u64) as usize];
+        let key = format!("k{}", self.rng.below(3));
+        let r = self.rng.below(10);
+        let kind = if r < 6 {
+            self.next_value += 1;
+            Kind::Append(self.next_value)
+        } else if r < 9 {
+            Kind::Read(Consistency::Linearizable)
+        } else {
+            Kind::Read(Consistency::Local)
+        };
+        let op = self.ops.len();
+        self.ops.push(Op {
+            kind: kind.clone(),
+            key: key.clone(),
+            start: self.now,
+            end: 0,
+            outcome: Outcome::Pending,
+        });
+        self.clients[c] = Some(op);
+        let now_ms = self.now / MS;
+        let h = self.hosts.get_mut(&id).unwrap().as_mut().unwrap();
+        let r = match kind {
+            Kind::Append(v) => {
+                let cmd = postcard::to_stdvec(&(key, v)).unwrap();
+                h.replica.submit(1000 + c as u64, op as u64, &cmd, now_ms).map(Err)
+            }
+            Kind::Read(cons) => h.replica.read(key, cons, now_ms),
+        };
+        match r {
+            Ok(Ok(out)) => self.finish(c, op, Ok(out)),
+            Ok(Err(ticket)) => {
+                h.waiting.insert(ticket, (c, op));
+            }
+            Err(e) => self.finish(c, op, Err(e)),
+        }
+        // Half the time leave the command in the replica's batch until the host runs next, so
+        // that batches of several commands travel too.
+        if self.rng.below(2) == 0 {
+            self.pump(id);
+        }
+    }
+
+    fn deliver(&mut self, to: u64, from: u64, frame: Vec<u8>) {
+        if self.cut.contains(&to) != self.cut.contains(&from) {
+            return; // partitioned: the link drops it
+        }
+        let now = Instant::from_nanos(self.now);
+        let Some(Some(h)) = self.hosts.get_mut(&to) else { return };
+        if h.paused {
+            // Held in the kernel's buffers until the process runs again.
+            self.seq += 1;
+            self.net.push(std::cmp::Reverse((self.now + MS, self.seq, to, from, frame)));
+            return;
+        }
+        let _ = h.node.handle_frame(now, NodeId(from), &frame);
+        self.pump(to);
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::from_nanos(self.now);
+        let ids: Vec<u64> = self.hosts.keys().copied().collect();
+        for id in ids {
+            if let Some(Some(h)) = self.hosts.get_mut(&id) {
+                if !h.paused && h.node.poll_timeout().is_some_and(|t| t <= now) {
+                    h.node.handle_timeout(now);
+                }
+            }
+            self.pump(id);
+        }
+    }
+
+    fn next_timer(&self) -> u64 {
+        self.hosts
+            .values()
+            .flatten()
+            .filter(|h| !h.paused)
+            .filter_map(|h| h.node.poll_timeout())
+            .map(|t| t.as_nanos())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Runs until `until`, with client operations every `op_every` ns if given.
+    fn run(&mut self, until: u64, op_every: Option<u64>) {
+        let mut next_op = self.now + op_every.unwrap_or(0);
+        while self.now < until {
+            let net = self.net.peek().map_or(u64::MAX, |e| e.0 .0);
+            let timer = self.next_timer();
+            let op = if op_every.is_some() { next_op } else { u64::MAX };
+            let t = net.min(timer).min(op).min(until);
+            self.now = t.max(self.now);
+            if net <= t {
+                let std::cmp::Reverse((_, _, to, from, frame)) = self.net.pop().unwrap();
+                self.deliver(to, from, frame);
+            } else if timer <= t {
+                self.timers();
+            } else if op <= t {
+                self.client_op();
+                next_op = self.now + op_every.unwrap_or(0) / 2 + self.rng.below(op_every.unwrap_or(1));
+            }
+        }
+    }
+
+    fn pause(&mut self, id: u64, on: bool) {
+        if let Some(Some(h)) = self.hosts.get_mut(&id) {
+            h.paused = on;
+        }
+    }
+}
+
+fn check(seed: u64, w: &World) {
+    let ready: Vec<&Host> =
+        w.hosts.values().flatten().filter(|h| h.node.status() == Status::Member).collect();
+    assert!(ready.len() >= 3, "seed {seed}: only {} members at the end", ready.len());
+    let s0 = ready[0].replica.status();
+    for h in &ready {
+        let s = h.replica.status();
+        assert_eq!(s.applied, s0.applied, "seed {seed}: applied differs: {:?} vs {:?}", s.me, s0.me);
+        assert_eq!(
+            h.replica.digest(),
+            ready[0].replica.digest(),
+            "seed {seed}: digests differ: {:?} vs {:?}",
+            s.me,
+            s0.me
+        );
+    }
+    let finals: BTreeMap<String, Vec<u64>> = ready[0].replica.machine().lists.clone();
+    let mut acked_appends = 0;
+    for (i, op) in w.ops.iter().enumerate() {
+        let fin = finals.get(&op.key).cloned().unwrap_or_default();
+        match (&op.kind, &op.outcome) {
+            (Kind::Append(v), Outcome::Ok(l)) => {
+                acked_appends += 1;
+                assert_eq!(l.last(), Some(v), "seed {seed}: op {i} reply does not end with its value");
+                assert!(
+                    fin.starts_with(l),
+                    "seed {seed}: op {i} acknowledged {l:?}, not a prefix of the final {fin:?}"
+                );
+            }
+            (Kind::Append(v), Outcome::Definite) => {
+                assert!(!fin.contains(v), "seed {seed}: op {i} refused, yet {v} is in the final list");
+            }
+            (Kind::Read(_), Outcome::Ok(l)) => {
+                assert!(
+                    fin.starts_with(l),
+                    "seed {seed}: op {i} read {l:?}, not a prefix of the final {fin:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    for (k, l) in &finals {
+        let mut seen = l.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), l.len(), "seed {seed}: a value appears twice in {k}: {l:?}");
+    }
+    // Real time: an op acknowledged before a linearizable op began saw no more than it.
+    for a in &w.ops {
+        let Outcome::Ok(la) = &a.outcome else { continue };
+        for b in &w.ops {
+            let Outcome::Ok(lb) = &b.outcome else { continue };
+            let b_linear = matches!(b.kind, Kind::Append(_) | Kind::Read(Consistency::Linearizable));
+            if a.key == b.key && b_linear && a.end < b.start {
+                assert!(lb.len() >= la.len(), "seed {seed}: {b:?} began after {a:?} ended but saw less");
+            }
+        }
+    }
+    assert!(
+        acked_appends > 20,
+        "seed {seed}: only {acked_appends} appends acknowledged: the workload did not run"
+    );
+}
+
+fn seeds(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    match std::env::var("CHORUS_SMR_SEEDS") {
+        Ok(s) => {
+            let (a, b) = s.split_once("..").expect("CHORUS_SMR_SEEDS=A..B");
+            a.parse().unwrap()..b.parse().unwrap()
+        }
+        Err(_) => default,
+    }
+}
+
+/// A scenario: form the group, then faults under load, then heal and let it settle.
+fn scenario(seed: u64) -> World {
+    let n = 5;
+    let mut w = World::new(seed, n, None);
+    w.run(3_000 * MS, None);
+    w.run(4_000 * MS, Some(2 * MS));
+    let victim = 2 + w.rng.below(n - 1);
+    match seed % 4 {
+        0 => {
+            w.crash(victim);
+            w.run(6_000 * MS, Some(2 * MS));
+            w.restart(victim, n);
+        }
+        1 => {
+            w.pause(victim, true);
+            w.run(6_000 * MS, Some(2 * MS));
+            w.pause(victim, false);
+        }
+        2 => {
+            w.cut = vec![victim, 1 + victim % n];
+            w.run(6_000 * MS, Some(2 * MS));
+            w.cut.clear();
+        }
+        _ => {
+            w.crash(victim);
+            w.crash(1 + victim % n);
+            w.run(5_000 * MS, Some(2 * MS));
+            w.restart(victim, n);
+            w.restart(1 + victim % n, n);
+        }
+    }
+    w.run(9_000 * MS, Some(2 * MS));
+    w.run(14_000 * MS, None);
+    w
+}
+
+#[test]
+fn replicas_agree_and_acknowledged_writes_survive_faults() {
+    for seed in seeds(1..25) {
+        let w = scenario(seed);
+        check(seed, &w);
+    }
+}
+
+#[test]
+fn standby_takes_over_when_an_active_member_fails() {
+    let n = 3;
+    let mut w = World::new(7, n, Some(3));
+    w.run(3_000 * MS, None);
+    let role = |w: &World, id: u64| w.hosts[&id].as_ref().unwrap().replica.status().role;
+    assert_eq!(role(&w, 3), Some(Role::Standby));
+    // A standby refuses clients.
+    let h = w.hosts.get_mut(&3).unwrap().as_mut().unwrap();
+    assert_eq!(h.replica.submit(1, 1, b"x", 0), Err(ReplicaError::Standby));
+    assert_eq!(h.replica.read("k0".into(), Consistency::Local, 0).err(), Some(ReplicaError::Standby));
+    w.run(4_000 * MS, Some(2 * MS));
+    w.crash(2);
+    w.run(8_000 * MS, Some(2 * MS));
+    assert_eq!(role(&w, 3), Some(Role::Active), "the standby was not promoted when active member 2 failed");
+    assert_eq!(role(&w, 1), Some(Role::Active));
+    w.run(10_000 * MS, None);
+    // The promoted member applied everything while standing by: same state.
+    let d1 = w.hosts[&1].as_ref().unwrap().replica.digest();
+    let d3 = w.hosts[&3].as_ref().unwrap().replica.digest();
+    assert_eq!(d1, d3);
+}
+
+#[test]
+fn duplicate_requests_are_answered_from_the_session() {
+    let mut w = World::new(3, 3, None);
+    w.run(3_000 * MS, None);
+    let cmd = postcard::to_stdvec(&("k".to_string(), 42u64)).unwrap();
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let h = w.hosts.get_mut(&1).unwrap().as_mut().unwrap();
+        tickets.push(h.replica.submit(77, 5, &cmd, 0).unwrap());
+    }
+    // Route both replies to ops we can see.
+    for (i, t) in tickets.iter().enumerate() {
+        w.ops.push(Op {
+            kind: Kind::Append(42),
+            key: "k".into(),
+            start: 0,
+            end: 0,
+            outcome: Outcome::Pending,
+        });
+        w.hosts.get_mut(&1).unwrap().as_mut().unwrap().waiting.insert(*t, (i, i));
+    }
+    w.pump(1);
+    w.run(4_000 * MS, None);
+    for op in &w.ops {
+        assert!(matches!(&op.outcome, Outcome::Ok(l) if l == &vec![42]), "{op:?}");
+    }
+    let lists = &w.hosts[&2].as_ref().unwrap().replica.machine().lists;
+    assert_eq!(lists.get("k"), Some(&vec![42]), "applied twice");
+    // An older request of the session is refused.
+    let h = w.hosts.get_mut(&1).unwrap().as_mut().unwrap();
+    let t = h.replica.submit(77, 4, &cmd, 0).unwrap();
+    h.waiting.insert(t, (2, 2));
+    w.ops.push(Op { kind: Kind::Append(42), key: "k".into(), start: 0, end: 0, outcome: Outcome::Pending });
+    w.pump(1);
+    w.run(5_000 * MS, None);
+    assert!(matches!(w.ops[2].outcome, Outcome::Definite), "{:?}", w.ops[2]);
+}
+
+#[test]
+#[ignore = "diagnostics: prints what each scenario did"]
+fn print_scenarios() {
+    for seed in seeds(1..9) {
+        let w = scenario(seed);
+        let ok = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
+        let def = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Definite)).count();
+        let unk = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Unknown)).count();
+        let st: Vec<String> = w
+            .hosts
+            .values()
+            .flatten()
+            .map(|h| {
+                let s = h.replica.status();
+                format!("{:?}:{:?}/{}/v{:?}", s.me, s.phase, s.applied, s.view.map(|v| v.id))
+            })
+            .collect();
+        println!("seed {seed}: ops {} ok {ok} definite {def} unknown {unk}; {st:?}", w.ops.len());
+    }
+}

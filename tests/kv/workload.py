@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Jepsen-style client workload against a chorus-kv store, with redis-py.
+
+Several client threads, each on its own connection to one node (chosen round-robin, and
+re-chosen after an error), run for --seconds:
+
+- register: SET k v / GET k on keys r0..r{n}; values are unique per write;
+- list-append: MULTI; RPUSH k v; LRANGE k 0 -1; EXEC on keys l0..l{n}, recorded as an append
+  and a read-list over the same interval (sound for the checker: weaker than one atomic op).
+
+Every operation is written to the history (JSON lines, the chorus-lin format) as an invoke and
+then ok / fail / info: ok with the value read, fail when the store said nothing was done
+(NOQUORUM, NOTREADY, READONLY, OVERLOADED, refused connections), info when the outcome is
+unknown (timeouts, UNCERTAIN, a connection dropped mid-request). After the run, one final
+read of every list key through a node that answers (the checker verifies no acknowledged
+append is missing from it).
+
+    workload.py --ports 7001,7002,7003 --seconds 20 --clients 6 --history h.jsonl
+"""
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+DEFINITE = ("NOQUORUM", "NOTREADY", "READONLY", "OVERLOADED", "LOADING", "TRYAGAIN", "STANDBY")
+
+
+class History:
+    def __init__(self, path):
+        self.f = open(path, "w")
+        self.lock = threading.Lock()
+
+    def write(self, **ev):
+        ev["time_ns"] = time.monotonic_ns()
+        line = json.dumps(ev)
+        with self.lock:
+            self.f.write(line + "\n")
+
+    def close(self):
+        self.f.close()
+
+
+def classify(e):
+    """ok is not an option here: 'fail' (definitely not done) or 'info' (unknown)."""
+    if isinstance(e, redis.exceptions.ConnectionError) and not isinstance(e, redis.exceptions.TimeoutError):
+        # Refused before sending is definite, but redis-py cannot tell us when it was sent:
+        # a reset mid-request is unknown. Be conservative.
+        return "info"
+    if isinstance(e, redis.exceptions.ResponseError):
+        msg = str(e)
+        if msg.split(" ", 1)[0].upper() in DEFINITE:
+            return "fail"
+        return "info"
+    return "info"
+
+
+def connect(port, timeout):
+    # No retries: redis-py (6 and later) resends a request after a timeout or a dropped
+    # connection by default, which would run it twice behind the history's back.
+    return redis.Redis(
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        retry_on_error=[],
+    )
+
+
+def client(cid, args, ports, hist, stop, counters):
+    rng = random.Random(args.seed * 1000 + cid)
+    node = cid % len(ports)
+    conn = None
+    seq = 0
+    gen = 0
+    while not stop.is_set():
+        # After an operation with an unknown outcome the process may still be "in flight":
+        # continue as a new process, as Jepsen does.
+        proc = cid + 100 * gen
+        if conn is None:
+            conn = connect(ports[node], args.timeout)
+        seq += 1
+        if rng.random() < 0.5:
+            key = f"r{rng.randrange(args.keys)}"
+            if rng.random() < 0.5:
+                value = f"{cid}-{seq}"
+                hist.write(process=proc, type="invoke", f="write", key=key, value=value)
+                try:
+                    r = conn.set(key, value)
+                    hist.write(process=proc, type="ok" if r else "fail", f="write", key=key, value=value)
+                    counters["ok"] += 1
+                except Exception as e:  # noqa: BLE001 - every failure is recorded
+                    t = classify(e)
+                    hist.write(process=proc, type=t, f="write", key=key, value=value, error=str(e))
+                    gen += t == "info"
+                    counters["err"] += 1
+                    conn, node = None, (node + 1) % len(ports)
+            else:
+                hist.write(process=proc, type="invoke", f="read", key=key, value=None)
+                try:
+                    r = conn.get(key)
+                    hist.write(process=proc, type="ok", f="read", key=key, value=None if r is None else r.decode())
+                    counters["ok"] += 1
+                except Exception as e:  # noqa: BLE001
+                    # A read that failed changed nothing: drop it (fail).
+                    hist.write(process=proc, type="fail", f="read", key=key, value=None, error=str(e))
+                    counters["err"] += 1
+                    conn, node = None, (node + 1) % len(ports)
+        else:
+            key = f"l{rng.randrange(args.keys)}"
+            value = f"{cid}-{seq}"
+            p2 = proc + 50_000  # the read half of the transaction, as its own process
+            hist.write(process=proc, type="invoke", f="append", key=key, value=value)
+            hist.write(process=p2, type="invoke", f="read-list", key=key, value=None)
+            try:
+                pipe = conn.pipeline(transaction=True)
+                pipe.rpush(key, value)
+                pipe.lrange(key, 0, -1)
+                _, lst = pipe.execute()
+                hist.write(process=proc, type="ok", f="append", key=key, value=value)
+                hist.write(process=p2, type="ok", f="read-list", key=key, value=[x.decode() for x in lst])
+                counters["ok"] += 1
+            except Exception as e:  # noqa: BLE001
+                t = classify(e)
+                hist.write(process=proc, type=t, f="append", key=key, value=value, error=str(e))
+                hist.write(process=p2, type="fail", f="read-list", key=key, value=None, error=str(e))
+                gen += t == "info"
+                counters["err"] += 1
+                conn, node = None, (node + 1) % len(ports)
+        if args.pace:
+            time.sleep(args.pace)
+
+
+def final_reads(args, ports, hist):
+    """One read of every list key, through the first node that answers, after the run."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for port in ports:
+            try:
+                conn = connect(port, args.timeout)
+                for k in range(args.keys):
+                    key = f"l{k}"
+                    hist.write(process=99_999, type="invoke", f="read-list", key=key, value=None)
+                    lst = conn.lrange(key, 0, -1)
+                    hist.write(process=99_999, type="ok", f="read-list", key=key, value=[x.decode() for x in lst], final=True)
+                return True
+            except Exception as e:  # noqa: BLE001
+                hist.write(process=99_999, type="fail", f="read-list", key=key, value=None, error=str(e))
+                print(f"final read through {port} failed: {e}", file=sys.stderr)
+        time.sleep(1)
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ports", required=True)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--keys", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--pace", type=float, default=0.002)
+    ap.add_argument("--history", required=True)
+    args = ap.parse_args()
+    ports = [int(p) for p in args.ports.split(",")]
+    hist = History(args.history)
+    stop = threading.Event()
+    counters = {"ok": 0, "err": 0}
+    threads = [threading.Thread(target=client, args=(c, args, ports, hist, stop, counters)) for c in range(args.clients)]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        time.sleep(1)
+        print(f"workload: {counters['ok']} ok, {counters['err']} errors", flush=True)
+    stop.set()
+    for t in threads:
+        t.join()
+    ok = final_reads(args, ports, hist)
+    hist.close()
+    print(f"workload done: {counters['ok']} ok, {counters['err']} errors, final reads {'taken' if ok else 'FAILED'}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
