@@ -21,6 +21,11 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// Silence after which a member is suspected (and so removed from the view).
     pub suspect_timeout: Duration,
+    /// A member that keeps heartbeating but whose acknowledgement of this member's messages
+    /// stands still this long (while more were sent) is suspected like a silent one: it would
+    /// otherwise hold every sender's window full for ever. Members loading the state are
+    /// exempt (they may hold acknowledgements back on purpose).
+    pub lag_timeout: Duration,
     /// Granularity of the core's housekeeping (retransmission requests, timeouts).
     pub tick_interval: Duration,
     /// Minimum time between two retransmission requests for the same gap.
@@ -72,6 +77,7 @@ impl Config {
             bootstrap: false,
             heartbeat_interval: Duration::from_millis(100),
             suspect_timeout: Duration::from_millis(500),
+            lag_timeout: Duration::from_secs(3),
             tick_interval: Duration::from_millis(10),
             retransmit_interval: Duration::from_millis(50),
             ack_delay: Duration::from_millis(1),
@@ -108,6 +114,15 @@ impl Config {
                 format!(
                     "{:?} is less than twice heartbeat_interval ({:?}): live members would be suspected",
                     self.suspect_timeout, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.lag_timeout < self.suspect_timeout {
+            return bad(
+                "lag_timeout",
+                format!(
+                    "{:?} is less than suspect_timeout ({:?}): a member briefly behind would be suspected",
+                    self.lag_timeout, self.suspect_timeout
                 ),
             );
         }

@@ -46,11 +46,14 @@ pub enum Mark {
     /// A member installed a view from an install resent by a member of that view that was not
     /// in its own (a joiner, the last to hold the decision).
     InstallFromNextView,
+    /// A member that kept heartbeating was suspected because its acknowledgements of this
+    /// member's messages stood still for `lag_timeout`.
+    AcksStalled,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 18] = [
+    pub const ALL: [Mark; 19] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -69,6 +72,7 @@ impl Mark {
         Mark::StateBufferFull,
         Mark::NoStateHolder,
         Mark::InstallFromNextView,
+        Mark::AcksStalled,
     ];
 }
 

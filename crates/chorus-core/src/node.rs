@@ -169,6 +169,9 @@ pub(crate) struct Peer {
     pub promise_clock: u64,
     /// It holds the application's state (not loading it), as of its last acknowledgement.
     pub holds_state: bool,
+    /// Since when its acknowledgement of our messages has stood still at this value while we
+    /// had sent more (None: it is not behind).
+    pub lag: Option<(u64, Instant)>,
 }
 
 /// The chosen proposal that created the current view, and the messages of the previous view
@@ -771,19 +774,41 @@ impl Node {
         let hb = self.cfg.heartbeat_interval;
         let join_ttl = self.cfg.join_retry_interval * 4;
         let timeout = self.cfg.suspect_timeout;
+        let lag_timeout = self.cfg.lag_timeout;
         let retransmit = self.cfg.retransmit_interval;
         let window = u64::from(self.cfg.window_msgs);
         let leaving = self.leaving;
         let me_id = self.me;
         let Some(m) = self.member_mut() else { return };
         let me = m.me;
-        // Failure detection.
+        let sent = m.senders[me].received;
+        // A wedged member (flushing, or without quorum) freezes its acknowledgements on
+        // purpose, and while this one is wedged nothing of this view is sent any more: judge
+        // acknowledgements only while both sides run the view normally.
+        let wedged = m.wedged;
+        // Failure detection: silence, or acknowledgements that stand still. A member that
+        // heartbeats but never acknowledges our messages would hold every sender's window full
+        // for ever; it is treated like a silent one (virtual synchrony excludes a member that
+        // cannot keep up). One still loading the state may hold its acknowledgements back on
+        // purpose (its buffer is full): it is not judged by them, nor is a wedged one.
         let mut newly = Vec::new();
+        let mut stalled = 0;
         for (r, p) in m.peers.iter_mut().enumerate() {
             if r == me {
                 continue;
             }
-            p.suspected = now.since(p.last_heard) > timeout;
+            let behind = p.acked[me] < sent && p.holds_state && !p.wedged && !wedged;
+            p.lag = match p.lag {
+                _ if !behind => None,
+                Some((at, since)) if at == p.acked[me] => Some((at, since)),
+                _ => Some((p.acked[me], now)),
+            };
+            let lagging = p.lag.is_some_and(|(_, since)| now.since(since) > lag_timeout);
+            let silent = now.since(p.last_heard) > timeout;
+            if lagging && !silent && !p.suspected {
+                stalled += 1;
+            }
+            p.suspected = silent || lagging;
             if p.suspected && !p.announced {
                 p.announced = true;
                 newly.push(m.view.members[r]);
@@ -849,6 +874,9 @@ impl Node {
         };
         for member in newly {
             self.events.push_back(Event::Suspected { member });
+        }
+        for _ in 0..stalled {
+            self.marks.hit(Mark::AcksStalled);
         }
         for t in targets {
             self.outq.entry((t.node, Some(t))).or_default();
@@ -934,6 +962,7 @@ impl Node {
                 heard_in_view: false,
                 promise_sent: 0,
                 promise_clock: 0,
+                lag: None,
             })
             .collect();
         let mut pending_leaves = BTreeSet::new();

@@ -219,6 +219,7 @@ impl Member {
         core.state_transfer = cfg.state_transfer;
         core.heartbeat_interval = cfg.heartbeat;
         core.suspect_timeout = cfg.suspect_timeout;
+        core.lag_timeout = core.lag_timeout.max(cfg.suspect_timeout * 4);
         core.join_retry_interval = cfg.heartbeat * 2;
         core.seed = inc ^ cfg.node;
         // Acknowledge total and safe messages at the end of the driver's pass that received

@@ -8,9 +8,6 @@
 //! frame), that nothing changed the view, and that a multicast afterwards reaches every member.
 //! Attackers use distinct node ids per test (88 to 99) so that log lines, which are captured for
 //! the whole test binary, can be told apart.
-//!
-//! The `#[ignore]`d test shows a limitation not fixed yet (run it with
-//! `cargo test -p chorus --release --test bad_input -- --ignored`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -731,8 +728,8 @@ async fn a_frame_impersonating_a_member_is_rejected() {
 
 /// Node 96, authenticated but in no view, tells member 2 "you are not a member of my view
 /// 1000". Only a member (or a newer view's member) can know that; from a non-member it must be
-/// ignored. Today member 2 takes it as proof it was excluded, drops out and re-joins as a new
-/// incarnation: one message from a non-member changes the view.
+/// ignored (it once made member 2 drop out and re-join: one message from a non-member changed
+/// the view). The core now takes it only from a life of a node of the view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_cannot_exclude_a_member_with_not_member() {
     const ME: u64 = 96;
@@ -748,8 +745,8 @@ async fn a_non_member_cannot_exclude_a_member_with_not_member() {
 }
 
 /// Node 97, authenticated but in no view, asks member 2 for the install of the view after view
-/// 1000. From a non-member that proves nothing and must be ignored. Today member 2 takes it as
-/// proof that it was left behind (excluded) and re-joins as a new incarnation.
+/// 1000. From a non-member that proves nothing and must be ignored (it once made member 2 think
+/// it was left behind and re-join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_cannot_exclude_a_member_with_install_req() {
     const ME: u64 = 97;
@@ -766,8 +763,7 @@ async fn a_non_member_cannot_exclude_a_member_with_install_req() {
 
 /// Node 98, authenticated but in no view, asks the coordinator to let in a newer incarnation of
 /// member 2: a join in another node's name, which only that node (or a member forwarding its
-/// request) may send. Today the coordinator admits it and the live member 2 is replaced (it is
-/// excluded, re-joins, and is excluded again).
+/// request) may send (the coordinator once admitted it, and the live member 2 was replaced).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_cannot_join_in_a_members_name() {
     const ME: u64 = 98;
@@ -784,8 +780,8 @@ async fn a_non_member_cannot_join_in_a_members_name() {
 }
 
 /// Node 88, authenticated but in no view, asks the coordinator to let in node 77, which does not
-/// exist: a join on behalf of another node that is not a member's forward, to be ignored. Today
-/// the ghost is let in (then suspected and removed): two view changes.
+/// exist: a join on behalf of another node that is not a member's forward, to be ignored (the
+/// ghost was once let in, then suspected and removed: two view changes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_member_cannot_join_another_node() {
     const ME: u64 = 88;
@@ -924,11 +920,10 @@ async fn a_peer_that_stops_reading_is_removed_and_the_group_goes_on() {
 /// Node 89 joins (a correct handshake, then `Join`) and never reads, but keeps sending heartbeats
 /// (acknowledgements that say it received nothing) to every member, from its own connection and
 /// on those the members open to it, while the members multicast 20,000 messages. Its
-/// acknowledgements never advance, so nothing the members send becomes stable: the group should
-/// remove the member that does not keep up. Today nothing does: every sender's window fills
-/// (3 x 4096 messages delivered, then nothing) and the group stops for as long as node 89 keeps
-/// heartbeating.
-#[ignore = "limitation (chorus-core): a member that heartbeats but never acknowledges data is never removed; every sender's window (window_msgs) fills and the group stops"]
+/// acknowledgements never advance, so nothing the members send becomes stable and every
+/// sender's window fills (3 x 4096 messages delivered, then nothing). Each member suspects it
+/// once its acknowledgements have stood still for `lag_timeout` (3 s here) and the group
+/// removes it and goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_but_heartbeats_does_not_stop_the_group() {
     const ME: u64 = 89;
