@@ -12,7 +12,7 @@ use chorus::{Event, Events, Member, MemberId, Order, ViewId};
 use chorus_smr::{
     Action, Consistency, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, StateMachine, Ticket,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// The state machine behind a lock, so that local reads run on the connection's task without a
 /// round trip through the driver, and a gate that says whether they may (closed by the machine
@@ -157,6 +157,8 @@ where
         let status = Arc::new(Mutex::new(replica.status()));
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let digest = Arc::new(Mutex::new((u64::MAX, 0)));
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let idle = Arc::new(Notify::new());
         let driver = Driver {
             replica,
             member: member.clone(),
@@ -167,7 +169,9 @@ where
             applied: applied.clone(),
             idle_at: u64::MAX,
             waiting: HashMap::new(),
-            sender: spawn_sender(member.clone()),
+            sender: spawn_sender(member.clone(), in_flight.clone(), idle.clone()),
+            in_flight,
+            idle,
             last_status: tokio::time::Instant::now(),
         };
         tokio::spawn(driver.run(events, rx));
@@ -224,7 +228,11 @@ where
 
 /// Multicasts in the order the replica asked for them, one at a time (the member's
 /// back-pressure applies). Unbounded, but the replica's `max_pending` bounds what it holds.
-fn spawn_sender(member: Member) -> mpsc::UnboundedSender<(Order, Bytes)> {
+fn spawn_sender(
+    member: Member,
+    in_flight: Arc<AtomicU64>,
+    idle: Arc<Notify>,
+) -> mpsc::UnboundedSender<(Order, Bytes)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Order, Bytes)>();
     tokio::spawn(async move {
         while let Some((order, payload)) = rx.recv().await {
@@ -232,6 +240,9 @@ fn spawn_sender(member: Member) -> mpsc::UnboundedSender<(Order, Bytes)> {
                 // The member left or shut down: the replica hears of it as an event and fails
                 // what waits.
                 tracing::debug!("multicast failed: {e}");
+            }
+            if in_flight.fetch_sub(1, AtomicOrdering::SeqCst) == 1 {
+                idle.notify_one();
             }
         }
     });
@@ -251,6 +262,10 @@ struct Driver<S: StateMachine> {
     idle_at: u64,
     waiting: HashMap<Ticket, ReplyTx<S::Output>>,
     sender: mpsc::UnboundedSender<(Order, Bytes)>,
+    /// Multicasts handed to the sender task and not yet taken by the member.
+    in_flight: Arc<AtomicU64>,
+    /// Told when the sender task has nothing in flight: the held batch may go.
+    idle: Arc<Notify>,
     last_status: tokio::time::Instant,
 }
 
@@ -279,6 +294,7 @@ where
                         self.request(req);
                     }
                 }
+                _ = self.idle.notified() => {}
                 _ = tick.tick() => {
                     self.publish_status();
                     self.refresh_digest();
@@ -352,9 +368,14 @@ where
 
     /// Carries out the replica's actions; false if the replica cannot go on.
     fn actions(&mut self) -> bool {
+        // Group commit: while a multicast is on its way into the member, new commands wait in
+        // the replica's batch and leave together when the sender is free.
+        self.replica.hold_batch(self.in_flight.load(AtomicOrdering::SeqCst) > 0);
         while let Some(a) = self.replica.poll_action() {
             match a {
                 Action::Multicast { order, payload } => {
+                    self.in_flight.fetch_add(1, AtomicOrdering::SeqCst);
+                    self.replica.hold_batch(true);
                     if self.sender.send((order, payload)).is_err() {
                         return false;
                     }

@@ -67,7 +67,8 @@ pub struct ServerConfig {
     /// Reads' consistency on a new connection (default linearizable; `READONLY` switches a
     /// connection to local reads).
     pub read_consistency: Consistency,
-    /// Issue a run of consecutive pipelined writes to the backend together, before awaiting any.
+    /// Issue a run of consecutive pipelined writes (or of linearizable reads) to the backend
+    /// together, before awaiting any.
     /// Only for a backend that submits in call order (the submission done in `write` itself,
     /// before the returned future is polled) and applies one session's writes in `seq` order.
     /// Default false: one write at a time.
@@ -352,6 +353,37 @@ impl<B: Backend> Conn<B> {
                                     encode_write(&WriteCmd::One(cmd)),
                                 ))
                             }
+                            _ => None,
+                        })
+                        .collect();
+                    let results = tokio::select! {
+                        r = join_ordered(futs) => r,
+                        _ = stop.wait_for(|s| *s) => return,
+                    };
+                    for r in results {
+                        r.unwrap_or_else(err_reply).encode(self.proto, &mut out);
+                    }
+                    Flow::Continue
+                } else if self.shared.cfg.concurrent_writes
+                    && self.authed
+                    && self.multi.is_none()
+                    && self.consistency == Consistency::Linearizable
+                    && matches!(cls, Classified::Read(_))
+                    && matches!(batch.peek(), Some((Classified::Read(_), _)))
+                {
+                    // Likewise a run of pipelined linearizable reads: one barrier can serve them
+                    // all instead of one round trip through the group each.
+                    let mut run = vec![cls];
+                    while let Some((Classified::Read(_), _)) = batch.peek() {
+                        if let Some((c, _)) = batch.next() {
+                            self.shared.commands.fetch_add(1, Ordering::Relaxed);
+                            run.push(c);
+                        }
+                    }
+                    let futs: Vec<_> = run
+                        .into_iter()
+                        .filter_map(|c| match c {
+                            Classified::Read(cmd) => Some(self.backend.read(Query(cmd), self.consistency)),
                             _ => None,
                         })
                         .collect();

@@ -286,6 +286,7 @@ pub struct Replica<S: StateMachine> {
     batch: Vec<(u64, u64, u64, Vec<u8>)>,
     batch_bytes: usize,
     batch_now_ms: u64,
+    hold_batch: bool,
     actions: VecDeque<Action<S::Output>>,
     bad_messages: u64,
 }
@@ -319,6 +320,7 @@ where
             batch: Vec::new(),
             batch_bytes: 0,
             batch_now_ms: 0,
+            hold_batch: false,
             actions: VecDeque::new(),
             bad_messages: 0,
         }
@@ -333,10 +335,18 @@ where
     /// Commands submitted since the last call travel together in one multicast, queued when
     /// the actions before it are taken.
     pub fn poll_action(&mut self) -> Option<Action<S::Output>> {
-        if self.actions.is_empty() {
+        if self.actions.is_empty() && !self.hold_batch {
             self.flush_batch();
         }
         self.actions.pop_front()
+    }
+
+    /// While held, commands accumulate in the batch instead of leaving at the next
+    /// `poll_action` (group commit: a driver holds the batch while its previous multicast is
+    /// still being taken by the member, so that under load many commands share one multicast).
+    /// The batch still leaves when it is full, and before any other multicast.
+    pub fn hold_batch(&mut self, hold: bool) {
+        self.hold_batch = hold;
     }
 
     /// Queues the batch of commands as one multicast.
