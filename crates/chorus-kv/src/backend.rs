@@ -93,4 +93,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn read(&self, q: Query, c: Consistency) -> impl Future<Output = Result<Reply, BackendError>> + Send;
     /// The group's state for INFO.
     fn info(&self) -> GroupInfo;
+    /// Makes a standby active (`PROMOTE [node]`): this node, or the member with node id `node`.
+    /// Returns once the promotion is applied. Backends without replicas refuse it.
+    fn promote(&self, node: Option<u64>) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let _ = node;
+        std::future::ready(Err(BackendError::Other("PROMOTE needs a replicated store".into())))
+    }
 }

@@ -50,6 +50,8 @@ pub enum ConnCmd {
     ReadOnly,
     /// READWRITE: linearizable reads on this connection.
     ReadWrite,
+    /// `PROMOTE [node]`: make a standby (this node, or the given node id) active.
+    Promote,
     /// RESET
     Reset,
     /// TIME
@@ -193,6 +195,14 @@ pub static COMMANDS: &[Spec] = &[
     spec("unwatch", 1, c(ConnCmd::Unwatch), K0, "transactions", "Forgets the watched keys."),
     spec("readonly", 1, c(ConnCmd::ReadOnly), K0, "cluster", "Serves this connection's reads locally."),
     spec("readwrite", 1, c(ConnCmd::ReadWrite), K0, "cluster", "Makes this connection's reads linearizable."),
+    spec(
+        "promote",
+        -1,
+        c(ConnCmd::Promote),
+        K0,
+        "cluster",
+        "Makes a standby replica (this node, or the node id given) active.",
+    ),
 ];
 
 /// Finds a command by name, ignoring case.

@@ -510,6 +510,40 @@ impl Backend for Replicated<KvMachine> {
         }
     }
 
+    fn promote(&self, node: Option<u64>) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let this = self.clone();
+        async move {
+            let s = this.status();
+            let target = match node {
+                None => s.me,
+                Some(n) => s
+                    .view
+                    .as_ref()
+                    .and_then(|v| v.members.iter().copied().find(|m| m.node.0 == n))
+                    .ok_or_else(|| BackendError::Other(format!("node {n} is not in the current view")))?,
+            };
+            match s.roles.iter().find(|(m, _)| *m == target) {
+                Some((_, chorus_smr::Role::Active)) => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(BackendError::Other(format!(
+                        "member {}.{} has no role yet",
+                        target.node.0, target.inc.0
+                    )))
+                }
+            }
+            Replicated::promote(&this, target).await.map_err(BackendError::from)?;
+            // The promotion travels through the group: answer once it is applied here.
+            for _ in 0..500 {
+                if this.status().roles.iter().any(|(m, r)| *m == target && *r == chorus_smr::Role::Active) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(BackendError::Uncertain("the promotion was sent but not seen applied within 5 s".into()))
+        }
+    }
+
     fn info(&self) -> GroupInfo {
         let s = self.status();
         let role = match (s.phase, s.role) {

@@ -614,6 +614,22 @@ impl<B: Backend> Conn<B> {
                     self.consistency = Consistency::Linearizable;
                     cont(Reply::ok())
                 }
+                ConnCmd::Promote => {
+                    let node = match args.get(1) {
+                        None => None,
+                        Some(a) if args.len() == 2 => {
+                            match std::str::from_utf8(a).ok().and_then(|t| t.parse().ok()) {
+                                Some(n) => Some(n),
+                                None => return cont(Reply::err("ERR PROMOTE takes a node id (a number)")),
+                            }
+                        }
+                        Some(_) => return cont(crate::command::wrong_arity("promote")),
+                    };
+                    match self.backend.promote(node).await {
+                        Ok(()) => cont(Reply::ok()),
+                        Err(e) => cont(err_reply(e)),
+                    }
+                }
             }
         })
     }

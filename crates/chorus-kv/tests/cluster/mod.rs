@@ -37,6 +37,8 @@ pub struct Store {
     pub dir: PathBuf,
     pub base: u16,
     children: Vec<Option<Child>>,
+    /// Each node's `kv.role` ("active" unless set).
+    pub roles: Vec<&'static str>,
 }
 
 impl Store {
@@ -50,11 +52,12 @@ impl Store {
             .map(|j| format!("\"{}@127.0.0.1:{}\"", j + 1, self.base + 100 + j))
             .collect();
         let text = format!(
-            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"faults test secret\"\nbootstrap = {bootstrap}\n\n[kv]\nlisten = \"127.0.0.1:{}\"\n",
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"faults test secret\"\nbootstrap = {bootstrap}\n\n[kv]\nlisten = \"127.0.0.1:{}\"\nrole = \"{}\"\n",
             i + 1,
             self.base + 100 + i,
             seeds.join(", "),
-            self.port(i)
+            self.port(i),
+            self.roles.get(i as usize).copied().unwrap_or("active")
         );
         let path = self.dir.join(format!("node{}-{bootstrap}.toml", i + 1));
         std::fs::write(&path, text).unwrap();
@@ -166,11 +169,18 @@ pub fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
 impl Store {
     /// A fresh store of NODES nodes, all active in one view.
     pub fn up(name: &str) -> Store {
+        let s = Store::start_all(name, Vec::new());
+        wait_converged(&s, Duration::from_secs(30), false);
+        s
+    }
+
+    /// A fresh store whose nodes have these roles, all in one view (not waiting for roles).
+    pub fn start_all(name: &str, roles: Vec<&'static str>) -> Store {
         let dir = std::env::temp_dir().join(format!("chorus-kv-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let salt = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         let base = 21_000 + ((std::process::id() ^ salt) % 400) as u16 * 10;
-        let mut s = Store { dir, base, children: (0..NODES).map(|_| None).collect() };
+        let mut s = Store { dir, base, children: (0..NODES).map(|_| None).collect(), roles };
         s.start(0, true);
         wait_until(
             || info(s.port(0)).is_some_and(|i| i.get("role").map(String::as_str) == Some("active")),
@@ -179,7 +189,6 @@ impl Store {
         for i in 1..NODES {
             s.start(i, false);
         }
-        wait_converged(&s, Duration::from_secs(30), false);
         s
     }
 
