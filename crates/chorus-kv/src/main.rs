@@ -193,12 +193,12 @@ fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) ->
         group.children.push(child);
         // Let the first node form the group before the others ask to join it.
         if i == 0 {
-            wait_ready(port, nodes, 1, Duration::from_secs(20))?;
+            wait_ready(port, 1, Duration::from_secs(20))?;
         }
     }
     let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
     for p in &ports {
-        wait_ready(*p, nodes, nodes, Duration::from_secs(30))?;
+        wait_ready(*p, nodes, Duration::from_secs(30))?;
     }
     println!("all {nodes} nodes are in one view; every node is active");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -226,7 +226,7 @@ fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) ->
             victim + 1
         );
         group.children[victim] = spawn_node(&exe, &configs[victim], &dir, victim as u16)?;
-        wait_ready(vport, nodes, nodes, Duration::from_secs(30))?;
+        wait_ready(vport, nodes, Duration::from_secs(30))?;
         rt.block_on(async {
             let mut r = Client::connect(("127.0.0.1", vport)).await?;
             let v = r.cmd(&["GET", "demo:while-down"]).await?;
@@ -293,78 +293,77 @@ fn spawn_node(
         .context("cannot start a node")
 }
 
-/// Waits until the node on `port` is in a view of exactly `want` members.
-fn wait_members(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
+type Info = std::collections::BTreeMap<String, String>;
+
+/// INFO group of the node on `port`, or why not.
+fn info(port: u16) -> anyhow::Result<Info> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(rt.block_on(async {
+        let mut c = Client::connect(("127.0.0.1", port)).await?;
+        c.info_group().await
+    })?)
+}
+
+fn members(i: &Info) -> usize {
+    i.get("members").map_or(0, |m| m.split(',').filter(|s| !s.is_empty()).count())
+}
+
+/// Polls `ready` every 100 ms for `within`; fails with `what` and the last state it saw.
+fn wait<T>(what: &str, within: Duration, mut ready: impl FnMut() -> Result<T, String>) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let mut last = String::new();
     while start.elapsed() < within {
-        let n = rt.block_on(async {
-            let mut c = Client::connect(("127.0.0.1", port)).await.ok()?;
-            let info = c.info_group().await.ok()?;
-            info.get("members").map(|m| m.split(',').filter(|s| !s.is_empty()).count())
-        });
-        if n == Some(usize::from(want)) {
-            return Ok(());
+        match ready() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("the node on port {port} did not reach a view of {want} members within {within:?}")
+    bail!("{what} within {within:?} (last: {last}); see the nodes' logs")
+}
+
+/// Waits until the node on `port` is in a view of exactly `want` members.
+fn wait_members(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
+    wait(&format!("the node on port {port} did not reach a view of {want} members"), within, || {
+        let i = info(port).map_err(|e| e.to_string())?;
+        if members(&i) == usize::from(want) {
+            Ok(())
+        } else {
+            Err(format!("{} members", members(&i)))
+        }
+    })
 }
 
 /// Waits until every node reports the same applied index with an up-to-date state digest.
-fn converged(
-    ports: &[u16],
-    within: Duration,
-) -> anyhow::Result<Vec<std::collections::BTreeMap<String, String>>> {
-    let start = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut last = Vec::new();
-    while start.elapsed() < within {
-        let infos: Vec<_> = ports
-            .iter()
-            .filter_map(|p| {
-                rt.block_on(async {
-                    let mut c = Client::connect(("127.0.0.1", *p)).await.ok()?;
-                    c.info_group().await.ok()
-                })
-            })
-            .collect();
-        let same = infos.len() == ports.len()
-            && infos.iter().all(|i| {
-                i.get("applied_index") == infos[0].get("applied_index")
-                    && i.get("state_digest_index") == i.get("applied_index")
-                    && i.get("state_digest") == infos[0].get("state_digest")
-            });
+fn converged(ports: &[u16], within: Duration) -> anyhow::Result<Vec<Info>> {
+    wait("the replicas did not converge", within, || {
+        let infos =
+            ports.iter().map(|p| info(*p)).collect::<anyhow::Result<Vec<_>>>().map_err(|e| e.to_string())?;
+        let key = |i: &Info, k: &str| i.get(k).cloned().unwrap_or_default();
+        let same = infos.iter().all(|i| {
+            key(i, "applied_index") == key(&infos[0], "applied_index")
+                && key(i, "state_digest_index") == key(i, "applied_index")
+                && key(i, "state_digest") == key(&infos[0], "state_digest")
+        });
         if same {
-            return Ok(infos);
+            Ok(infos)
+        } else {
+            Err(format!("{infos:?}"))
         }
-        last = infos;
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("the replicas did not converge within {within:?}: {last:?}")
+    })
 }
 
 /// Waits until the node on `port` answers and is active in a view of `want` members.
-fn wait_ready(port: u16, _nodes: u16, want: u16, within: Duration) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut last = String::new();
-    while start.elapsed() < within {
-        let r: anyhow::Result<(String, usize)> = rt.block_on(async {
-            let mut c = Client::connect(("127.0.0.1", port)).await?;
-            let info = c.info_group().await?;
-            let role = info.get("role").cloned().unwrap_or_default();
-            let members = info.get("members").map_or(0, |m| m.split(',').filter(|s| !s.is_empty()).count());
-            Ok((role, members))
-        });
-        match r {
-            Ok((role, members)) if role == "active" && members >= want as usize => return Ok(()),
-            Ok((role, members)) => last = format!("role {role}, {members} members"),
-            Err(e) => last = e.to_string(),
+fn wait_ready(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
+    wait(&format!("the node on port {port} was not ready"), within, || {
+        let i = info(port).map_err(|e| e.to_string())?;
+        let role = i.get("role").cloned().unwrap_or_default();
+        if role == "active" && members(&i) >= usize::from(want) {
+            Ok(())
+        } else {
+            Err(format!("role {role}, {} members", members(&i)))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("the node on port {port} was not ready within {within:?} (last: {last}); see its log")
+    })
 }
 
 async fn walk_through(ports: &[u16]) -> anyhow::Result<()> {

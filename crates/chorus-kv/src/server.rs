@@ -329,61 +329,43 @@ impl<B: Backend> Conn<B> {
                 batch.into_iter().map(|a| (classify(&a), a)).collect::<Vec<_>>().into_iter().peekable();
             while let Some((cls, args)) = batch.next() {
                 self.shared.commands.fetch_add(1, Ordering::Relaxed);
-                let flow = if self.shared.cfg.concurrent_writes
+                // A run of pipelined writes (or linearizable reads) goes to the backend
+                // together, before any is awaited: the writes share multicasts, the reads one
+                // barrier, instead of one round trip through the group each.
+                let same = |a: &Classified, b: &Classified| {
+                    matches!(
+                        (a, b),
+                        (Classified::Write(_), Classified::Write(_))
+                            | (Classified::Read(_), Classified::Read(_))
+                    )
+                };
+                let runs = self.shared.cfg.concurrent_writes
                     && self.authed
                     && self.multi.is_none()
-                    && matches!(cls, Classified::Write(_))
-                    && matches!(batch.peek(), Some((Classified::Write(_), _)))
-                {
+                    && (matches!(cls, Classified::Write(_))
+                        || (matches!(cls, Classified::Read(_))
+                            && self.consistency == Consistency::Linearizable))
+                    && batch.peek().is_some_and(|(next, _)| same(&cls, next));
+                let flow = if runs {
                     let mut run = vec![cls];
-                    while let Some((Classified::Write(_), _)) = batch.peek() {
+                    while batch.peek().is_some_and(|(next, _)| same(&run[0], next)) {
                         if let Some((c, _)) = batch.next() {
                             self.shared.commands.fetch_add(1, Ordering::Relaxed);
                             run.push(c);
                         }
                     }
-                    let futs: Vec<_> = run
+                    type Pending<'a> = Pin<Box<dyn Future<Output = Result<Reply, BackendError>> + Send + 'a>>;
+                    let futs: Vec<Pending<'_>> = run
                         .into_iter()
                         .filter_map(|c| match c {
                             Classified::Write(cmd) => {
                                 self.seq += 1;
-                                Some(self.backend.write(
-                                    self.session,
-                                    self.seq,
-                                    encode_write(&WriteCmd::One(cmd)),
-                                ))
+                                let w = encode_write(&WriteCmd::One(cmd));
+                                Some(Box::pin(self.backend.write(self.session, self.seq, w)) as Pending<'_>)
                             }
-                            _ => None,
-                        })
-                        .collect();
-                    let results = tokio::select! {
-                        r = join_ordered(futs) => r,
-                        _ = stop.wait_for(|s| *s) => return,
-                    };
-                    for r in results {
-                        r.unwrap_or_else(err_reply).encode(self.proto, &mut out);
-                    }
-                    Flow::Continue
-                } else if self.shared.cfg.concurrent_writes
-                    && self.authed
-                    && self.multi.is_none()
-                    && self.consistency == Consistency::Linearizable
-                    && matches!(cls, Classified::Read(_))
-                    && matches!(batch.peek(), Some((Classified::Read(_), _)))
-                {
-                    // Likewise a run of pipelined linearizable reads: one barrier can serve them
-                    // all instead of one round trip through the group each.
-                    let mut run = vec![cls];
-                    while let Some((Classified::Read(_), _)) = batch.peek() {
-                        if let Some((c, _)) = batch.next() {
-                            self.shared.commands.fetch_add(1, Ordering::Relaxed);
-                            run.push(c);
-                        }
-                    }
-                    let futs: Vec<_> = run
-                        .into_iter()
-                        .filter_map(|c| match c {
-                            Classified::Read(cmd) => Some(self.backend.read(Query(cmd), self.consistency)),
+                            Classified::Read(cmd) => {
+                                Some(Box::pin(self.backend.read(Query(cmd), self.consistency)) as Pending<'_>)
+                            }
                             _ => None,
                         })
                         .collect();

@@ -13,20 +13,7 @@ use std::time::Duration;
 use cluster::{python_ready, repo, wait_converged, Store};
 
 fn tool(name: &str) -> bool {
-    let ok = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    if std::env::var("CHORUS_SKIP_REDIS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {name} is not installed and CHORUS_SKIP_REDIS=1: this test did not run");
-        return false;
-    }
-    panic!("{name} is needed (apt-get install redis-tools; .ci/run installs it), or set CHORUS_SKIP_REDIS=1 to skip");
+    cluster::needs(name, name, &["--version"], "apt-get install redis-tools")
 }
 
 /// Runs redis-cli with `args` against `port`, feeding `stdin`; returns stdout.

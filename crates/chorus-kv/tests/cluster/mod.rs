@@ -14,9 +14,11 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn python_ready() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import redis"])
+/// Whether `cmd args` runs successfully; if not, fails the test, unless `CHORUS_SKIP_REDIS=1`
+/// says to skip (then it prints that the test did not run and returns false).
+pub fn needs(what: &str, cmd: &str, args: &[&str], install: &str) -> bool {
+    let ok = Command::new(cmd)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -25,12 +27,15 @@ pub fn python_ready() -> bool {
         return true;
     }
     if std::env::var("CHORUS_SKIP_REDIS").as_deref() == Ok("1") {
-        eprintln!(
-            "SKIPPED: python3 with redis-py is not installed and CHORUS_SKIP_REDIS=1: this test did not run"
-        );
+        eprintln!("SKIPPED: {what} is not installed and CHORUS_SKIP_REDIS=1: this test did not run");
         return false;
     }
-    panic!("python3 with redis-py is needed (pip install redis; .ci/run installs it), or set CHORUS_SKIP_REDIS=1 to skip");
+    panic!("{what} is needed ({install}; .ci/run installs it), or set CHORUS_SKIP_REDIS=1 to skip");
+}
+
+/// python3 with redis-py (see [`needs`]).
+pub fn python_ready() -> bool {
+    needs("python3 with redis-py", "python3", &["-c", "import redis"], "pip install redis")
 }
 
 pub struct Store {
