@@ -64,8 +64,10 @@ fn standbys_serve_no_one_until_promoted_on_command_or_when_an_active_node_fails(
     });
 
     // On command: node 1 promotes node 2.
+    // PROMOTE answers once the promotion is applied at the node that sent it; node 2 applies
+    // it at the same point of the total order, moments later.
     assert_eq!(cmd(p[0], &["PROMOTE", "2"]), Value::Simple("OK".into()));
-    assert_eq!(role(p[1]), "active");
+    wait_for("node 2 promoted", Duration::from_secs(5), || role(p[1]) == "active");
     assert_eq!(cmd(p[1], &["GET", "k"]), Value::Bulk(b"v1".to_vec()), "the promoted node has the state");
     assert_eq!(cmd(p[1], &["SET", "k", "v2"]), Value::Simple("OK".into()));
     assert!(is_error(&cmd(p[2], &["GET", "k"]), "READONLY"), "node 3 is still a standby");
