@@ -750,7 +750,7 @@ fn parse(name: &str, a: &[Bytes]) -> Result<Cmd, Reply> {
         "getdel" => Cmd::GetDel(k()),
         "mget" => Cmd::MGet(a[1..].to_vec()),
         "mset" | "msetnx" => {
-            if a.len() % 2 == 0 {
+            if a.len().is_multiple_of(2) {
                 return Err(wrong_arity(name));
             }
             Cmd::MSet(pairs(&a[1..]), name == "msetnx")
@@ -814,7 +814,7 @@ fn parse(name: &str, a: &[Bytes]) -> Result<Cmd, Reply> {
         "llen" => Cmd::LLen(k()),
         "lindex" => Cmd::LIndex(k(), parse_i64(&a[2])),
         "hset" | "hmset" => {
-            if a.len() % 2 != 0 {
+            if !a.len().is_multiple_of(2) {
                 return Err(wrong_arity(name));
             }
             Cmd::HSet(k(), pairs(&a[2..]), name == "hmset")

@@ -842,7 +842,7 @@ impl<B: Backend> Conn<B> {
             }
             Reply::Map(pairs)
         } else if eq(sub, "set") {
-            if args.len() < 4 || args.len() % 2 != 0 {
+            if args.len() < 4 || !args.len().is_multiple_of(2) {
                 return sub_arity("config", sub);
             }
             Reply::error(format!(

@@ -432,7 +432,7 @@ impl SimOptions {
 
 /// Milliseconds, for summaries.
 fn ms(ns: u64) -> String {
-    if ns % MS == 0 {
+    if ns.is_multiple_of(MS) {
         format!("{}ms", ns / MS)
     } else {
         format!("{:.1}ms", ns as f64 / MS as f64)

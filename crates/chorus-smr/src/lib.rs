@@ -11,10 +11,15 @@
 //! clients' requests with [`Replica::submit`] and [`Replica::read`], and carry out what
 //! [`Replica::poll_action`] returns. `chorus-kv` drives it with the tokio runtime; the tests
 //! here drive it with the core's simulated network.
+//!
+//! [`storage`] is the node's data directory (write-ahead log, snapshots, small atomic files)
+//! over real files or a simulated disk, for a driver that keeps a replica's state across
+//! restarts.
 
 mod machine;
 mod replica;
 mod session;
+pub mod storage;
 
 pub use machine::{Ctx, RestoreError, StateMachine};
 pub use replica::{

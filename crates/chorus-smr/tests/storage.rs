@@ -1,0 +1,131 @@
+//! The storage layer over real files: the data directory's lock, the log (including a torn
+//! tail made by cutting the real file), snapshots and atomic files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use chorus_smr::storage::{
+    latest_snapshot, read_atomic, write_atomic, DataDir, SnapshotReader, SnapshotWriter, StorageError, Wal,
+    WalOptions,
+};
+
+type Records = Vec<(u64, Vec<u8>)>;
+
+fn opts() -> WalOptions {
+    WalOptions { segment_bytes: 4096, ..WalOptions::default() }
+}
+
+fn payload(pos: u64) -> Vec<u8> {
+    vec![pos as u8; (pos as usize * 37) % 700]
+}
+
+fn open(path: &Path, after: u64) -> (DataDir, Wal, Records, Option<u64>) {
+    let data = DataDir::open(path).unwrap();
+    let mut got = Vec::new();
+    let (wal, report) = Wal::open(data.dir(), opts(), after, |pos, p| {
+        got.push((pos, p.to_vec()));
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    (data, wal, got, report.torn.map(|t| t.dropped))
+}
+
+#[test]
+fn log_round_trip_and_torn_tail_on_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("node-1").join("data");
+    let (data, mut wal, got, _) = open(&path, 0);
+    assert!(got.is_empty());
+    for pos in 1..=200 {
+        wal.append(pos, &payload(pos)).unwrap();
+    }
+    wal.sync().unwrap();
+    assert!(wal.segments() > 3, "{}", wal.segments());
+    drop((wal, data));
+
+    let (data, wal, got, torn) = open(&path, 0);
+    assert_eq!(got, (1..=200).map(|p| (p, payload(p))).collect::<Records>());
+    assert_eq!(torn, None);
+
+    // Cut the last segment inside its last record, as a crash can.
+    let last = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("wal-"))
+        .max()
+        .unwrap();
+    drop((wal, data));
+    let file = OpenOptions::new().write(true).open(path.join(&last)).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 5).unwrap();
+    drop(file);
+
+    let (data, mut wal, got, torn) = open(&path, 0);
+    assert_eq!(got.len(), 199);
+    assert_eq!(torn, Some(len - 5 - (len - 16 - payload(200).len() as u64)));
+    wal.append(200, b"again").unwrap();
+    wal.sync().unwrap();
+    drop((wal, data));
+    let (_data, _wal, got, torn) = open(&path, 0);
+    assert_eq!((got.len(), got.last().cloned(), torn), (200, Some((200, b"again".to_vec())), None));
+}
+
+#[test]
+fn snapshots_and_atomic_files_on_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let dir = data.dir();
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for pos in [10, 20] {
+        let mut w = SnapshotWriter::create(dir.clone(), pos).unwrap();
+        for piece in body.chunks(9_999) {
+            w.write_all(piece).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let info = latest_snapshot(&*dir).unwrap().unwrap();
+    assert_eq!(info.pos, 20);
+    let mut back = Vec::new();
+    SnapshotReader::open(&*dir, &info).unwrap().read_to_end(&mut back).unwrap();
+    assert_eq!(back, body);
+    let mut names: Vec<_> = dir.list().unwrap();
+    names.sort();
+    assert_eq!(names, vec!["LOCK".to_owned(), info.name.clone()]);
+
+    // Damage on disk is caught.
+    let mut f = OpenOptions::new().read(true).write(true).open(tmp.path().join(&info.name)).unwrap();
+    let mut b = [0u8; 1];
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1000)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1000)).unwrap();
+    f.write_all(&[b[0] ^ 1]).unwrap();
+    drop(f);
+    let err = SnapshotReader::verify_all(&*dir, &info).unwrap_err();
+    assert!(matches!(&err, StorageError::Corrupt { file, .. } if *file == info.name), "{err}");
+
+    assert_eq!(read_atomic(&*dir, "incarnation").unwrap(), None);
+    write_atomic(&*dir, "incarnation", b"3").unwrap();
+    write_atomic(&*dir, "incarnation", b"4").unwrap();
+    assert_eq!(read_atomic(&*dir, "incarnation").unwrap(), Some(b"4".to_vec()));
+    assert!(!tmp.path().join("incarnation.tmp").exists());
+}
+
+#[test]
+fn one_process_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = DataDir::open(tmp.path()).unwrap();
+    let err = DataDir::open(tmp.path()).unwrap_err();
+    assert!(matches!(&err, StorageError::Locked { path } if path == tmp.path()), "{err}");
+    assert!(err.to_string().contains("another process is using this data directory"), "{err}");
+
+    // A handle on the directory (a Wal holds one) keeps the lock after the DataDir goes.
+    let handle = first.dir();
+    drop(first);
+    assert!(matches!(DataDir::open(tmp.path()), Err(StorageError::Locked { .. })));
+    drop(handle);
+    let again = DataDir::open(tmp.path()).unwrap();
+    assert_eq!(again.path(), tmp.path());
+}
