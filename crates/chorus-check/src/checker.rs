@@ -113,6 +113,8 @@ pub(crate) struct ViewRecord {
     pub(crate) members: Vec<Proc>,
     /// Its `loading` list, the same at every install (G1).
     pub(crate) loading: Vec<Proc>,
+    /// Its `recovered` list (G2).
+    pub(crate) recovered: Vec<Proc>,
     /// Who installed it first, for reports.
     pub(crate) first: Proc,
 }
@@ -213,13 +215,18 @@ impl Checker {
             return Err(integrity::ended(t, p, kind(&ev.ev)));
         }
         match &ev.ev {
-            Ev::Install { view, members, loading } => {
+            Ev::Install { view, members, loading, recovered } => {
                 let view = *view;
                 self_inclusion::on_install(t, p, view, members)?;
                 let known = view_agreement::on_install(&self.views, t, p, view, members, loading)?;
-                one_history::on_install(&self.views, t, p, state.view, view, members)?;
+                one_history::on_install(&self.views, t, p, state.view, view, members, recovered)?;
                 if !known {
-                    let record = ViewRecord { members: members.clone(), loading: loading.clone(), first: p };
+                    let record = ViewRecord {
+                        members: members.clone(),
+                        loading: loading.clone(),
+                        recovered: recovered.clone(),
+                        first: p,
+                    };
                     self.views.insert(view, record);
                 }
                 let listed = loading.contains(&p);

@@ -18,7 +18,7 @@
 //! let a = Proc { node: 1, inc: 0 };
 //! let trace = [
 //!     TraceEvent { t: 1, p: Some(a), ev: Ev::Start { bootstrap: true } },
-//!     TraceEvent { t: 2, p: Some(a), ev: Ev::Install { view: 1, members: vec![a], loading: vec![] } },
+//!     TraceEvent { t: 2, p: Some(a), ev: Ev::Install { view: 1, members: vec![a], loading: vec![], recovered: vec![] } },
 //!     TraceEvent { t: 3, p: Some(a), ev: Ev::Send { view: 1, seq: 1, digest: 7, order: Order::Total } },
 //!     TraceEvent {
 //!         t: 4,

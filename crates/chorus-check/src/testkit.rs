@@ -82,7 +82,29 @@ impl Trace {
         members: &[Proc],
         loading: &[Proc],
     ) -> &mut Self {
-        self.ev(Some(p), Ev::Install { view, members: members.to_vec(), loading: loading.to_vec() })
+        let ev =
+            Ev::Install { view, members: members.to_vec(), loading: loading.to_vec(), recovered: vec![] };
+        self.ev(Some(p), ev)
+    }
+
+    /// Each of `who` installs `view` with `members`, `recovered` naming the restarts among them.
+    pub(crate) fn install_recovered(
+        &mut self,
+        who: &[Proc],
+        view: u64,
+        members: &[Proc],
+        recovered: &[Proc],
+    ) -> &mut Self {
+        for &p in who {
+            let ev = Ev::Install {
+                view,
+                members: members.to_vec(),
+                loading: vec![],
+                recovered: recovered.to_vec(),
+            };
+            self.ev(Some(p), ev);
+        }
+        self
     }
 
     /// Every member installs `view` with exactly `members` and `loading`.

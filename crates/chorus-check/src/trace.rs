@@ -105,6 +105,12 @@ pub enum Ev {
         /// traces written before state transfer existed).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         loading: Vec<Proc>,
+        /// Members that are restarted processes which spoke for their node's earlier life in
+        /// the change that made this view (recovery from a data directory): each counts, for the
+        /// majority of the previous view (G2), as the member of its node it replaced. Omitted
+        /// when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recovered: Vec<Proc>,
     },
     /// A process that installed `view` without being in its `loading` list reports the state
     /// of its replicated state machine at the view boundary: after everything it delivered in
@@ -319,8 +325,21 @@ mod tests {
         let ev = |t, p, ev| TraceEvent { t, p, ev };
         vec![
             ev(1, a, Ev::Start { bootstrap: true }),
-            ev(2, a, Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)], loading: vec![] }),
-            ev(2, a, Ev::Install { view: 2, members: vec![p(1, 0), p(2, 3)], loading: vec![p(2, 3)] }),
+            ev(
+                2,
+                a,
+                Ev::Install { view: 1, members: vec![p(1, 0), p(2, 3)], loading: vec![], recovered: vec![] },
+            ),
+            ev(
+                2,
+                a,
+                Ev::Install {
+                    view: 2,
+                    members: vec![p(1, 0), p(2, 3)],
+                    loading: vec![p(2, 3)],
+                    recovered: vec![],
+                },
+            ),
             ev(2, a, Ev::Digest { view: 2, applied: 0, hash: 0 }),
             ev(2, a, Ev::StateLoaded { view: 2, applied: u64::MAX, hash: u64::MAX }),
             ev(3, a, Ev::Send { view: 1, seq: 1, digest: u64::MAX, order: Order::Fifo }),
@@ -384,13 +403,21 @@ mod tests {
     fn installs_without_loading_read_and_write_as_before() {
         let old = r#"{"t":5,"p":{"node":1,"inc":0},"ev":"install","view":3,"members":[{"node":1,"inc":0}]}"#;
         let events = read_jsonl(old.as_bytes()).unwrap();
-        assert_eq!(events[0].ev, Ev::Install { view: 3, members: vec![p(1, 0)], loading: vec![] });
+        assert_eq!(
+            events[0].ev,
+            Ev::Install { view: 3, members: vec![p(1, 0)], loading: vec![], recovered: vec![] }
+        );
         assert_eq!(serde_json::to_string(&events[0]).unwrap(), old);
 
         let new = TraceEvent {
             t: 5,
             p: Some(p(1, 0)),
-            ev: Ev::Install { view: 3, members: vec![p(1, 0), p(2, 0)], loading: vec![p(2, 0)] },
+            ev: Ev::Install {
+                view: 3,
+                members: vec![p(1, 0), p(2, 0)],
+                loading: vec![p(2, 0)],
+                recovered: vec![],
+            },
         };
         let line = serde_json::to_string(&new).unwrap();
         assert!(line.ends_with(r#""loading":[{"node":2,"inc":0}]}"#), "{line}");

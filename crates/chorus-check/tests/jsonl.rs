@@ -23,7 +23,11 @@ fn per_node_files(deliver_at_3: bool) -> Vec<Vec<u8>> {
         let me = Some(p(node));
         let mut evs = vec![
             line(10 + node, me, Ev::Start { bootstrap: node == 1 }),
-            line(100 + node, me, Ev::Install { view: 1, members: members.clone(), loading: vec![] }),
+            line(
+                100 + node,
+                me,
+                Ev::Install { view: 1, members: members.clone(), loading: vec![], recovered: vec![] },
+            ),
         ];
         if node == 1 {
             evs.push(line(200, me, Ev::Send { view: 1, seq: 1, digest: d, order: Order::Total }));
@@ -81,21 +85,21 @@ fn state_transfer_trace(loaded: (u64, u64)) -> Vec<TraceEvent> {
     let after_two = (2, chain(chain(0, d1), d2));
     let evs = [
         (Some(a), Ev::Start { bootstrap: true }),
-        (Some(a), Ev::Install { view: 1, members: vec![a], loading: vec![] }),
+        (Some(a), Ev::Install { view: 1, members: vec![a], loading: vec![], recovered: vec![] }),
         (Some(a), Ev::Digest { view: 1, applied: 0, hash: 0 }),
         (Some(a), Ev::Send { view: 1, seq: 1, digest: d1, order: Order::Total }),
         (Some(a), Ev::Deliver { sender: a, view: 1, seq: 1, digest: d1, order: Order::Total }),
         (Some(b), Ev::Start { bootstrap: false }),
-        (Some(a), Ev::Install { view: 2, members: vec![a, b], loading: vec![b] }),
+        (Some(a), Ev::Install { view: 2, members: vec![a, b], loading: vec![b], recovered: vec![] }),
         (Some(a), Ev::Digest { view: 2, applied: after_one.0, hash: after_one.1 }),
-        (Some(b), Ev::Install { view: 2, members: vec![a, b], loading: vec![b] }),
+        (Some(b), Ev::Install { view: 2, members: vec![a, b], loading: vec![b], recovered: vec![] }),
         (Some(a), Ev::Send { view: 2, seq: 1, digest: d2, order: Order::Safe }),
         (Some(a), Ev::Deliver { sender: a, view: 2, seq: 1, digest: d2, order: Order::Safe }),
         (Some(b), Ev::StateLoaded { view: 2, applied: loaded.0, hash: loaded.1 }),
         (Some(b), Ev::Deliver { sender: a, view: 2, seq: 1, digest: d2, order: Order::Safe }),
-        (Some(a), Ev::Install { view: 3, members: vec![a, b], loading: vec![] }),
+        (Some(a), Ev::Install { view: 3, members: vec![a, b], loading: vec![], recovered: vec![] }),
         (Some(a), Ev::Digest { view: 3, applied: after_two.0, hash: after_two.1 }),
-        (Some(b), Ev::Install { view: 3, members: vec![a, b], loading: vec![] }),
+        (Some(b), Ev::Install { view: 3, members: vec![a, b], loading: vec![], recovered: vec![] }),
         (Some(b), Ev::Digest { view: 3, applied: after_two.0, hash: after_two.1 }),
         (None, Ev::Phase { name: "liveness".into() }),
         (None, Ev::End),

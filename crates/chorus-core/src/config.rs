@@ -3,7 +3,8 @@
 use core::time::Duration;
 
 use crate::error::ConfigError;
-use crate::id::{Incarnation, MemberId, NodeId};
+use crate::id::{GroupId, Incarnation, MemberId, NodeId};
+use crate::recovery::Recovery;
 
 /// Everything a [`Node`](crate::Node) needs to know up front. Build with [`Config::new`] and
 /// adjust fields; [`Config::validate`] (called by `Node::new`) rejects inconsistent values.
@@ -15,8 +16,27 @@ pub struct Config {
     pub incarnation: Incarnation,
     /// Nodes to ask when joining.
     pub seeds: Vec<NodeId>,
-    /// Start a new group with this node as its only member instead of joining one.
+    /// Found a new group if none exists: once a majority of the configured nodes (this one and
+    /// its seeds) answer that they belong to no group, and none of them with a lower id is
+    /// configured to found one too; until then (and for good, if any of them is a member of a
+    /// group) the node asks to join like any other. Never when `group` or `recovery` is set: a
+    /// node that was ever a member never founds again. A node without seeds founds at once.
     pub bootstrap: bool,
+    /// The group this node belongs to, as its data directory says (None: it never was a
+    /// member of one, or keeps no data directory). It is let into no other group.
+    pub group: Option<GroupId>,
+    /// The identity of the group this node founds, if it does (random, drawn by the caller:
+    /// the core has no randomness of its own).
+    pub new_group: GroupId,
+    /// What the node's data directory says of its earlier life (see `Node::poll_persist`): it
+    /// comes back into that view to speak for its old member in the view change, and joins the
+    /// next view as this new incarnation (docs/protocol/recovery.md).
+    pub recovery: Option<Recovery>,
+    /// When no member alive holds the state and the view must be recovered from the members'
+    /// stable storage, wait for every member of the view (not only a majority) to be back:
+    /// needed when the application acknowledges writes before every member stored them
+    /// (otherwise a member cut off, alive, may hold acknowledged writes the others lack).
+    pub recover_all: bool,
     /// How often members send heartbeats (which also carry acknowledgements).
     pub heartbeat_interval: Duration,
     /// Silence after which a member is suspected (and so removed from the view).
@@ -89,6 +109,10 @@ impl Config {
             max_frame: 64 << 20,
             max_members: 64,
             seed: 0,
+            group: None,
+            new_group: GroupId(0),
+            recovery: None,
+            recover_all: false,
             state_transfer: false,
             state_window: 8 << 20,
             state_buffer: 16 << 20,
@@ -150,7 +174,19 @@ impl Config {
             return bad("max_frame", "smaller than one payload plus headers".into());
         }
         let _ = need; // Large flushes are split by the node into several frames (see wire.rs).
-        if !self.bootstrap && self.seeds.is_empty() {
+        if let Some(r) = &self.recovery {
+            let me = r.membership.me;
+            if me.node != self.node || me.inc >= self.incarnation || !r.membership.view.contains(me) {
+                return bad(
+                    "recovery",
+                    format!(
+                        "the recovered member {me} must be an earlier incarnation of node {} ({:?}) and a member of its view",
+                        self.node.0, self.incarnation
+                    ),
+                );
+            }
+        }
+        if !self.bootstrap && self.seeds.is_empty() && self.recovery.is_none() {
             return bad(
                 "seeds",
                 "a node that does not bootstrap needs at least one seed to join through".into(),

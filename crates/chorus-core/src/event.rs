@@ -21,6 +21,9 @@ pub enum Event {
         /// Members that start this view without the application's state and load it from a
         /// donor (with state transfer on; see `StateIncoming`). Empty otherwise.
         loading: Vec<MemberId>,
+        /// Members that are restarted nodes which spoke for their earlier lives in the view
+        /// change (recovery from their data directories; see `Event::Recovering`).
+        recovered: Vec<MemberId>,
     },
     /// A multicast is delivered, in the view it was sent in, in FIFO order per sender and in
     /// the order its mode asks for.
@@ -55,6 +58,20 @@ pub enum Event {
     },
     /// The node left the group after `Node::leave`; it sends and delivers nothing more.
     Left,
+    /// Every member of the current view has reported its application state stored up to at
+    /// least `upto` (the positions given to `Node::set_durable`). Rises only; an application
+    /// that acknowledges writes once they are on every member's disk waits for it.
+    Durable {
+        /// The lowest position reported by a member of the view.
+        upto: u64,
+    },
+    /// The node restarted from its data directory into `view`, the last view its earlier life
+    /// was in: it takes part in that view's change on behalf of that life (which is over), and
+    /// joins the next view as its new incarnation. It delivers nothing of `view`.
+    Recovering {
+        /// The view of the earlier life.
+        view: View,
+    },
     /// (State transfer.) This member is the donor for members that start `view` without the
     /// state: it has delivered every message of the previous view and none of `view`. Take a
     /// checkpoint of the state now, before applying any later delivery (a copy, or a

@@ -21,11 +21,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::event::Event;
-use crate::id::{MemberId, View};
+use crate::id::{GroupId, MemberId, View};
 use crate::marks::Mark;
 use crate::node::{InstallRecord, Node};
 use crate::time::Instant;
-use crate::wire::{Ballot, Data, Msg, Proposal};
+use crate::wire::{Ballot, Data, Msg, Proposal, Rejoin};
 
 /// A view change this member coordinates.
 #[derive(Debug)]
@@ -49,6 +49,8 @@ struct Promised {
     received: Vec<u64>,
     accepted: Option<(Ballot, Proposal)>,
     holds_state: bool,
+    /// A restarted node speaking for this rank's earlier life.
+    rejoin: Option<Rejoin>,
 }
 
 impl Node {
@@ -135,7 +137,7 @@ impl Node {
         }
         (0..m.view.members.len()).filter(|r| !excluded.contains(r)).all(|r| {
             if r == m.me {
-                !m.awaiting_state
+                m.holds_state()
             } else {
                 m.peers[r].holds_state
             }
@@ -188,9 +190,14 @@ impl Node {
         m.promised = Some(ballot);
         let received: Vec<u64> = m.senders.iter().map(|s| s.received).collect();
         let mut promises = BTreeMap::new();
-        let holds_state = !m.awaiting_state;
-        promises
-            .insert(m.me, Promised { received: received.clone(), accepted: m.accepted.clone(), holds_state });
+        let holds_state = m.holds_state();
+        let rejoin = m.recovering;
+        promises.insert(
+            m.me,
+            Promised { received: received.clone(), accepted: m.accepted.clone(), holds_state, rejoin },
+        );
+        self.persist_dirty = true;
+        let Some(m) = self.member_mut() else { return };
         m.coord = Some(Coord { ballot, started: now, last_send: now, phase: Phase::Preparing { promises } });
         let view = m.view.id;
         let targets: Vec<MemberId> = m.view.members.iter().copied().filter(|x| *x != me_id).collect();
@@ -237,9 +244,11 @@ impl Node {
             msgs.extend(st.range(coord_received[s].saturating_add(1), st.received).cloned());
         }
         let accepted = m.accepted.clone();
-        let holds_state = !m.awaiting_state;
+        let holds_state = m.holds_state();
+        let rejoin = m.recovering;
+        self.persist_dirty = true;
         self.wedge();
-        self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs, holds_state });
+        self.queue_member(from, Msg::Promise { view, ballot, received, accepted, msgs, holds_state, rejoin });
     }
 
     /// Notes `ballot`'s round; if a higher ballot was promised, tells `from` and returns true.
@@ -266,6 +275,7 @@ impl Node {
         accepted: Option<(Ballot, Proposal)>,
         msgs: Vec<Data>,
         holds_state: bool,
+        rejoin: Option<Rejoin>,
     ) {
         let Some(m) = self.member() else { return };
         let n = m.view.members.len();
@@ -279,7 +289,7 @@ impl Node {
         self.store_msgs(msgs);
         let Some(m) = self.member_mut() else { return };
         if let Some(Coord { phase: Phase::Preparing { promises }, .. }) = &mut m.coord {
-            promises.insert(r, Promised { received, accepted, holds_state });
+            promises.insert(r, Promised { received, accepted, holds_state, rejoin });
         }
         self.try_decide(now);
     }
@@ -317,14 +327,22 @@ impl Node {
             return;
         }
         let adopted = promises.values().filter_map(|p| p.accepted.as_ref()).max_by_key(|(b, _)| *b);
+        let mut from_disk = false;
         let proposal = if let Some((_, p)) = adopted {
             p.clone()
         } else {
-            let staying: Vec<usize> = promises.keys().copied().filter(|r| !exclusions.contains(r)).collect();
+            // Restarted nodes speaking for their earlier lives: the old members leave, the new
+            // incarnations come in their place (docs/protocol/recovery.md).
+            let rejoining: Vec<Rejoin> = promises.values().filter_map(|p| p.rejoin).collect();
+            let staying: Vec<usize> = promises
+                .iter()
+                .filter(|(r, p)| !exclusions.contains(r) && p.rejoin.is_none())
+                .map(|(r, _)| *r)
+                .collect();
             // With state transfer, members that hold no state (their transfer was cut off) load
             // it again in the next view, and one member at least must hold it to give it.
             let holds = |r: &usize| !state_transfer || promises.get(r).is_some_and(|p| p.holds_state);
-            let mut leavers = self.removable_leavers(staying.len());
+            let mut leavers = self.removable_leavers(staying.len() + rejoining.len());
             if !staying.iter().any(|r| holds(r) && !leavers.contains(r)) {
                 leavers.clear(); // The last holders may not leave before handing the state on.
             }
@@ -332,6 +350,27 @@ impl Node {
             let mut members: Vec<MemberId> = kept.iter().map(|r| m.view.members[*r]).collect();
             let mut loading: Vec<MemberId> =
                 kept.iter().filter(|r| !holds(r)).map(|r| m.view.members[*r]).collect();
+            // No member alive holds the state: it comes from the restarted members' disks, those
+            // with the highest stored position giving it. Every write acknowledged under
+            // `appendfsync always` is on every member's disk, and a majority of this view meets
+            // the members that held the state in it (they are a majority too).
+            let live_holder = kept.iter().any(holds);
+            let mut best = None;
+            if state_transfer && !live_holder && !rejoining.is_empty() {
+                if self.cfg.recover_all && promises.len() < n {
+                    return; // Every member of the view must be back (see `Config::recover_all`).
+                }
+                best = rejoining.iter().filter_map(|j| j.state).max();
+                from_disk = best.is_some();
+            }
+            let mut recovered = Vec::new();
+            for j in &rejoining {
+                members.push(j.new);
+                recovered.push(j.new);
+                if state_transfer && (live_holder || best.is_none() || j.state != best) {
+                    loading.push(j.new);
+                }
+            }
             if members.len() < majority && !minority {
                 return;
             }
@@ -365,7 +404,20 @@ impl Node {
                     *c = (*c).max(*x);
                 }
             }
-            Proposal { prev: m.view.id, next: View { id: m.view.id.next(), members }, cut, loading }
+            let recovered_ids = members
+                .iter()
+                .copied()
+                .filter(|x| !m.view.contains(*x))
+                .filter(|x| promises.values().any(|p| p.rejoin.is_some_and(|j| j.new == *x)));
+            let recovered: Vec<MemberId> = recovered_ids.collect();
+            Proposal {
+                prev: m.view.id,
+                next: View { id: m.view.id.next(), members },
+                cut,
+                loading,
+                recovered,
+                group: self.group.unwrap_or(GroupId(0)),
+            }
         };
         let was_adopted = adopted.is_some();
         let received: BTreeMap<usize, Vec<u64>> =
@@ -385,6 +437,10 @@ impl Node {
         if was_adopted {
             self.marks.hit(Mark::AdoptedProposal);
         }
+        if from_disk {
+            self.marks.hit(Mark::RecoveredFromDisk);
+        }
+        self.persist_dirty = true;
         let Some(m) = self.member_mut() else { return };
         let me = m.me;
         m.accepted = Some((ballot, proposal.clone()));
@@ -415,6 +471,7 @@ impl Node {
             return;
         }
         let me_id = self.me;
+        self.persist_dirty = true;
         let Some(m) = self.member_mut() else { return };
         m.promised = Some(ballot);
         m.accepted = Some((ballot, proposal));
@@ -524,6 +581,11 @@ impl Node {
         if !self.proposal_fits(&proposal) {
             return;
         }
+        if let Some(rejoin) = self.member().and_then(|m| m.recovering) {
+            // A restarted node's stand-in delivers nothing: it only learns where it goes next.
+            self.recovered_install(now, proposal, rejoin);
+            return;
+        }
         let loading = self.member().is_some_and(|m| m.awaiting_state);
         if loading && proposal.next.contains(self.me) && !proposal.loading.contains(&self.me) {
             // Cannot happen (this member promised it holds no state), but if it did, the member
@@ -541,6 +603,13 @@ impl Node {
         let skip = mutant == Some(crate::Mutant::SkipFlush);
         #[cfg(not(feature = "mutants"))]
         let skip = false;
+        // Installs sent by restarted members carry no messages: a member that lacks some of the
+        // cut cannot flush, and must not deliver part of it.
+        if !loading && !skip && (0..n).any(|s| m.senders[s].received < proposal.cut[s]) {
+            self.incomplete_install(now, proposal);
+            return;
+        }
+        let Some(m) = self.member() else { return };
         let from_departed = (0..n)
             .any(|s| m.senders[s].delivered < proposal.cut[s] && !proposal.next.contains(old.members[s]));
         #[cfg(feature = "mutants")]
@@ -609,6 +678,7 @@ impl Node {
                 joined,
                 departed,
                 loading: Vec::new(),
+                recovered: Vec::new(),
             });
             self.excluded(now, None);
         } else {
@@ -657,7 +727,9 @@ impl Node {
         nodes.sort_unstable();
         nodes.dedup();
         p.prev == m.view.id
+            && self.group.is_none_or(|g| g == p.group)
             && p.loading.iter().all(|x| p.next.contains(*x))
+            && p.recovered.iter().all(|x| p.next.contains(*x))
             && p.loading.len() < p.next.members.len()
             && p.next.id == m.view.id.next()
             && p.cut.len() == m.view.members.len()

@@ -28,6 +28,12 @@ impl MemberId {
     }
 }
 
+/// A group's identity, drawn at random when the group is founded and kept in every member's
+/// data directory: members refuse peers of another group, so that a node restarted with a
+/// config that says "found a group" can never start a second one unnoticed.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupId(pub u64);
+
 /// A view's number. Views form one line: every installed view has id one more than its
 /// predecessor's.
 #[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -130,5 +136,17 @@ impl fmt::Debug for MsgId {
 impl fmt::Debug for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}{:?}", self.id, self.members)
+    }
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
     }
 }

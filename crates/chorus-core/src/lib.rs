@@ -33,6 +33,7 @@ mod marks;
 mod mcast;
 mod node;
 mod order;
+mod recovery;
 mod time;
 mod transfer;
 pub mod wire;
@@ -40,10 +41,11 @@ pub mod wire;
 pub use config::Config;
 pub use error::{CheckpointError, ConfigError, DecodeError, FrameError, SendError};
 pub use event::{BlockReason, Event};
-pub use id::{Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
+pub use id::{GroupId, Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 pub use marks::{Mark, Marks};
 pub use node::{Node, Status, Transmit};
 pub use order::Order;
+pub use recovery::{Membership, Persisted, Recovery};
 pub use time::Instant;
 
 /// Deliberate protocol bugs. Each breaks one guarantee so that a test can show the simulator's

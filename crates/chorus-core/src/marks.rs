@@ -49,11 +49,26 @@ pub enum Mark {
     /// A member that kept heartbeating was suspected because its acknowledgements of this
     /// member's messages stood still for `lag_timeout`.
     AcksStalled,
+    /// A restarted node came back into its earlier life's last view to speak for it.
+    Recovering,
+    /// A restarted node entered a view as its new incarnation after speaking for its earlier
+    /// life in the change that made it.
+    RecoveredView,
+    /// No member alive held the state: the view was recovered from stable storage, its donor
+    /// chosen among restarted members by their stored position.
+    RecoveredFromDisk,
+    /// A member could not complete the flush of an install sent by restarted members (which
+    /// carry no messages) and joined afresh.
+    IncompleteInstall,
+    /// A join request from a node of another group was refused.
+    ForeignGroup,
+    /// A founder waited because a node with a lower id is a founder too.
+    FoundingDeferred,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 19] = [
+    pub const ALL: [Mark; 25] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -73,6 +88,12 @@ impl Mark {
         Mark::NoStateHolder,
         Mark::InstallFromNextView,
         Mark::AcksStalled,
+        Mark::Recovering,
+        Mark::RecoveredView,
+        Mark::RecoveredFromDisk,
+        Mark::IncompleteInstall,
+        Mark::ForeignGroup,
+        Mark::FoundingDeferred,
     ];
 }
 

@@ -11,12 +11,12 @@ use crate::config::Config;
 use crate::error::{ConfigError, FrameError, SendError};
 use crate::event::{BlockReason, Event};
 use crate::gms::Coord;
-use crate::id::{MemberId, MsgId, NodeId, Seqno, View, ViewId};
+use crate::id::{GroupId, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 use crate::marks::{Mark, Marks};
 use crate::mcast::{Insert, SenderStore};
 use crate::order::Order;
 use crate::time::Instant;
-use crate::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal};
+use crate::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal, Rejoin};
 
 /// Messages for one peer are batched into frames of about this many bytes.
 const BATCH_BYTES: usize = 1 << 20;
@@ -40,6 +40,9 @@ pub enum Status {
     Member,
     /// In a view, but blocked by a view change or a lost majority.
     Blocked,
+    /// Restarted from its data directory: speaking for its earlier life in that life's last
+    /// view until the next view is installed (see `Event::Recovering`).
+    Recovering,
     /// Left the group; does nothing more.
     Left,
 }
@@ -51,12 +54,29 @@ pub struct Node {
     pub(crate) me: MemberId,
     pub(crate) state: State,
     /// Messages waiting to be framed, per destination (node, incarnation if known).
-    outq: BTreeMap<(NodeId, Option<MemberId>), Vec<Msg>>,
+    pub(crate) outq: BTreeMap<(NodeId, Option<MemberId>), Vec<Msg>>,
     events: VecDeque<Event>,
     pub(crate) marks: Marks,
     next_tick: Instant,
     /// Nodes to ask when (re-)joining.
     seeds: BTreeSet<NodeId>,
+    /// The configured seeds (a founder needs a majority of them and itself to be fresh).
+    pub(crate) seeds_configured: BTreeSet<NodeId>,
+    /// The group this node belongs to, once it founded or joined one (or its data directory
+    /// said so).
+    pub(crate) group: Option<GroupId>,
+    /// While this node may found a group: the configured nodes heard to belong to no group,
+    /// whether each is a founder too, and when it last said so.
+    pub(crate) founding: Option<BTreeMap<NodeId, (bool, Instant)>>,
+    /// A group this joiner heard exists (from a member, or a joiner that heard of it): it tells
+    /// founders so.
+    pub(crate) known_group: Option<GroupId>,
+    /// Something `poll_persist` reports changed.
+    pub(crate) persist_dirty: bool,
+    /// The application's state position on stable storage (`set_durable`).
+    pub(crate) durable_pos: u64,
+    /// The highest `Event::Durable` announced in this life.
+    pub(crate) durable_emitted: u64,
     /// `leave()` was called.
     pub(crate) leaving: bool,
     /// Last time we answered a peer's stale or lagging message (rate limit).
@@ -64,7 +84,7 @@ pub struct Node {
     /// A total or safe message arrived: acknowledge within `ack_delay` even if there is
     /// nothing to piggyback the acknowledgement on (delayed ack, as in TCP).
     ack_wanted: bool,
-    ack_due: Option<Instant>,
+    pub(crate) ack_due: Option<Instant>,
     rng: u64,
 }
 
@@ -124,6 +144,11 @@ pub(crate) struct Member {
     /// While loading: the received vector at the moment the held new-view messages outgrew
     /// `Config::state_buffer`; acknowledged instead of the growing one (see `note_held`).
     pub state_acks: Option<Vec<u64>>,
+    /// The chosen proposal that created this view (None for a group's first view), kept for
+    /// `poll_persist`.
+    pub created_by: Option<Proposal>,
+    /// This member is a restarted node speaking for its earlier life (see `recovery`).
+    pub recovering: Option<Rejoin>,
     /// Per node, the highest incarnation known to have been a member and departed. A join
     /// request from such an incarnation is a stale one (delayed or duplicated) and is ignored:
     /// a departed incarnation never comes back. Best effort (a joiner starts with none); the
@@ -132,6 +157,12 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// Whether this member holds the application's state for a view change: not loading it,
+    /// and not a restarted node's stand-in.
+    pub fn holds_state(&self) -> bool {
+        !self.awaiting_state && self.recovering.is_none()
+    }
+
     /// Freezes what this member acknowledges at what it has received now, the vector it reports
     /// when it promises. Acknowledging more after promising would let a member outside the next
     /// view see a safe message as stable (so deliver it) while the cut, built from the promises,
@@ -172,6 +203,8 @@ pub(crate) struct Peer {
     /// Since when its acknowledgement of our messages has stood still at this value while we
     /// had sent more (None: it is not behind).
     pub lag: Option<(u64, Instant)>,
+    /// The application state position it reported stored (`Node::set_durable`).
+    pub durable: u64,
 }
 
 /// The chosen proposal that created the current view, and the messages of the previous view
@@ -187,9 +220,12 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Node, ConfigError> {
         config.validate()?;
         let me = config.member_id();
-        let seeds = config.seeds.iter().copied().filter(|s| *s != me.node).collect();
+        let seeds: BTreeSet<NodeId> = config.seeds.iter().copied().filter(|s| *s != me.node).collect();
         let rng = config.seed ^ me.node.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ me.inc.0;
-        let bootstrap = config.bootstrap;
+        // A node that was ever a member (its data directory says so) never founds a group.
+        let founder = config.bootstrap && config.group.is_none() && config.recovery.is_none();
+        let recovery = config.recovery.clone();
+        let group = config.group;
         let mut node = Node {
             cfg: config,
             me,
@@ -198,16 +234,28 @@ impl Node {
             events: VecDeque::new(),
             marks: Marks::default(),
             next_tick: now,
+            seeds_configured: seeds.clone(),
             seeds,
+            group,
+            founding: None,
+            known_group: None,
+            persist_dirty: false,
+            durable_pos: 0,
+            durable_emitted: 0,
             leaving: false,
             last_reply: BTreeMap::new(),
             ack_wanted: false,
             ack_due: None,
             rng: rng | 1,
         };
-        if bootstrap {
-            let view = View { id: ViewId(1), members: vec![me] };
-            node.install_view(now, view, vec![me], Vec::new(), None);
+        if let Some(r) = recovery {
+            node.recover_into(now, r.membership, Rejoin { new: me, state: r.state });
+        } else if founder {
+            if node.seeds_configured.is_empty() {
+                node.found(now);
+            } else {
+                node.founding = Some(BTreeMap::new());
+            }
         }
         Ok(node)
     }
@@ -229,6 +277,7 @@ impl Node {
     pub fn status(&self) -> Status {
         match &self.state {
             State::Joining { .. } => Status::Joining,
+            State::Member(m) if m.recovering.is_some() => Status::Recovering,
             State::Member(m) if m.wedged => Status::Blocked,
             State::Member(_) => Status::Member,
             State::Left => Status::Left,
@@ -289,7 +338,7 @@ impl Node {
             if let Some(r) = m.view.rank_of(to) {
                 if m.peers[r].ack_dirty {
                     m.peers[r].ack_dirty = false;
-                    msgs.push(Msg::Ack(ack_of(m)));
+                    msgs.push(Msg::Ack(ack_of(m, self.durable_pos)));
                 }
             }
         }
@@ -313,9 +362,11 @@ impl Node {
                 if now >= *next_retry {
                     *next_retry = now + self.cfg.join_retry_interval;
                     let seeds: Vec<NodeId> = self.seeds.iter().copied().collect();
+                    let (group, founding) = (self.group, self.founding.is_some());
                     for s in seeds {
-                        self.queue(s, None, Msg::Join { joiner: self.me });
+                        self.queue(s, None, Msg::Join { joiner: self.me, group, founding });
                     }
+                    self.founding_tick(now);
                 }
             }
             State::Member(_) => self.member_tick(now),
@@ -427,7 +478,10 @@ impl Node {
             return Err(FrameError::Impersonation { from, claimed: body.from.node });
         }
         let sender = body.from;
-        if body.to.is_some_and(|to| to != self.me) {
+        // A restarted node speaking for its earlier life also takes what is sent to the new
+        // incarnation it joins the next view as (the install, to begin with).
+        let future = self.member().and_then(|m| m.recovering).map(|r| r.new);
+        if body.to.is_some_and(|to| to != self.me && Some(to) != future) {
             // Meant for an earlier life of this node: the sender still believes in a view that
             // held it. Act on nothing, but tell the sender if it is left behind.
             for msg in &body.msgs {
@@ -462,8 +516,11 @@ impl Node {
             match msg {
                 Msg::Install { proposal, msgs }
                     if proposal.next.contains(self.me)
-                        && proposal.next.members.len() <= self.cfg.max_members =>
+                        && proposal.next.members.len() <= self.cfg.max_members
+                        && self.group.is_none_or(|g| g == proposal.group) =>
                 {
+                    self.group = Some(proposal.group);
+                    self.founding = None;
                     // Keep the install (it carries the unstable part of the cut) to resend to
                     // members that missed it: this joiner may be the only one that got it.
                     let next = proposal.next.clone();
@@ -472,6 +529,11 @@ impl Node {
                 }
                 // Let in and excluded again before this joiner heard of it.
                 Msg::NotMember { view } if from.node != self.me.node => self.excluded(now, Some(view)),
+                Msg::Join { joiner, group, founding } if joiner.node == from.node => {
+                    self.on_join_while_joining(now, from, group, founding)
+                }
+                Msg::NoGroup { founding } => self.on_no_group(now, from.node, founding),
+                Msg::InGroup { group } => self.on_in_group(group),
                 _ => {}
             }
             return;
@@ -486,8 +548,17 @@ impl Node {
             // A node asks for itself, or a member forwards a request: anyone else (an
             // authenticated peer outside the view) could otherwise replace a live member by
             // asking in its name for a newer incarnation.
-            Msg::Join { joiner } if joiner.node == from.node || node_in_view => self.on_join(now, joiner),
-            Msg::Join { .. } => {}
+            Msg::Join { joiner, group, founding } if joiner.node == from.node || node_in_view => {
+                if group.is_none_or(|g| Some(g) == self.group) {
+                    if let (true, Some(group)) = (founding, self.group) {
+                        self.reply_limited(now, from, Msg::InGroup { group });
+                    }
+                    self.on_join(now, joiner);
+                } else {
+                    self.marks.hit(Mark::ForeignGroup);
+                }
+            }
+            Msg::Join { .. } | Msg::NoGroup { .. } | Msg::InGroup { .. } => {}
             Msg::InstallReq { have } => self.on_install_req(now, from, have),
             // Only a node of this view (a member that moved on, or its next life) may tell this
             // one it was left behind; the newer view holds a majority of this one's nodes.
@@ -550,9 +621,10 @@ impl Node {
                     self.on_prepare(now, from, ballot, coord_received);
                 }
             }
-            Msg::Promise { view, ballot, received, accepted, msgs, holds_state } if view == cur => {
+            Msg::Promise { view, ballot, received, accepted, msgs, holds_state, rejoin } if view == cur => {
                 if let Some(r) = in_view {
-                    self.on_promise(now, r, ballot, received, accepted, msgs, holds_state);
+                    let rejoin = rejoin.filter(|j| j.new.node == from.node && j.new.inc > from.inc);
+                    self.on_promise(now, r, ballot, received, accepted, msgs, holds_state, rejoin);
                 }
             }
             Msg::Preempted { view, ballot } if view == cur => {
@@ -662,7 +734,8 @@ impl Node {
             }
         } else {
             let c = m.view.members[coord];
-            self.queue(c.node, Some(c), Msg::Join { joiner });
+            let group = self.group;
+            self.queue(c.node, Some(c), Msg::Join { joiner, group, founding: false });
         }
     }
 
@@ -715,6 +788,8 @@ impl Node {
         peer.suspects = a.suspects;
         peer.wedged = a.wedged;
         peer.holds_state = a.holds_state;
+        let durable_rose = a.durable > peer.durable;
+        peer.durable = peer.durable.max(a.durable);
         if a.sent >= peer.promise_sent {
             peer.promise_sent = a.sent;
             peer.promise_clock = peer.promise_clock.max(a.clock);
@@ -723,6 +798,9 @@ impl Node {
         m.senders[r].highest_seen = m.senders[r].highest_seen.max(sent);
         self.update_stability();
         self.pump();
+        if durable_rose {
+            self.check_durable();
+        }
     }
 
     /// Recomputes what every member has received and discards what is stable and delivered.
@@ -848,7 +926,8 @@ impl Node {
         // Resend the install to members not yet heard in this view (its first sending may
         // have been lost, and its sender may die); drop the record once all were heard.
         let mut laggards = Vec::new();
-        if let Some(rec) = &m.record {
+        // A restarted member's record has no messages: it hands it on only when asked.
+        if let Some(rec) = m.record.as_ref().filter(|_| m.recovering.is_none()) {
             laggards = rec
                 .proposal
                 .next
@@ -945,9 +1024,38 @@ impl Node {
         departed: Vec<MemberId>,
         record: Option<InstallRecord>,
     ) {
-        let n = view.members.len();
         let Some(me) = view.rank_of(self.me) else { return };
         let was_loading = self.member().is_some_and(|m| m.awaiting_state);
+        let loading: Vec<MemberId> = record.as_ref().map(|r| r.proposal.loading.clone()).unwrap_or_default();
+        let recovered: Vec<MemberId> =
+            record.as_ref().map(|r| r.proposal.recovered.clone()).unwrap_or_default();
+        let created_by = record.as_ref().map(|r| r.proposal.clone());
+        self.install_member(now, view.clone(), me, record, &departed);
+        if let Some(m) = self.member_mut() {
+            m.created_by = created_by;
+        }
+        self.persist_dirty = true;
+        self.events.push_back(Event::ViewInstalled {
+            view,
+            joined,
+            departed,
+            loading: loading.clone(),
+            recovered,
+        });
+        self.state_barrier(&loading, was_loading);
+        self.check_durable();
+    }
+
+    /// Replaces the member state with a fresh one for `view`, where this member has rank `me`.
+    pub(crate) fn install_member(
+        &mut self,
+        now: Instant,
+        view: View,
+        me: usize,
+        record: Option<InstallRecord>,
+        departed: &[MemberId],
+    ) {
+        let n = view.members.len();
         let loading: Vec<MemberId> = record.as_ref().map(|r| r.proposal.loading.clone()).unwrap_or_default();
         let peers = (0..n)
             .map(|r| Peer {
@@ -963,6 +1071,7 @@ impl Node {
                 promise_sent: 0,
                 promise_clock: 0,
                 lag: None,
+                durable: 0,
             })
             .collect();
         let mut pending_leaves = BTreeSet::new();
@@ -973,7 +1082,7 @@ impl Node {
             State::Member(m) => m.departed.clone(),
             _ => BTreeMap::new(),
         };
-        for d in &departed {
+        for d in departed {
             let e = graveyard.entry(d.node).or_insert(d.inc);
             *e = (*e).max(d.inc);
         }
@@ -1003,11 +1112,11 @@ impl Node {
             incoming: None,
             outgoing: None,
             state_acks: None,
-            view: view.clone(),
+            created_by: None,
+            recovering: None,
+            view,
         };
         self.state = State::Member(Box::new(member));
-        self.events.push_back(Event::ViewInstalled { view, joined, departed, loading: loading.clone() });
-        self.state_barrier(&loading, was_loading);
     }
 
     /// This incarnation learned it is no longer a member: forget everything and join again as
@@ -1017,12 +1126,21 @@ impl Node {
             self.finish_left();
             return;
         }
+        let mut rejoin = None;
         if let Some(m) = self.member() {
             let nodes: Vec<NodeId> =
                 m.view.members.iter().map(|x| x.node).filter(|n| *n != self.me.node).collect();
+            rejoin = m.recovering.map(|r| r.new);
             self.seeds.extend(nodes);
         }
-        self.me.inc.0 += 1;
+        match rejoin {
+            Some(new) => self.me = new,
+            None => self.me.inc.0 += 1,
+        }
+        // The application drops its state: nothing of it is stored for the group any more.
+        self.durable_pos = 0;
+        self.durable_emitted = 0;
+        self.persist_dirty = true;
         self.outq.clear();
         self.state = State::Joining { next_retry: now };
         self.marks.hit(Mark::RejoinAfterExclusion);
@@ -1047,6 +1165,7 @@ impl Node {
     }
 
     fn finish_left(&mut self) {
+        self.persist_dirty = true;
         self.outq.clear();
         self.state = State::Left;
         self.events.push_back(Event::Left);
@@ -1086,7 +1205,7 @@ impl Node {
         self.events.push_back(ev);
     }
 
-    fn may_reply(&mut self, now: Instant, to: NodeId) -> bool {
+    pub(crate) fn may_reply(&mut self, now: Instant, to: NodeId) -> bool {
         let interval = self.cfg.retransmit_interval;
         match self.last_reply.get(&to) {
             Some(t) if now.since(*t) < interval => false,
@@ -1100,7 +1219,7 @@ impl Node {
         }
     }
 
-    fn reply_limited(&mut self, now: Instant, to: MemberId, msg: Msg) {
+    pub(crate) fn reply_limited(&mut self, now: Instant, to: MemberId, msg: Msg) {
         if self.may_reply(now, to.node) {
             self.queue(to.node, Some(to), msg);
         }
@@ -1118,7 +1237,7 @@ impl Node {
 }
 
 /// The acknowledgement (heartbeat) this member sends now.
-pub(crate) fn ack_of(m: &Member) -> Ack {
+pub(crate) fn ack_of(m: &Member, durable: u64) -> Ack {
     Ack {
         view: m.view.id,
         // A member loading state stops acknowledging once its buffer is full (`note_held`).
@@ -1130,7 +1249,8 @@ pub(crate) fn ack_of(m: &Member) -> Ack {
         suspects: m.peers.iter().enumerate().filter(|(_, p)| p.suspected).map(|(r, _)| r as u16).collect(),
         wedged: m.wedged,
         clock: m.clock,
-        holds_state: !m.awaiting_state,
+        holds_state: m.holds_state(),
+        durable,
     }
 }
 
@@ -1148,6 +1268,10 @@ fn msg_view(msg: &Msg) -> Option<ViewId> {
         | Msg::Accepted { view, .. } => Some(*view),
         Msg::Install { proposal, .. } => Some(proposal.prev),
         Msg::StateChunk { view, .. } | Msg::StateAck { view, .. } => Some(*view),
-        Msg::Join { .. } | Msg::InstallReq { .. } | Msg::NotMember { .. } => None,
+        Msg::Join { .. }
+        | Msg::NoGroup { .. }
+        | Msg::InGroup { .. }
+        | Msg::InstallReq { .. }
+        | Msg::NotMember { .. } => None,
     }
 }

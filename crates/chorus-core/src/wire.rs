@@ -10,13 +10,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
-use crate::id::{MemberId, View, ViewId};
+use crate::id::{GroupId, MemberId, View, ViewId};
 use crate::order::Order;
 
 /// First two bytes of every frame.
 pub const MAGIC: u16 = 0xC405;
 /// The wire version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const HEADER_LEN: usize = 3;
 
 /// What a frame carries: who sends it, to which incarnation, and a batch of messages.
@@ -54,6 +54,23 @@ pub struct Proposal {
     /// transfer (joiners, and members whose transfer in `prev` was cut off). Empty when state
     /// transfer is off. Members listed here deliver nothing of `prev`'s cut.
     pub loading: Vec<MemberId>,
+    /// Members of `next` that are restarted nodes speaking for their earlier life in `prev`
+    /// (recovery from a data directory): each replaces its node's old member, which promised
+    /// through it, so it counts for that member in `prev`'s majority.
+    pub recovered: Vec<MemberId>,
+    /// The group this view belongs to; a joiner adopts it.
+    pub group: GroupId,
+}
+
+/// A restarted node that speaks for its earlier life in a view change (see
+/// docs/protocol/recovery.md): the member it joins the next view as, and the position of the
+/// application state it holds on stable storage, if any.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejoin {
+    /// Its new incarnation.
+    pub new: MemberId,
+    /// The application's durable state position (see `Node::set_durable`), if it has one.
+    pub state: Option<u64>,
 }
 
 /// A multicast message.
@@ -94,6 +111,9 @@ pub struct Ack {
     pub clock: u64,
     /// The sender holds the application's state (it is not loading it).
     pub holds_state: bool,
+    /// The position up to which the sender's application state is on stable storage (see
+    /// `Node::set_durable`); 0 if it keeps nothing.
+    pub durable: u64,
 }
 
 /// Every protocol message.
@@ -118,6 +138,23 @@ pub enum Msg {
     Join {
         /// The joining member (new incarnation).
         joiner: MemberId,
+        /// The group it belongs to, if it was ever a member of one: it is let into no other.
+        group: Option<GroupId>,
+        /// It is configured to found a group if none exists (see `NoGroup`).
+        founding: bool,
+    },
+    /// Reply of a node that belongs to no group yet to a `Join`: a node configured to found a
+    /// group does so only once a majority of its configured nodes said so, and none of them
+    /// with a lower id is a founder too.
+    NoGroup {
+        /// The replier is configured to found a group itself.
+        founding: bool,
+    },
+    /// Reply to a founder's `Join` from a member of a group, or from a node that heard of one:
+    /// a group exists, so the founder only joins.
+    InGroup {
+        /// The group.
+        group: GroupId,
     },
     /// A member asks to leave.
     Leave {
@@ -148,6 +185,8 @@ pub enum Msg {
         /// Whether this member holds the application's state (it is not waiting for a state
         /// transfer). Fixed once the member is wedged.
         holds_state: bool,
+        /// Sent by a restarted node on behalf of its earlier life (see [`Rejoin`]).
+        rejoin: Option<Rejoin>,
     },
     /// Reply to `Prepare`/`Accept` with a stale ballot.
     Preempted {
@@ -405,8 +444,13 @@ mod tests {
                 wedged: w,
                 clock: 77,
                 holds_state: !w,
+                durable: 5,
             })),
-            member().prop_map(|j| Msg::Join { joiner: j }),
+            (member(), any::<bool>()).prop_map(|(j, f)| Msg::Join {
+                joiner: j,
+                group: f.then_some(GroupId(0xfeed)),
+                founding: f
+            }),
             (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()).prop_map(
                 |(offset, data, last)| Msg::StateChunk {
                     view: ViewId(4),
@@ -436,7 +480,9 @@ mod tests {
                         prev: ViewId(1),
                         next: View { id: ViewId(2), members: ms.clone() },
                         cut,
-                        loading: ms.into_iter().take(1).collect(),
+                        loading: ms.clone().into_iter().take(1).collect(),
+                        recovered: ms.into_iter().skip(1).take(1).collect(),
+                        group: GroupId(7),
                     },
                     msgs: {
                         let _ = c;

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::{Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Status};
+use chorus_core::{
+    Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery, Status,
+};
 
 struct Cluster {
     nodes: Vec<Option<Node>>,
@@ -16,6 +18,8 @@ struct Cluster {
     delivered: Vec<Vec<(MemberId, u64, Bytes)>>,
     events: Vec<Vec<Event>>,
     apps: Vec<App>,
+    /// Each node's "disk": the last record `poll_persist` gave, taken before its frames.
+    persisted: Vec<Option<Persisted>>,
 }
 
 /// A test application for state transfer: its state is `state`; as a donor it streams a
@@ -109,7 +113,29 @@ impl Cluster {
             delivered: vec![Vec::new(); n as usize],
             events: vec![Vec::new(); n as usize],
             apps: (0..n).map(|_| App::default()).collect(),
+            persisted: vec![None; n as usize],
         }
+    }
+
+    /// Restarts node `i` as incarnation `inc` from its "disk" (its last persisted record), with
+    /// `state` as its stored application state (position, bytes) if any.
+    fn restart(&mut self, i: usize, inc: u64, state: Option<(u64, Bytes)>, tweak: impl Fn(&mut Config)) {
+        let n = self.nodes.len() as u64;
+        let mut c = Config::new(NodeId(i as u64), Incarnation(inc));
+        c.bootstrap = i == 0;
+        c.seeds = (0..n).map(NodeId).collect();
+        c.seed = 7;
+        c.state_transfer = true;
+        if let Some(p) = &self.persisted[i] {
+            c.group = Some(p.group);
+            if let Some(m) = &p.membership {
+                c.recovery = Some(Recovery { membership: m.clone(), state: state.as_ref().map(|s| s.0) });
+            }
+        }
+        tweak(&mut c);
+        self.apps[i] = App { state: state.map(|s| s.1).unwrap_or_default(), ..App::default() };
+        self.events[i].clear();
+        self.nodes[i] = Some(Node::new(c, self.now).expect("valid config"));
     }
 
     /// Moves frames until none are left, then advances time by one step.
@@ -118,6 +144,9 @@ impl Cluster {
             let mut frames = Vec::new();
             for (i, n) in self.nodes.iter_mut().enumerate() {
                 let Some(n) = n else { continue };
+                if let Some(p) = n.poll_persist() {
+                    self.persisted[i] = Some(p);
+                }
                 while let Some(t) = n.poll_transmit() {
                     frames.push((i as u64, t));
                 }
@@ -127,6 +156,9 @@ impl Cluster {
                     }
                     self.apps[i].react(n, &e);
                     self.events[i].push(e);
+                }
+                if let Some(p) = n.poll_persist() {
+                    self.persisted[i] = Some(p);
                 }
                 while let Some(t) = n.poll_transmit() {
                     frames.push((i as u64, t));
@@ -517,5 +549,165 @@ fn total_order_survives_a_sender_crash_in_the_flush() {
     assert!(reference.iter().any(|(s, _)| *s == 3), "the dead sender's messages were flushed");
     for i in 1..3 {
         assert_eq!(sequence(&c, i, Order::Total), reference, "node {i}");
+    }
+}
+
+// ----- recovery from stable storage (docs/protocol/recovery.md) -----
+
+fn incarnation(c: &Cluster, i: usize) -> u64 {
+    c.nodes[i].as_ref().map_or(u64::MAX, |n| n.member_id().inc.0)
+}
+
+/// The trap: node 2 crashes, the others install {0, 1}; node 1 crashes too; both come
+/// back from their data directories. Node 0 alone is a minority of {0, 1}: before recovery the
+/// group stayed blocked for good. Node 1's restart speaks for its earlier life, so {0, 1'} is
+/// a majority of {0, 1}, and node 2 then joins.
+#[test]
+fn two_quick_crashes_recover_through_the_restarted_member() {
+    let mut c = Cluster::with(3, |c| c.state_transfer = true);
+    c.apps[0].state = Bytes::from_static(b"S");
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(2), Some(vec![0, 1, 2]));
+    c.nodes[2] = None;
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(0), Some(vec![0, 1]));
+    c.nodes[1] = None;
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Blocked), "a minority of {{0, 1}}");
+    c.restart(1, 1, Some((1, Bytes::from_static(b"S"))), |_| {});
+    c.restart(2, 1, Some((1, Bytes::from_static(b"S"))), |_| {});
+    c.run(Duration::from_secs(6));
+    for i in 0..3 {
+        let mut v = c.view_of(i).expect("a member");
+        v.sort_unstable();
+        assert_eq!(v, vec![0, 1, 2], "node {i}");
+        assert_eq!(c.apps[i].state, Bytes::from_static(b"S"), "node {i} has the state");
+    }
+    assert_eq!((incarnation(&c, 1), incarnation(&c, 2)), (1, 1), "the restarted nodes are new members");
+    assert!(
+        c.events[1]
+            .iter()
+            .any(|e| matches!(e, Event::ViewInstalled { recovered, .. } if !recovered.is_empty())),
+        "node 1 came back by recovery: {:?}",
+        c.events[1]
+    );
+}
+
+/// Every member crashes; they come back with different stored states: the view is recovered
+/// with the highest stored position as donor, whatever order they return in.
+#[test]
+fn whole_group_crash_recovers_from_the_most_recent_disk() {
+    for order in [[0usize, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut c = Cluster::with(3, |c| c.state_transfer = true);
+        c.run(Duration::from_secs(2));
+        assert_eq!(c.view_of(0), Some(vec![0, 1, 2]));
+        for i in 0..3 {
+            c.nodes[i] = None;
+        }
+        let disks = [(5, "A5"), (7, "A7"), (6, "A6")];
+        for (k, i) in order.into_iter().enumerate() {
+            let (pos, state) = disks[i];
+            c.restart(i, 1, Some((pos, Bytes::from(state))), |_| {});
+            c.run(Duration::from_millis(300));
+            if k == 0 {
+                assert_eq!(c.nodes[i].as_ref().map(|n| n.status()), Some(Status::Recovering), "{order:?}");
+            }
+        }
+        c.run(Duration::from_secs(6));
+        for i in 0..3 {
+            let mut v = c.view_of(i).expect("a member");
+            v.sort_unstable();
+            assert_eq!(v, vec![0, 1, 2], "node {i}, order {order:?}");
+            assert_eq!(c.apps[i].state, Bytes::from_static(b"A7"), "node {i}, order {order:?}");
+        }
+    }
+}
+
+/// A lone restarted member of a view whose others are down must wait: it cannot know what a
+/// majority decided. With `recover_all`, a majority is not enough either.
+#[test]
+fn recovery_waits_for_enough_members() {
+    for all in [false, true] {
+        let mut c = Cluster::with(3, |c| c.state_transfer = true);
+        c.run(Duration::from_secs(2));
+        for i in 0..3 {
+            c.nodes[i] = None;
+        }
+        c.restart(2, 1, Some((3, Bytes::from_static(b"X"))), |c| c.recover_all = all);
+        c.run(Duration::from_secs(5));
+        assert_eq!(c.nodes[2].as_ref().map(|n| n.status()), Some(Status::Recovering));
+        c.restart(0, 1, Some((3, Bytes::from_static(b"X"))), |c| c.recover_all = all);
+        c.run(Duration::from_secs(5));
+        if all {
+            assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Recovering), "all: waits");
+            c.restart(1, 1, Some((3, Bytes::from_static(b"X"))), |c| c.recover_all = all);
+            c.run(Duration::from_secs(5));
+        }
+        assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Member), "all = {all}");
+        assert_eq!(c.apps[2].state, Bytes::from_static(b"X"));
+    }
+}
+
+/// The founder restarted with its unchanged config (bootstrap = true), with or without its
+/// data directory, joins the group that goes on without it instead of founding another.
+#[test]
+fn a_restarted_founder_never_founds_a_second_group() {
+    for keep_disk in [false, true] {
+        let mut c = Cluster::with(3, |c| c.state_transfer = true);
+        c.apps[0].state = Bytes::from_static(b"S");
+        c.run(Duration::from_secs(2));
+        c.nodes[0] = None;
+        c.run(Duration::from_secs(2));
+        assert_eq!(c.view_of(1), Some(vec![1, 2]));
+        if !keep_disk {
+            c.persisted[0] = None;
+        }
+        c.restart(0, 1, None, |_| {});
+        c.run(Duration::from_secs(4));
+        for i in 0..3 {
+            assert_eq!(c.view_of(i), Some(vec![1, 2, 0]), "node {i}, disk kept: {keep_disk}");
+            assert_eq!(c.apps[i].state, Bytes::from_static(b"S"), "node {i}");
+        }
+        let groups: BTreeSet<_> = c.nodes.iter().flatten().filter_map(|n| n.group()).collect();
+        assert_eq!(groups.len(), 1, "one group");
+    }
+}
+
+/// Founding waits for a majority of the configured nodes to say they belong to no group, and
+/// when several nodes are configured to found, the lowest does.
+#[test]
+fn founding_needs_a_fresh_majority_and_the_lowest_founder_wins() {
+    let mut c = Cluster::with(3, |c| c.bootstrap = true);
+    let mut later = c.nodes[1].take();
+    let n2 = c.nodes[2].take();
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.nodes[0].as_ref().map(|n| n.status()), Some(Status::Joining), "alone: no majority");
+    c.nodes[2] = n2;
+    c.run(Duration::from_secs(2));
+    c.nodes[1] = later.take();
+    c.run(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(c.view_of(i).map(|v| v.len()), Some(3), "node {i}");
+    }
+    let groups: BTreeSet<_> = c.nodes.iter().flatten().filter_map(|n| n.group()).collect();
+    assert_eq!(groups.len(), 1, "one group");
+}
+
+/// `Event::Durable` reports the lowest stored position of the view's members.
+#[test]
+fn durable_positions_travel_in_acknowledgements() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    let now = c.now;
+    for (i, pos) in [(0usize, 10u64), (1, 7), (2, 12)] {
+        c.nodes[i].as_mut().expect("up").set_durable(now, pos);
+    }
+    c.run(Duration::from_millis(300));
+    for i in 0..3 {
+        let ups: Vec<u64> = c.events[i]
+            .iter()
+            .filter_map(|e| if let Event::Durable { upto } = e { Some(*upto) } else { None })
+            .collect();
+        assert_eq!(ups.last(), Some(&7), "node {i}: {ups:?}");
     }
 }

@@ -202,10 +202,6 @@ fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) ->
         configs.push(path);
         println!("  node {}: redis on 127.0.0.1:{}, peers on 127.0.0.1:{}", i + 1, port + i, port + 100 + i);
         group.children.push(child);
-        // Let the first node form the group before the others ask to join it.
-        if i == 0 {
-            wait_ready(port, 1, Duration::from_secs(20))?;
-        }
     }
     let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
     for p in &ports {

@@ -564,7 +564,12 @@ impl Cluster {
         *restarts += 1;
         let mut config = Config::new(NodeId(node), Incarnation(inc));
         config.seeds = (0..self.o.total_nodes()).filter(|n| *n != node).map(NodeId).collect();
-        config.bootstrap = node == 0 && inc == 0;
+        // Node 0 is configured to found the group until a group exists (it founds once a
+        // majority of the nodes answer that they belong to none). Restarted with that config and
+        // no data directory after the group was founded, it could found a second group from
+        // nodes restarted fresh while the old group's survivors are cut off: DESIGN G15 holds
+        // with data directories.
+        config.bootstrap = node == 0 && self.highest.is_none();
         config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
         config.ack_delay = std::time::Duration::from_nanos(self.o.ack_delay);
         if self.o.state.on {
@@ -863,7 +868,7 @@ impl Cluster {
         let Some(l) = life_of(&mut self.slots, node) else { return };
         let p = l.proc_;
         match e {
-            Event::ViewInstalled { view, departed, loading, .. } => {
+            Event::ViewInstalled { view, departed, loading, recovered, .. } => {
                 let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
                 let flush_totals = core::mem::take(&mut l.flush_totals);
                 l.delivered_from = 0;
@@ -881,7 +886,8 @@ impl Cluster {
                     self.marks.hit(SimMark::OrdererCrashedWithUnordered);
                 }
                 let loading = loading.into_iter().map(proc_of).collect();
-                self.record(Some(p), Ev::Install { view: view.id.0, members, loading });
+                let recovered = recovered.into_iter().map(proc_of).collect();
+                self.record(Some(p), Ev::Install { view: view.id.0, members, loading, recovered });
                 if let Some((applied, hash)) = digest {
                     self.record(Some(p), Ev::Digest { view: view.id.0, applied, hash });
                 }

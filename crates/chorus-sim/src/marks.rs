@@ -66,7 +66,16 @@ impl SimMark {
 /// waits for them) and `AcksStalled` (a member heartbeats but its acknowledgements stand still:
 /// rare here, 2 seeds in 25,000, probably one-way partitions; `tests/bad_input.rs` in
 /// `crates/chorus` makes it on purpose).
-pub const OPTIONAL: &[&str] = &["core::NoStateHolder", "core::AcksStalled"];
+pub const OPTIONAL: &[&str] = &[
+    "core::NoStateHolder",
+    "core::AcksStalled",
+    "core::Recovering",
+    "core::RecoveredView",
+    "core::RecoveredFromDisk",
+    "core::IncompleteInstall",
+    "core::ForeignGroup",
+    "core::FoundingDeferred",
+];
 
 /// Counts of every core and sim mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

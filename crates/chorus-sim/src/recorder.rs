@@ -154,7 +154,7 @@ impl Narrator {
         match &ev.ev {
             Ev::Send { view, .. } => *self.sent.entry(*view).or_default() += 1,
             Ev::Deliver { .. } => {}
-            Ev::Install { view, members, loading } => {
+            Ev::Install { view, members, loading, .. } => {
                 if let Some(p) = ev.p {
                     self.current.insert(p, *view);
                 }
@@ -272,7 +272,7 @@ mod tests {
         let install = |node, view, members: Vec<Proc>| TraceEvent {
             t: 0,
             p: Some(p(node)),
-            ev: Ev::Install { view, members, loading: Vec::new() },
+            ev: Ev::Install { view, members, loading: Vec::new(), recovered: Vec::new() },
         };
         let _ = r.record(TraceEvent { t: 0, p: Some(p(0)), ev: Ev::Start { bootstrap: true } });
         let _ = r.record(install(0, 1, vec![p(0)]));

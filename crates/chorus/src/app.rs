@@ -258,7 +258,7 @@ fn on_event(
 ) -> bool {
     let n = me.node;
     match e {
-        Event::ViewInstalled { view, joined, departed, loading } => {
+        Event::ViewInstalled { view, joined, departed, loading, recovered } => {
             let members: Vec<Proc> = view.members.iter().copied().map(proc_of).collect();
             let names =
                 |v: &[MemberId]| v.iter().map(|m| format!("n{}", m.node.0)).collect::<Vec<_>>().join(" ");
@@ -279,6 +279,7 @@ fn on_event(
                     view: view.id.0,
                     members,
                     loading: loading.iter().copied().map(proc_of).collect(),
+                    recovered: recovered.iter().copied().map(proc_of).collect(),
                 },
             );
             if !me_loading && (state.loading.is_none()) {

@@ -147,10 +147,12 @@ impl LocalCluster {
         v
     }
 
-    /// Starts (or restarts) `node`; node 1 bootstraps the group the first time.
+    /// Starts (or restarts) `node`. Node 1 is configured to found the group, every time, as an
+    /// operator's unchanged config would say: it founds one only once a majority of the nodes
+    /// answer that they belong to none, and otherwise joins the group that exists.
     pub fn start(&mut self, node: u64) -> anyhow::Result<()> {
         let port = *self.ports.get(&node).context("unknown node")?;
-        let bootstrap = node == 1 && !self.shared.lock().map(|s| s.nodes.contains_key(&1)).unwrap_or(true);
+        let bootstrap = node == 1;
         let seeds: Vec<String> = self
             .ports
             .iter()

@@ -189,11 +189,11 @@ fn demo(n: u64, dir: Option<PathBuf>, rate: f64) -> anyhow::Result<bool> {
     println!("chorus demo: {n} member processes on 127.0.0.1, each multicasting {rate} messages/s in");
     println!("fifo, causal, total and safe order; state: a hash chain of the total and safe messages");
     println!("(checkpoints of 4 MiB streamed to joiners). Traces in {}\n", dir.display());
-    say(&c, "starting n1, which bootstraps the group");
-    c.start(1)?;
-    c.wait_view(&[1], Duration::from_secs(10))?;
-    say(&c, &format!("starting n2..n{n}, which join through the others"));
-    for node in 2..=n {
+    say(
+        &c,
+        &format!("starting n1..n{n}: n1 founds the group once a majority answers that no group exists yet"),
+    );
+    for node in 1..=n {
         c.start(node)?;
     }
     let v = c.wait_view(&all, Duration::from_secs(30))?;

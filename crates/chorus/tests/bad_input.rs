@@ -627,7 +627,14 @@ async fn a_non_member_cannot_change_the_view_or_inject_messages() {
     let ballot = Ballot { round: u64::MAX, coord: me };
     let bogus_view = View { id: cur.next(), members: vec![me] };
     let takeover = View { id: cur.next(), members: vec![view.members[0], me] };
-    let proposal = |next: View| Proposal { prev: cur, next, cut: vec![u64::MAX; 3], loading: Vec::new() };
+    let proposal = |next: View| Proposal {
+        prev: cur,
+        next,
+        cut: vec![u64::MAX; 3],
+        loading: Vec::new(),
+        recovered: Vec::new(),
+        group: chorus_core::GroupId(0),
+    };
     let msgs = vec![
         Msg::Data(bogus_data(cur, 0, 1, Order::Fifo, "fifo rank 0 seq 1")),
         Msg::Data(bogus_data(cur, 0, 2, Order::Total, "total rank 0 seq 2")),
@@ -641,6 +648,7 @@ async fn a_non_member_cannot_change_the_view_or_inject_messages() {
             wedged: true,
             clock: u64::MAX,
             holds_state: false,
+            durable: 0,
         }),
         Msg::Ack(Ack {
             view: cur,
@@ -650,6 +658,7 @@ async fn a_non_member_cannot_change_the_view_or_inject_messages() {
             wedged: false,
             clock: 0,
             holds_state: true,
+            durable: 0,
         }),
         Msg::Nak { view: cur, sender: 0, from: 0, to: u64::MAX },
         Msg::Leave { view: cur },
@@ -772,7 +781,12 @@ async fn a_non_member_cannot_join_in_a_members_name() {
     let victim = g.view(0).members[1];
     let newer = MemberId { node: victim.node, inc: chorus_core::Incarnation(victim.inc.0 + 1) };
     let mut s = authenticated(g.members[0].listen_addr(), ME).await;
-    frame::write_frame(&mut s, &body(MemberId::new(ME, 0), vec![Msg::Join { joiner: newer }])).await.unwrap();
+    frame::write_frame(
+        &mut s,
+        &body(MemberId::new(ME, 0), vec![Msg::Join { joiner: newer, group: None, founding: false }]),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(SETTLE).await;
     g.assert_no_view_change(&views, "a join in member 2's name");
     g.goes_on("a join in member 2's name").await;
@@ -789,7 +803,12 @@ async fn a_non_member_cannot_join_another_node() {
     let views = g.view_counts();
     let mut s = authenticated(g.members[0].listen_addr(), ME).await;
     let ghost = MemberId::new(77, 1);
-    frame::write_frame(&mut s, &body(MemberId::new(ME, 0), vec![Msg::Join { joiner: ghost }])).await.unwrap();
+    frame::write_frame(
+        &mut s,
+        &body(MemberId::new(ME, 0), vec![Msg::Join { joiner: ghost, group: None, founding: false }]),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(SETTLE).await;
     g.assert_no_view_change(&views, "a join for node 77 sent by node 88");
     g.goes_on("a join for another node").await;
@@ -847,7 +866,9 @@ async fn a_peer_that_stops_reading_is_removed_and_the_group_goes_on() {
     handshake::dial(&mut s, &identity(ME, SECRET, &addr.to_string()), Some(1), T).await.unwrap();
     tokio::time::sleep(REGISTER).await;
     let joiner = MemberId::new(ME, 1);
-    frame::write_frame(&mut s, &body(joiner, vec![Msg::Join { joiner }])).await.unwrap();
+    frame::write_frame(&mut s, &body(joiner, vec![Msg::Join { joiner, group: None, founding: false }]))
+        .await
+        .unwrap();
     let start = Instant::now();
 
     // The flood starts at once, so node 99 is let in while it runs.
@@ -937,7 +958,9 @@ async fn a_peer_that_stops_reading_but_heartbeats_does_not_stop_the_group() {
     handshake::dial(&mut s, &identity(ME, SECRET, &addr.to_string()), Some(1), T).await.unwrap();
     tokio::time::sleep(REGISTER).await;
     let joiner = MemberId::new(ME, 1);
-    frame::write_frame(&mut s, &body(joiner, vec![Msg::Join { joiner }])).await.unwrap();
+    frame::write_frame(&mut s, &body(joiner, vec![Msg::Join { joiner, group: None, founding: false }]))
+        .await
+        .unwrap();
     lock_held(&held).await.push(s);
     g.wait("a view with node 89", T, |g| g.all_views(|v| v.members.contains(&joiner))).await;
     let view = g.view(0);
@@ -953,6 +976,7 @@ async fn a_peer_that_stops_reading_but_heartbeats_does_not_stop_the_group() {
                 wedged: false,
                 clock: 0,
                 holds_state: true,
+                durable: 0,
             };
             let frame = body(joiner, vec![Msg::Ack(ack)]);
             loop {

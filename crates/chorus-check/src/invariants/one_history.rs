@@ -7,7 +7,11 @@
 //!   first install may carry any id: it is a joiner entering mid-history.
 //! - for view ids v and v+1 that both appear in installs (in any order),
 //!   |members(v+1) ∩ members(v)| > |members(v)| / 2, processes compared as node + incarnation
-//!   (GM4: each view holds a majority of its predecessor).
+//!   (GM4: each view holds a majority of its predecessor), where a member of v+1 listed in its
+//!   `recovered` list (a restarted process that spoke for its node's earlier life in the view
+//!   change, with that life's data directory) counts as the member of v of its node with a
+//!   lower incarnation (DESIGN §2 whole-group crash: a restart is that life's continuation on
+//!   disk, so the view change still had a majority of v's acceptors).
 //!
 //! With G1 (one member list per id) this leaves one line of views: a minority that went on
 //! alone would have to reuse an id (G1), skip one (here) or lose the majority (here).
@@ -24,6 +28,7 @@ pub(crate) fn on_install(
     prev: Option<u64>,
     view: u64,
     members: &[Proc],
+    recovered: &[Proc],
 ) -> Result<(), Violation> {
     let fail = |detail: String| Err(Violation::new(Guarantee::G2OneHistory, t, detail));
     if let Some(prev) = prev {
@@ -39,26 +44,33 @@ pub(crate) fn on_install(
         return Ok(());
     }
     if let Some(before) = view.checked_sub(1).and_then(|v| views.get(&v)) {
-        if !holds_majority(&before.members, members) {
-            return fail(lost_majority(view - 1, &before.members, members));
+        if !holds_majority(&before.members, members, recovered) {
+            return fail(lost_majority(view - 1, &before.members, members, recovered));
         }
     }
     if let Some(after) = view.checked_add(1).and_then(|v| views.get(&v)) {
-        if !holds_majority(members, &after.members) {
-            return fail(lost_majority(view, members, &after.members));
+        if !holds_majority(members, &after.members, &after.recovered) {
+            return fail(lost_majority(view, members, &after.members, &after.recovered));
         }
     }
     Ok(())
 }
 
-/// Whether `next` keeps a strict majority of `prev`. Views are small, so a scan is cheapest.
-fn holds_majority(prev: &[Proc], next: &[Proc]) -> bool {
-    let kept = prev.iter().filter(|m| next.contains(m)).count();
-    2 * kept > prev.len()
+/// How many members of `prev` go on in `next`: present, or replaced by a recovered restart of
+/// their node.
+fn kept(prev: &[Proc], next: &[Proc], recovered: &[Proc]) -> usize {
+    prev.iter()
+        .filter(|m| next.contains(m) || recovered.iter().any(|r| r.node == m.node && r.inc > m.inc))
+        .count()
 }
 
-fn lost_majority(v: u64, prev: &[Proc], next: &[Proc]) -> String {
-    let kept = prev.iter().filter(|m| next.contains(m)).count();
+/// Whether `next` keeps a strict majority of `prev`. Views are small, so a scan is cheapest.
+fn holds_majority(prev: &[Proc], next: &[Proc], recovered: &[Proc]) -> bool {
+    2 * kept(prev, next, recovered) > prev.len()
+}
+
+fn lost_majority(v: u64, prev: &[Proc], next: &[Proc], recovered: &[Proc]) -> String {
+    let kept = kept(prev, next, recovered);
     format!(
         "view {} {} keeps only {kept} of the {} members of view {v} {}",
         v + 1,
@@ -114,6 +126,22 @@ mod tests {
         tr.install(a, 2, &[a, b]);
         let v = tr.assert_violates(Guarantee::G2OneHistory);
         assert!(v.detail.contains("keeps only 2 of the 4"), "{v}");
+    }
+
+    #[test]
+    fn recovered_restarts_count_for_their_nodes() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let b2 = crate::trace::Proc { node: 2, inc: 9 };
+        let mut tr = Trace::group(&[a, b, c], 1);
+        tr.crash(c).install_all(2, &[a, b]);
+        // b crashes too; its restart b2 speaks for it: {a, b2} keeps 2 of {a, b}.
+        tr.crash(b).start(b2).install_recovered(&[a, b2], 3, &[a, b2], &[b2]);
+        tr.assert_ok();
+        // Without the recovered list, {a, b2} keeps only 1 of 2.
+        let mut tr = Trace::group(&[a, b, c], 1);
+        tr.crash(c).install_all(2, &[a, b]);
+        tr.crash(b).start(b2).install(a, 3, &[a, b2]);
+        tr.assert_violates(Guarantee::G2OneHistory);
     }
 
     #[test]
