@@ -65,6 +65,15 @@ impl<S> std::fmt::Debug for Shared<S> {
 impl<S: StateMachine> StateMachine for Shared<S> {
     type Output = S::Output;
     type Query = S::Query;
+    type Frozen = S::Frozen;
+
+    fn freeze(&self) -> S::Frozen {
+        read_lock(&self.inner).freeze()
+    }
+    fn restore_from(&mut self, r: &mut dyn std::io::Read) -> Result<(), chorus_smr::RestoreError> {
+        self.gate.store(GATE_NOT_READY, AtomicOrdering::SeqCst);
+        write_lock(&self.inner).restore_from(r)
+    }
 
     fn apply(&mut self, cmd: &[u8], ctx: &chorus_smr::Ctx) -> S::Output {
         write_lock(&self.inner).apply(cmd, ctx)

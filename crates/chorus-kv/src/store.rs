@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
-use chorus_smr::{Ctx, RestoreError, StateMachine};
+use chorus_smr::{Ctx, RestoreError, StateMachine, WholeSnapshot};
 
 use crate::command::{decode_write, Cmd, Cond, ExpireCond, Expiry, Query, SetArgs, WriteCmd};
 use crate::reply::{Reply, NOT_INTEGER, WRONGTYPE};
@@ -1146,6 +1146,7 @@ impl Reader {
 impl StateMachine for KvMachine {
     type Output = Reply;
     type Query = Query;
+    type Frozen = WholeSnapshot;
 
     fn apply(&mut self, cmd: &[u8], ctx: &Ctx) -> Reply {
         self.purge_expired(ctx.now_ms, ctx.index, PURGE_PER_APPLY);
@@ -1164,6 +1165,10 @@ impl StateMachine for KvMachine {
 
     fn snapshot(&self, out: &mut Vec<u8>) {
         self.write_state(out);
+    }
+
+    fn freeze(&self) -> WholeSnapshot {
+        WholeSnapshot::of(self)
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {

@@ -21,7 +21,7 @@ mod replica;
 mod session;
 pub mod storage;
 
-pub use machine::{Ctx, RestoreError, StateMachine};
+pub use machine::{Ctx, Frozen, RestoreError, StateMachine, WholeSnapshot};
 pub use replica::{
     Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Ticket,
 };

@@ -1,5 +1,7 @@
 //! The application's side of state machine replication.
 
+use std::io::Read;
+
 use serde::{de::DeserializeOwned, Serialize};
 
 /// What a command is applied with, the same at every replica.
@@ -35,12 +37,31 @@ pub trait StateMachine {
     /// replica's own clock, but never below the last applied command's time.
     fn query(&self, q: &Self::Query, now_ms: u64) -> Self::Output;
 
+    /// A consistent copy of the state, serialized piece by piece while the machine goes on
+    /// applying commands (see [`StateMachine::freeze`]).
+    type Frozen: Frozen;
+
     /// Serializes the whole state, appending to `out`.
     fn snapshot(&self, out: &mut Vec<u8>);
 
     /// Replaces the whole state with one that `snapshot` wrote. Fails on bytes it cannot read
     /// (they came from the network).
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
+
+    /// A copy of the state as it is now, to serialize (the same bytes as `snapshot`) later and
+    /// elsewhere while this machine goes on: checkpoints for joiners and snapshots to disk are
+    /// made from it without holding the machine. A machine with copy-on-write structures makes
+    /// this cheap (no copy of the data); [`WholeSnapshot`] serializes the state at once.
+    fn freeze(&self) -> Self::Frozen;
+
+    /// Replaces the whole state with one read from `r` (bytes that `snapshot` wrote), without
+    /// holding all of them in memory at once. On an error the machine must be left empty (the
+    /// bytes came from the network or from disk).
+    fn restore_from(&mut self, r: &mut dyn Read) -> Result<(), RestoreError> {
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).map_err(|e| RestoreError(format!("reading the snapshot: {e}")))?;
+        self.restore(&data)
+    }
 
     /// Drops the whole state (the replica was excluded and will load it again).
     fn reset(&mut self);
@@ -53,3 +74,40 @@ pub trait StateMachine {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("snapshot rejected: {0}")]
 pub struct RestoreError(pub String);
+
+/// A frozen copy of a machine's state, serialized in pieces.
+pub trait Frozen: Send + 'static {
+    /// Appends the next piece of the serialization to `out`: about `max` bytes (at least one
+    /// whole record, so a large record may make it longer). Returns false, appending nothing,
+    /// once everything was written.
+    fn next_piece(&mut self, out: &mut Vec<u8>, max: usize) -> bool;
+}
+
+/// A [`Frozen`] that is the whole serialization, made at once: for machines without
+/// copy-on-write structures (it costs a copy of the state in memory).
+#[derive(Debug, Clone, Default)]
+pub struct WholeSnapshot {
+    data: bytes::Bytes,
+    at: usize,
+}
+
+impl WholeSnapshot {
+    /// The serialization of `machine` now.
+    pub fn of<S: StateMachine + ?Sized>(machine: &S) -> WholeSnapshot {
+        let mut data = Vec::new();
+        machine.snapshot(&mut data);
+        WholeSnapshot { data: data.into(), at: 0 }
+    }
+}
+
+impl Frozen for WholeSnapshot {
+    fn next_piece(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+        if self.at >= self.data.len() {
+            return false;
+        }
+        let end = self.data.len().min(self.at + max.max(1));
+        out.extend_from_slice(&self.data[self.at..end]);
+        self.at = end;
+        true
+    }
+}

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use chorus_core::{Config, Incarnation, Instant, Node, NodeId, Order, SendError, Status};
 use chorus_smr::{
     Action, Consistency, Ctx, Replica, ReplicaConfig, ReplicaError, RestoreError, Role, StateMachine, Ticket,
+    WholeSnapshot,
 };
 
 /// Per key, a list of values; a command appends one value and returns the list after it.
@@ -29,6 +30,11 @@ struct ListMachine {
 impl StateMachine for ListMachine {
     type Output = Vec<u64>;
     type Query = String;
+    type Frozen = WholeSnapshot;
+
+    fn freeze(&self) -> WholeSnapshot {
+        WholeSnapshot::of(self)
+    }
 
     fn apply(&mut self, cmd: &[u8], _ctx: &Ctx) -> Vec<u64> {
         let Ok((key, v)) = postcard::from_bytes::<(String, u64)>(cmd) else { return Vec::new() };
