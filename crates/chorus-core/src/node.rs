@@ -514,10 +514,13 @@ impl Node {
     fn handle_msg(&mut self, now: Instant, from: MemberId, msg: Msg) {
         if let State::Joining { .. } = self.state {
             match msg {
+                // A joiner holds no state: it never enters a view as one who gives it (that is
+                // for a restarted node still standing in for its earlier life).
                 Msg::Install { proposal, msgs }
                     if proposal.next.contains(self.me)
                         && proposal.next.members.len() <= self.cfg.max_members
-                        && self.group.is_none_or(|g| g == proposal.group) =>
+                        && self.group.is_none_or(|g| g == proposal.group)
+                        && (!self.cfg.state_transfer || proposal.loading.contains(&self.me)) =>
                 {
                     self.group = Some(proposal.group);
                     self.founding = None;
@@ -651,14 +654,26 @@ impl Node {
         }
     }
 
+    /// Who should get the install that created this view, for `from` still in view `have`:
+    /// `from` itself if the view holds it, or the restart of its node that the view holds in
+    /// its place (a stand-in that spoke for `from` in the change, and joins as that member).
+    fn install_target(&self, have: ViewId, from: MemberId) -> Option<MemberId> {
+        let r = &self.member()?.record.as_ref()?.proposal;
+        if r.prev != have {
+            return None;
+        }
+        if r.next.contains(from) {
+            return Some(from);
+        }
+        r.recovered.iter().copied().find(|x| x.node == from.node && x.inc > from.inc)
+    }
+
     fn on_other_view(&mut self, now: Instant, from: MemberId, v: ViewId) {
         let Some(m) = self.member() else { return };
         let cur = m.view.id;
         if v < cur {
-            let resend =
-                m.record.as_ref().is_some_and(|r| r.proposal.prev == v && r.proposal.next.contains(from));
-            if resend {
-                self.resend_install(now, from);
+            if let Some(to) = self.install_target(v, from) {
+                self.resend_install(now, to);
             } else if !m.view.contains(from) {
                 self.reply_limited(now, from, Msg::NotMember { view: cur });
             } else {
@@ -673,12 +688,11 @@ impl Node {
     }
 
     fn on_install_req(&mut self, now: Instant, from: MemberId, have: ViewId) {
+        let target = self.install_target(have, from);
         let Some(m) = self.member() else { return };
-        let resend =
-            m.record.as_ref().is_some_and(|r| r.proposal.prev == have && r.proposal.next.contains(from));
         let cur = m.view.id;
-        if resend {
-            self.resend_install(now, from);
+        if let Some(to) = target {
+            self.resend_install(now, to);
         } else if have < cur && !m.view.contains(from) {
             self.reply_limited(now, from, Msg::NotMember { view: cur });
         } else if have > cur.next() && m.view.members.iter().any(|x| x.node == from.node) {

@@ -99,4 +99,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
         let _ = node;
         std::future::ready(Err(BackendError::Other("PROMOTE needs a replicated store".into())))
     }
+    /// INFO's `# Persistence` section.
+    fn persistence(&self) -> Vec<(String, String)> {
+        vec![("aof_enabled".into(), "0".into()), ("rdb_bgsave_in_progress".into(), "0".into())]
+    }
+    /// Writes a snapshot (`background`: BGSAVE, else SAVE, which returns once it is on disk).
+    fn save(&self, background: bool) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let _ = background;
+        std::future::ready(Err(BackendError::Other("this store keeps no data directory".into())))
+    }
+    /// Unix time (seconds) of the last snapshot written, 0 if none.
+    fn lastsave(&self) -> u64 {
+        0
+    }
+    /// Replicas (other than this node) that hold every write this node acknowledged: for WAIT.
+    fn replicas(&self) -> u64 {
+        0
+    }
 }

@@ -56,6 +56,14 @@ pub enum ConnCmd {
     Reset,
     /// TIME
     Time,
+    /// SAVE: write a snapshot now.
+    Save,
+    /// BGSAVE: write a snapshot in the background.
+    BgSave,
+    /// LASTSAVE: when the last snapshot was written.
+    LastSave,
+    /// `WAIT numreplicas timeout`: how many replicas hold this connection's writes.
+    Wait,
 }
 
 /// What a command is, per the table.
@@ -188,6 +196,17 @@ pub static COMMANDS: &[Spec] = &[
     spec("info", -1, c(ConnCmd::Info), K0, "server", "Returns information about the server and its group."),
     spec("config", -2, c(ConnCmd::Config), K0, "server", "Returns configuration parameters."),
     spec("time", 1, c(ConnCmd::Time), K0, "server", "Returns the server time."),
+    spec("save", 1, c(ConnCmd::Save), K0, "server", "Writes a snapshot of the state to the data directory."),
+    spec("bgsave", -1, c(ConnCmd::BgSave), K0, "server", "Writes a snapshot in the background."),
+    spec("lastsave", 1, c(ConnCmd::LastSave), K0, "server", "Unix time of the last snapshot written."),
+    spec(
+        "wait",
+        3,
+        c(ConnCmd::Wait),
+        K0,
+        "generic",
+        "Replicas holding this connection's writes (every member of the view: they are replicated before they are acknowledged).",
+    ),
     spec("multi", 1, c(ConnCmd::Multi), K0, "transactions", "Starts a transaction."),
     spec("exec", 1, c(ConnCmd::Exec), K0, "transactions", "Executes the queued commands atomically."),
     spec("discard", 1, c(ConnCmd::Discard), K0, "transactions", "Discards a transaction."),

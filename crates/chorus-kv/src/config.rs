@@ -14,13 +14,14 @@
 //! listen = "127.0.0.1:7001"          # Redis clients
 //! role = "active"                     # or "standby"
 //! reads = "linearizable"              # default for new connections; or "local"
+//! appendfsync = "always"              # with group.data_dir: always, everysec or no
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chorus::config::{NodeConfig, Partial};
-use chorus_smr::{ReplicaConfig, Role};
+use chorus_smr::{DurableOptions, Fsync, ReplicaConfig, Role};
 use serde::Deserialize;
 
 use crate::backend::Consistency;
@@ -59,6 +60,11 @@ pub struct KvPartial {
     /// Client sessions remembered for duplicate suppression (default 65536; must be equal at
     /// every node).
     pub max_sessions: Option<usize>,
+    /// When the write-ahead log is synced (with `group.data_dir`): `always` (default: a write
+    /// is acknowledged once on every member's disk), `everysec` or `no`. See docs/kv.md.
+    pub appendfsync: Option<String>,
+    /// A snapshot is taken once the log holds this many MiB (default 64).
+    pub snapshot_log_mb: Option<u64>,
 }
 
 impl KvPartial {
@@ -73,16 +79,20 @@ impl KvPartial {
             max_clients: o.max_clients.or(self.max_clients),
             max_pending: o.max_pending.or(self.max_pending),
             max_sessions: o.max_sessions.or(self.max_sessions),
+            appendfsync: o.appendfsync.or(self.appendfsync),
+            snapshot_log_mb: o.snapshot_log_mb.or(self.snapshot_log_mb),
         }
     }
 
-    /// Reads `CHORUS_KV_LISTEN`, `CHORUS_KV_PASSWORD`, `CHORUS_KV_ROLE`, `CHORUS_KV_READS`.
+    /// Reads `CHORUS_KV_LISTEN`, `CHORUS_KV_PASSWORD`, `CHORUS_KV_ROLE`, `CHORUS_KV_READS`,
+    /// `CHORUS_KV_APPENDFSYNC`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> KvPartial {
         KvPartial {
             listen: get("CHORUS_KV_LISTEN"),
             password: get("CHORUS_KV_PASSWORD"),
             role: get("CHORUS_KV_ROLE"),
             reads: get("CHORUS_KV_READS"),
+            appendfsync: get("CHORUS_KV_APPENDFSYNC"),
             ..KvPartial::default()
         }
     }
@@ -99,6 +109,8 @@ pub struct KvConfig {
     pub replica: ReplicaConfig,
     /// The Redis server.
     pub server: ServerConfig,
+    /// How the replica keeps its state in `group.data_dir` (None without one).
+    pub durable: Option<DurableOptions>,
 }
 
 /// The configuration is unusable (the operator's fault).
@@ -142,7 +154,21 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         }
         .into());
     }
-    let group = Partial { state_transfer: Some(true), ..group }.build()?;
+    let mut group = Partial { state_transfer: Some(true), ..group }.build()?;
+    let fsync: Fsync = kv
+        .appendfsync
+        .as_deref()
+        .unwrap_or("always")
+        .parse()
+        .map_err(|why| KvConfigError::Invalid { field: "appendfsync", why })?;
+    let durable = group.data_dir.as_ref().map(|_| DurableOptions {
+        fsync,
+        snapshot_log_bytes: kv.snapshot_log_mb.unwrap_or(64).max(1) << 20,
+        ..DurableOptions::default()
+    });
+    // Writes acknowledged before every member stored them: recovering from disks alone needs
+    // every member of the last view (docs/protocol/recovery.md).
+    group.recover_all = fsync != Fsync::Always;
     let listen_text = kv.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
     let listen = listen_text.parse().map_err(|_| KvConfigError::Invalid {
         field: "listen",
@@ -193,5 +219,5 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         concurrent_writes: true,
         ..ServerConfig::default()
     };
-    Ok(KvConfig { group, listen, replica, server })
+    Ok(KvConfig { group, listen, replica, server, durable })
 }

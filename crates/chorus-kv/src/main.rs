@@ -54,6 +54,13 @@ enum Cmd {
         /// Default read consistency: linearizable or local.
         #[arg(long)]
         reads: Option<String>,
+        /// The data directory (membership, write-ahead log, snapshots); without one, a restart
+        /// is a new node and a whole-store crash loses everything.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// When the log is synced: always, everysec or no.
+        #[arg(long)]
+        appendfsync: Option<String>,
     },
     /// A local 3-node store on loopback (Redis ports 7001-7003 by default): writes through one
     /// port, reads through the others, then prints how to use it with redis-cli and runs until
@@ -83,15 +90,27 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.cmd {
-        Cmd::Node { config, node, group_listen, seed, bootstrap, listen, role, reads } => {
+        Cmd::Node {
+            config,
+            node,
+            group_listen,
+            seed,
+            bootstrap,
+            listen,
+            role,
+            reads,
+            data_dir,
+            appendfsync,
+        } => {
             let group = Partial {
                 node,
                 listen: group_listen,
                 seeds: (!seed.is_empty()).then_some(seed),
                 bootstrap: bootstrap.then_some(true),
+                data_dir,
                 ..Partial::default()
             };
-            let kv = KvPartial { listen, role, reads, ..KvPartial::default() };
+            let kv = KvPartial { listen, role, reads, appendfsync, ..KvPartial::default() };
             node_cmd(config, group, kv)
         }
         Cmd::Demo { nodes, port, reads, exit, dir } => demo(nodes, port, &reads, exit, dir),
@@ -131,14 +150,17 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen for clients on {}", cfg.listen))?;
-        let (member, events) = chorus::Member::start(cfg.group.clone()).await?;
+        let (member, backend) = start_replica(&cfg).await?;
         eprintln!(
-            "chorus-kv node {}: clients on {}, peers on {}",
+            "chorus-kv node {}: clients on {}, peers on {}{}",
             cfg.group.node,
             cfg.listen,
-            member.listen_addr()
+            member.listen_addr(),
+            match (&cfg.group.data_dir, &cfg.durable) {
+                (Some(d), Some(o)) => format!(", data in {} (appendfsync {})", d.display(), o.fsync),
+                _ => ", no data directory (in memory only)".into(),
+            }
         );
-        let backend = Replicated::start(member.clone(), events, KvMachine::new(), cfg.replica.clone());
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -157,6 +179,40 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
         member.shutdown().await;
         Ok(())
     })
+}
+
+/// Starts the member and the replica: from the data directory if there is one (the stored
+/// state is offered for recovery if this node owns it), else in memory.
+async fn start_replica(cfg: &config::KvConfig) -> anyhow::Result<(chorus::Member, Replicated<KvMachine>)> {
+    let (Some(path), Some(opts)) = (&cfg.group.data_dir, &cfg.durable) else {
+        let (member, events) = chorus::Member::start(cfg.group.clone()).await?;
+        let backend = Replicated::start(member.clone(), events, KvMachine::new(), cfg.replica.clone());
+        return Ok((member, backend));
+    };
+    let now = chorus::runtime::wall_nanos() / 1_000_000;
+    let store = chorus::datadir::NodeStore::open(path, cfg.group.node, now)
+        .with_context(|| format!("cannot use the data directory {}", path.display()))?;
+    let me = chorus::MemberId::new(cfg.group.node, store.incarnation());
+    let last = store.membership().map(|m| m.me);
+    let (prepared, offered) =
+        Replicated::open(KvMachine::new(), me, cfg.replica.clone(), store.dir(), opts.clone(), last)
+            .with_context(|| format!("cannot load the state stored in {}", path.display()))?;
+    match (store.membership(), offered) {
+        (Some(m), Some(pos)) => eprintln!(
+            "chorus-kv node {}: back from the data directory; last view {}; stored state at position {pos}",
+            cfg.group.node, m.view.id.0
+        ),
+        (Some(m), None) => eprintln!(
+            "chorus-kv node {}: back from the data directory; last view {}; no state of its own (it loads one)",
+            cfg.group.node, m.view.id.0
+        ),
+        (None, _) => {}
+    }
+    let mut group = cfg.group.clone();
+    group.data_dir = None; // Opened here, shared with the replica.
+    let (member, events) = chorus::Member::start_stored(group, store, offered).await?;
+    let backend = prepared.start(member.clone(), events);
+    Ok((member, backend))
 }
 
 struct Nodes {

@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chorus::{Event, Events, Member, MemberId, Order, ViewId};
+use chorus_smr::storage::{Dir, StorageError};
 use chorus_smr::{
-    Action, Consistency, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, StateMachine, Ticket,
+    Action, Consistency, DurableOptions, Frozen, Replica, ReplicaConfig, ReplicaError, ReplicaStatus,
+    SnapshotJob, StateMachine, StorageStatus, Ticket,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -108,6 +110,18 @@ enum Req<S: StateMachine> {
     Write { session: u64, seq: u64, cmd: Bytes, reply: ReplyTx<S::Output> },
     Read { q: S::Query, consistency: Consistency, reply: ReplyTx<S::Output> },
     Promote { member: MemberId, reply: oneshot::Sender<Result<(), ReplicaError>> },
+    Save { wait: bool, reply: oneshot::Sender<Result<SaveOutcome, String>> },
+}
+
+/// What SAVE / BGSAVE did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// A snapshot was written (SAVE), at this position.
+    Saved(u64),
+    /// A snapshot is being written in the background (BGSAVE).
+    Started,
+    /// The latest snapshot already holds the current state.
+    UpToDate,
 }
 
 /// A handle on a running replica: cheap to clone, one per client connection.
@@ -121,6 +135,7 @@ pub struct Replicated<S: StateMachine> {
     gate: Arc<AtomicU8>,
     last_now_ms: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
+    storage: Arc<Mutex<Option<StorageStatus>>>,
 }
 
 impl<S: StateMachine> Clone for Replicated<S> {
@@ -134,7 +149,22 @@ impl<S: StateMachine> Clone for Replicated<S> {
             gate: self.gate.clone(),
             last_now_ms: self.last_now_ms.clone(),
             applied: self.applied.clone(),
+            storage: self.storage.clone(),
         }
+    }
+}
+
+/// A replica opened (from its data directory, if it keeps one) before its member starts: the
+/// member needs to know which stored state it may offer for recovery.
+pub struct Prepared<S: StateMachine> {
+    replica: Replica<Shared<S>>,
+    machine: Arc<RwLock<S>>,
+    gate: Arc<AtomicU8>,
+}
+
+impl<S: StateMachine> std::fmt::Debug for Prepared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
     }
 }
 
@@ -155,19 +185,69 @@ where
     S::Output: Send + std::fmt::Debug + 'static,
     S::Query: Send + std::fmt::Debug + 'static,
 {
-    /// Starts the driver of a replica of `sm` on `member` (which must have state transfer on).
+    /// Starts the driver of a replica of `sm` on `member` (which must have state transfer on),
+    /// keeping nothing on disk.
     pub fn start(member: Member, events: Events, sm: S, cfg: ReplicaConfig) -> Replicated<S> {
         let machine = Arc::new(RwLock::new(sm));
         let gate = Arc::new(AtomicU8::new(GATE_NOT_READY));
-        let last_now_ms = Arc::new(AtomicU64::new(0));
-        let applied = Arc::new(AtomicU64::new(0));
         let shared = Shared { inner: machine.clone(), gate: gate.clone() };
         let replica = Replica::new(shared, member.first_id(), cfg);
+        Prepared { replica, machine, gate }.start(member, events)
+    }
+
+    /// Opens a replica of `sm` for member `me` that keeps its state in `dir`: loads what is
+    /// there, and says which position it may offer for recovery given the node's last
+    /// membership (`member`, from its data directory). Start it with [`Prepared::start`] once
+    /// the member runs.
+    pub fn open(
+        sm: S,
+        me: MemberId,
+        cfg: ReplicaConfig,
+        dir: Arc<dyn Dir>,
+        opts: DurableOptions,
+        member: Option<MemberId>,
+    ) -> Result<(Prepared<S>, Option<u64>), StorageError> {
+        let machine = Arc::new(RwLock::new(sm));
+        let gate = Arc::new(AtomicU8::new(GATE_NOT_READY));
+        let shared = Shared { inner: machine.clone(), gate: gate.clone() };
+        let (mut replica, opened) = Replica::open(shared, me, cfg, dir, opts)?;
+        if let Some(torn) = &opened.report.torn {
+            tracing::warn!(
+                "the log ended in a record torn by a crash: {} bytes cut from {} at offset {}",
+                torn.dropped,
+                torn.file,
+                torn.offset
+            );
+        }
+        let offered = replica.offer(member);
+        tracing::info!(
+            pos = opened.pos,
+            replayed = opened.report.replayed,
+            offered = ?offered,
+            "opened the stored state"
+        );
+        Ok((Prepared { replica, machine, gate }, offered))
+    }
+}
+
+impl<S> Prepared<S>
+where
+    S: StateMachine + Send + Sync + 'static,
+    S::Output: Send + std::fmt::Debug + 'static,
+    S::Query: Send + std::fmt::Debug + 'static,
+{
+    /// Starts the driver on the running `member`.
+    pub fn start(self, member: Member, events: Events) -> Replicated<S> {
+        let Prepared { replica, machine, gate } = self;
+        let last_now_ms = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(AtomicU64::new(0));
         let status = Arc::new(Mutex::new(replica.status()));
+        let storage = Arc::new(Mutex::new(replica.storage_status()));
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let digest = Arc::new(Mutex::new((u64::MAX, 0)));
         let in_flight = Arc::new(AtomicU64::new(0));
         let idle = Arc::new(Notify::new());
+        let (snap_tx, snap_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             replica,
             member: member.clone(),
@@ -182,11 +262,23 @@ where
             in_flight,
             idle,
             last_status: tokio::time::Instant::now(),
+            storage: storage.clone(),
+            durable: None,
+            snap_tx,
+            save_waiters: Vec::new(),
+            started: std::time::Instant::now(),
         };
-        tokio::spawn(driver.run(events, rx));
-        Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied }
+        tokio::spawn(driver.run(events, rx, snap_rx));
+        Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied, storage }
     }
+}
 
+impl<S> Replicated<S>
+where
+    S: StateMachine + Send + Sync + 'static,
+    S::Output: Send + std::fmt::Debug + 'static,
+    S::Query: Send + std::fmt::Debug + 'static,
+{
     /// Replicates and applies a command of client `session` (request `seq`).
     pub async fn write(&self, session: u64, seq: u64, cmd: Bytes) -> Result<S::Output, ReplicaError> {
         let (reply, rx) = oneshot::channel();
@@ -233,6 +325,21 @@ where
     pub fn member(&self) -> &Member {
         &self.member
     }
+
+    /// The storage's report (`INFO persistence`), if the replica keeps its state on disk.
+    pub fn storage(&self) -> Option<StorageStatus> {
+        match self.storage.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Writes a snapshot now (`wait`: SAVE) or in the background (BGSAVE).
+    pub async fn save_now(&self, wait: bool) -> Result<SaveOutcome, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Req::Save { wait, reply }).await.map_err(|_| "the replica stopped".to_string())?;
+        rx.await.map_err(|_| "the replica stopped".to_string())?
+    }
 }
 
 /// Multicasts in the order the replica asked for them, one at a time (the member's
@@ -276,7 +383,19 @@ struct Driver<S: StateMachine> {
     /// Told when the sender task has nothing in flight: the held batch may go.
     idle: Arc<Notify>,
     last_status: tokio::time::Instant,
+    storage: Arc<Mutex<Option<StorageStatus>>>,
+    /// A stored position to tell the member.
+    durable: Option<u64>,
+    /// Snapshot jobs report here when they end.
+    snap_tx: mpsc::UnboundedSender<SnapResult>,
+    /// SAVE commands waiting for the snapshot being written.
+    save_waiters: Vec<oneshot::Sender<Result<SaveOutcome, String>>>,
+    /// For fsync timings.
+    started: std::time::Instant,
 }
+
+/// A finished snapshot job: its result.
+type SnapResult = Result<chorus_smr::storage::SnapshotInfo, StorageError>;
 
 impl<S> Driver<S>
 where
@@ -284,16 +403,27 @@ where
     S::Output: Send + std::fmt::Debug + 'static,
     S::Query: Send + std::fmt::Debug + 'static,
 {
-    async fn run(mut self, mut events: Events, mut rx: mpsc::Receiver<Req<S>>) {
+    async fn run(
+        mut self,
+        mut events: Events,
+        mut rx: mpsc::Receiver<Req<S>>,
+        mut snaps: mpsc::UnboundedReceiver<SnapResult>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 ev = events.next() => {
                     let Some(ev) = ev else { break };
-                    let important = !matches!(ev, Event::Delivered { .. } | Event::StateChunk { .. });
+                    let important =
+                        !matches!(ev, Event::Delivered { .. } | Event::StateChunk { .. } | Event::Durable { .. });
                     self.replica.on_event(ev);
                     if important {
                         self.publish_status();
+                    }
+                }
+                done = snaps.recv() => {
+                    if let Some(result) = done {
+                        self.snapshot_done(result);
                     }
                 }
                 req = rx.recv() => {
@@ -309,8 +439,20 @@ where
                     self.refresh_digest();
                 }
             }
+            // Group commit: one sync for everything this pass logged, then the position to the
+            // group (replies under `appendfsync always` wait for every member's).
+            let started = self.started;
+            self.replica.sync(now_ms(), &|| started.elapsed().as_micros() as u64);
             if !self.actions() {
                 break;
+            }
+            if let Some(pos) = self.durable.take() {
+                if self.member.set_durable(pos).await.is_err() {
+                    break;
+                }
+            }
+            if let Some(job) = self.replica.snapshot_job(false) {
+                self.run_snapshot(job);
             }
             self.gate.store(gate_code(&self.replica.local_reads()), AtomicOrdering::SeqCst);
             self.last_now_ms.store(self.replica.last_now_ms(), AtomicOrdering::Relaxed);
@@ -320,6 +462,9 @@ where
             }
         }
         self.gate.store(GATE_LEFT, AtomicOrdering::SeqCst);
+        if let Err(e) = self.replica.sync_all() {
+            tracing::error!("the last writes could not be synced at shutdown: {e}");
+        }
         // Fail whatever waits: the member is gone.
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(ReplicaError::Uncertain));
@@ -344,6 +489,34 @@ where
             Ok(mut g) => *g = s,
             Err(p) => *p.into_inner() = s,
         }
+        let st = self.replica.storage_status();
+        match self.storage.lock() {
+            Ok(mut g) => *g = st,
+            Err(p) => *p.into_inner() = st,
+        }
+    }
+
+    /// Writes a snapshot on a blocking thread (it streams the frozen state to disk).
+    fn run_snapshot(&self, job: SnapshotJob) {
+        let tx = self.snap_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(job.run());
+        });
+    }
+
+    fn snapshot_done(&mut self, result: SnapResult) {
+        let outcome = match &result {
+            Ok(info) => Ok(SaveOutcome::Saved(info.pos)),
+            Err(e) => {
+                tracing::warn!("snapshot failed (the log still holds everything): {e}");
+                Err(format!("snapshot failed: {e}"))
+            }
+        };
+        self.replica.snapshot_done(result, now_ms());
+        for w in self.save_waiters.drain(..) {
+            let _ = w.send(outcome.clone());
+        }
+        self.publish_status();
     }
 
     fn request(&mut self, req: Req<S>) {
@@ -372,6 +545,30 @@ where
             Req::Promote { member, reply } => {
                 let _ = reply.send(self.replica.promote(member));
             }
+            Req::Save { wait, reply } => {
+                let busy = self.replica.storage_status().is_some_and(|s| s.snapshot_in_progress);
+                match self.replica.snapshot_job(true) {
+                    Some(job) => {
+                        self.run_snapshot(job);
+                        if wait {
+                            self.save_waiters.push(reply);
+                        } else {
+                            let _ = reply.send(Ok(SaveOutcome::Started));
+                        }
+                    }
+                    None if busy && wait => self.save_waiters.push(reply),
+                    None if busy => {
+                        let _ = reply.send(Err("Background save already in progress".into()));
+                    }
+                    None if self.replica.storage_status().is_none() => {
+                        let _ =
+                            reply.send(Err("this node keeps no data directory (data_dir is not set)".into()));
+                    }
+                    None => {
+                        let _ = reply.send(Ok(SaveOutcome::UpToDate));
+                    }
+                }
+            }
         }
     }
 
@@ -394,9 +591,10 @@ where
                         let _ = reply.send(result);
                     }
                 }
-                Action::Checkpoint { view, data } => {
-                    tokio::spawn(stream_checkpoint(self.member.clone(), view, data));
+                Action::Checkpoint { view, state } => {
+                    tokio::spawn(stream_checkpoint(self.member.clone(), view, state));
                 }
+                Action::Durable { pos } => self.durable = Some(pos),
                 Action::Fatal { reason } => {
                     tracing::error!("replica stopped: {reason}");
                     let member = self.member.clone();
@@ -409,14 +607,24 @@ where
     }
 }
 
-async fn stream_checkpoint(member: Member, view: ViewId, data: Bytes) {
-    let mut at = 0;
-    while at < data.len() {
-        let end = data.len().min(at + CHECKPOINT_PIECE);
-        if member.write_checkpoint(view, data.slice(at..end)).await.is_err() {
-            return; // The view changed: the transfer is abandoned.
+/// Streams a frozen checkpoint, one piece at a time: the member's transfer window bounds what
+/// is serialized and not yet taken by the joiners.
+async fn stream_checkpoint(member: Member, view: ViewId, mut state: Box<dyn Frozen>) {
+    loop {
+        let mut piece = Vec::with_capacity(CHECKPOINT_PIECE);
+        if !state.next_piece(&mut piece, CHECKPOINT_PIECE) {
+            break;
         }
-        at = end;
+        // A large record may make a piece longer than the core's chunk limit: split it.
+        let piece = Bytes::from(piece);
+        let mut at = 0;
+        while at < piece.len() {
+            let end = piece.len().min(at + CHECKPOINT_PIECE);
+            if member.write_checkpoint(view, piece.slice(at..end)).await.is_err() {
+                return; // The view changed: the transfer is abandoned.
+            }
+            at = end;
+        }
     }
     let _ = member.finish_checkpoint(view).await;
 }
@@ -551,6 +759,54 @@ impl Backend for Replicated<KvMachine> {
             }
             Err(BackendError::Uncertain("the promotion was sent but not seen applied within 5 s".into()))
         }
+    }
+
+    fn persistence(&self) -> Vec<(String, String)> {
+        let kv = |k: &str, v: String| (k.to_owned(), v);
+        let Some(st) = self.storage() else {
+            return vec![kv("aof_enabled", "0".into()), kv("rdb_bgsave_in_progress", "0".into())];
+        };
+        vec![
+            kv("aof_enabled", "1".into()),
+            kv("appendfsync", st.fsync.to_string()),
+            kv(
+                "aof_last_write_status",
+                if self.status().phase == chorus_smr::Phase::Left { "err" } else { "ok" }.into(),
+            ),
+            kv("wal_bytes", st.log_bytes.to_string()),
+            kv("wal_segments", st.log_segments.to_string()),
+            kv("wal_last_pos", st.last_pos.to_string()),
+            kv("wal_synced_pos", st.synced_pos.to_string()),
+            kv("wal_fsyncs", st.fsyncs.to_string()),
+            kv("wal_fsync_last_us", st.fsync_last_us.to_string()),
+            kv("wal_fsync_max_us", st.fsync_max_us.to_string()),
+            kv("rdb_bgsave_in_progress", u8::from(st.snapshot_in_progress).to_string()),
+            kv("rdb_last_save_time", (st.last_snapshot_ms / 1000).to_string()),
+            kv("rdb_saves", st.snapshots_written.to_string()),
+            kv("rdb_last_bgsave_status", if st.last_snapshot_error.is_some() { "err" } else { "ok" }.into()),
+            kv("snapshot_pos", st.snapshot.map_or(0, |s| s.0).to_string()),
+            kv("snapshot_bytes", st.snapshot.map_or(0, |s| s.1).to_string()),
+            kv("state_owned", u8::from(st.owned).to_string()),
+        ]
+    }
+
+    fn save(&self, background: bool) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let this = self.clone();
+        async move {
+            match this.save_now(!background).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(BackendError::Other(e)),
+            }
+        }
+    }
+
+    fn lastsave(&self) -> u64 {
+        self.storage().map_or(0, |s| s.last_snapshot_ms / 1000)
+    }
+
+    fn replicas(&self) -> u64 {
+        let s = self.status();
+        s.view.as_ref().map_or(0, |v| v.members.len().saturating_sub(1) as u64)
     }
 
     fn info(&self) -> GroupInfo {

@@ -596,6 +596,31 @@ impl<B: Backend> Conn<B> {
                     self.consistency = Consistency::Linearizable;
                     cont(Reply::ok())
                 }
+                ConnCmd::Save | ConnCmd::BgSave => {
+                    let background = cc == ConnCmd::BgSave;
+                    if background && (args.len() > 2 || (args.len() == 2 && !eq(&args[1], "schedule"))) {
+                        return cont(crate::command::wrong_arity("bgsave"));
+                    }
+                    match self.backend.save(background).await {
+                        Ok(()) if background => cont(Reply::simple("Background saving started")),
+                        Ok(()) => cont(Reply::ok()),
+                        Err(e) => cont(err_reply(e)),
+                    }
+                }
+                ConnCmd::LastSave => {
+                    cont(Reply::Int(i64::try_from(self.backend.lastsave()).unwrap_or(i64::MAX)))
+                }
+                ConnCmd::Wait => {
+                    let parse = |a: &Bytes| std::str::from_utf8(a).ok().and_then(|t| t.parse::<i64>().ok());
+                    match (parse(&args[1]), parse(&args[2])) {
+                        (Some(n), Some(t)) if n >= 0 && t >= 0 => {
+                            // Every write this node acknowledged is held by every member of the
+                            // view already (safe delivery; on disk too with appendfsync always).
+                            cont(Reply::Int(i64::try_from(self.backend.replicas()).unwrap_or(i64::MAX)))
+                        }
+                        _ => cont(Reply::err("ERR value is not an integer or out of range")),
+                    }
+                }
                 ConnCmd::Promote => {
                     let node = match args.get(1) {
                         None => None,
@@ -921,6 +946,7 @@ impl<B: Backend> Conn<B> {
         ];
         group.extend(g.extra.iter().cloned());
         section("Group", group);
+        section("Persistence", self.backend.persistence());
         if wanted("keyspace") {
             let mut lines = Vec::new();
             if let Ok(Reply::Array(v)) = self.backend.read(Query::keyspace_stats(), Consistency::Local).await

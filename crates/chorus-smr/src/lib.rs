@@ -16,11 +16,13 @@
 //! over real files or a simulated disk, for a driver that keeps a replica's state across
 //! restarts.
 
+mod durable;
 mod machine;
 mod replica;
 mod session;
 pub mod storage;
 
+pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus};
 pub use machine::{Ctx, Frozen, RestoreError, StateMachine, WholeSnapshot};
 pub use replica::{
     Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Ticket,

@@ -83,6 +83,12 @@ pub trait Frozen: Send + 'static {
     fn next_piece(&mut self, out: &mut Vec<u8>, max: usize) -> bool;
 }
 
+impl std::fmt::Debug for dyn Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Frozen")
+    }
+}
+
 /// A [`Frozen`] that is the whole serialization, made at once: for machines without
 /// copy-on-write structures (it costs a copy of the state in memory).
 #[derive(Debug, Clone, Default)]

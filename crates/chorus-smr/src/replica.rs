@@ -20,13 +20,19 @@
 //! - **Local reads** run on the local state at once: fastest, possibly stale.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Read;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_core::{BlockReason, Event, MemberId, Order, View, ViewId};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Ctx, StateMachine};
+use crate::durable::{DurableOptions, Fsync, Loading, LogEntry, SnapshotJob, StorageStatus, Stored};
+use crate::machine::{Ctx, Frozen, StateMachine};
 use crate::session::Sessions;
+use crate::storage::{
+    latest_snapshot, Dir, OpenError, SnapshotInfo, SnapshotReader, SnapshotWriter, StorageError, Wal,
+};
 
 /// Names one client request waiting at this replica, for the caller to route the reply.
 pub type Ticket = u64;
@@ -116,6 +122,10 @@ pub enum ReplicaError {
     /// Too many requests are waiting at this replica: nothing was done.
     #[error("overloaded: too many requests are waiting at this replica; nothing was done")]
     Overloaded,
+    /// This replica's disk failed (full, or an I/O error): it stops, and nothing more is
+    /// stored or acknowledged here.
+    #[error("storage failed: {0}; this replica stops")]
+    Storage(String),
     /// The member was excluded from the group (or left) while the command was in flight: it may
     /// or may not have been applied.
     #[error("uncertain: this replica lost its place in the group while the command was in flight; it may or may not have been applied")]
@@ -152,15 +162,22 @@ pub enum Action<O> {
         /// Its outcome.
         result: Result<O, ReplicaError>,
     },
-    /// Stream `data` to the members loading the state of `view`
-    /// (`write_checkpoint` in pieces, then `finish_checkpoint`).
+    /// Stream the checkpoint to the members loading the state of `view`: take its pieces
+    /// (`Frozen::next_piece`) as the transfer's window allows (`write_checkpoint`), then
+    /// `finish_checkpoint`. The replica goes on meanwhile; the copy is frozen.
     Checkpoint {
         /// The view of the transfer.
         view: ViewId,
-        /// The whole checkpoint.
-        data: Bytes,
+        /// The state at the view's barrier.
+        state: Box<dyn Frozen>,
     },
-    /// The state loaded from a donor could not be read: this replica cannot go on.
+    /// Tell the member that this replica's state is stored up to `pos` (`Node::set_durable`).
+    Durable {
+        /// The position.
+        pos: u64,
+    },
+    /// The state loaded from a donor could not be read, or the disk failed: this replica
+    /// cannot go on.
     Fatal {
         /// Why.
         reason: String,
@@ -197,6 +214,9 @@ pub struct ReplicaStatus {
     pub roles: Vec<(MemberId, Role)>,
     /// Commands applied.
     pub applied: u64,
+    /// Entries of the replicated log applied (commands batches, roles, views): the state's
+    /// position, the same at every replica for the same state.
+    pub pos: u64,
     /// The time carried by the last applied command (ms since the epoch).
     pub last_now_ms: u64,
     /// Commands and reads of this replica waiting for the group.
@@ -249,13 +269,19 @@ struct Cmd<'a> {
 /// The replicated bookkeeping that travels in the checkpoint beside the machine's state.
 #[derive(Serialize, Deserialize)]
 struct Meta<O> {
+    pos: u64,
     applied: u64,
     last_now_ms: u64,
     roles: Vec<(MemberId, Role)>,
     sessions: Vec<(u64, u64, u64, O)>,
 }
 
-const MAGIC: &[u8; 8] = b"CHSMR\x00\x00\x01";
+const MAGIC: &[u8; 8] = b"CHSMR\x00\x00\x02";
+/// The checkpoint's header: the magic and the length of the bookkeeping.
+const HEAD: usize = 16;
+/// The most bookkeeping bytes a checkpoint may declare (sessions with their outputs): a
+/// damaged or hostile length must not make a replica allocate more.
+const MAX_META: u64 = 1 << 30;
 
 /// A read barrier in flight: its number and the reads it serves.
 type Barrier<Q> = (u64, Vec<(Ticket, Q)>);
@@ -269,6 +295,7 @@ pub struct Replica<S: StateMachine> {
     phase: Phase,
     view: Option<View>,
     // Replicated.
+    pos: u64,
     applied: u64,
     last_now_ms: u64,
     roles: BTreeMap<MemberId, Role>,
@@ -289,6 +316,16 @@ pub struct Replica<S: StateMachine> {
     hold_batch: bool,
     actions: VecDeque<Action<S::Output>>,
     bad_messages: u64,
+    /// The disk, when the replica keeps its state there.
+    store: Option<Stored>,
+    /// `appendfsync always`: replies waiting for every member to store their entry, by
+    /// position.
+    held: VecDeque<(u64, Ticket, Result<S::Output, ReplicaError>)>,
+    /// The lowest position every member of the view reported stored (`Event::Durable`).
+    durable_upto: u64,
+    /// The state came from this node's disk at start and was offered for recovery: it is kept
+    /// (as the donor's, or as the candidate a loading member still holds on disk).
+    recovered: bool,
 }
 
 impl<S: StateMachine> Replica<S>
@@ -305,6 +342,7 @@ where
             me,
             phase: Phase::Joining,
             view: None,
+            pos: 0,
             applied: 0,
             last_now_ms: 0,
             roles: BTreeMap::new(),
@@ -323,6 +361,10 @@ where
             hold_batch: false,
             actions: VecDeque::new(),
             bad_messages: 0,
+            store: None,
+            held: VecDeque::new(),
+            durable_upto: 0,
+            recovered: false,
         }
     }
 
@@ -379,6 +421,7 @@ where
             role: self.roles.get(&self.me).copied(),
             roles: self.roles.iter().map(|(m, r)| (*m, *r)).collect(),
             applied: self.applied,
+            pos: self.pos,
             last_now_ms: self.last_now_ms,
             pending: self.pending(),
             sessions: self.sessions.len(),
@@ -392,7 +435,10 @@ where
     }
 
     fn pending(&self) -> usize {
-        self.writes.len() + self.reads_next.len() + self.barrier.as_ref().map_or(0, |b| b.1.len())
+        self.writes.len()
+            + self.reads_next.len()
+            + self.barrier.as_ref().map_or(0, |b| b.1.len())
+            + self.held.len()
     }
 
     fn ticket(&mut self) -> Ticket {
@@ -516,14 +562,16 @@ where
             Phase::Left => return Err(ReplicaError::Left),
             _ => return Err(ReplicaError::NotReady),
         }
-        self.multicast(Order::Total, encode(&Msg::SetRole { member, role: Role::Active }));
+        self.multicast(Order::Safe, encode(&Msg::SetRole { member, role: Role::Active }));
         Ok(())
     }
 
     /// Takes one event of the member.
     pub fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::ViewInstalled { view, departed, loading, .. } => self.on_view(view, &departed, &loading),
+            Event::ViewInstalled { view, departed, loading, recovered, .. } => {
+                self.on_view(view, &departed, &loading, &recovered)
+            }
             Event::Delivered { id, order, payload }
                 if matches!(self.phase, Phase::Ready | Phase::NoQuorum) =>
             {
@@ -532,10 +580,20 @@ where
             Event::Blocked { reason: BlockReason::NoQuorum } if self.phase == Phase::Ready => {
                 self.phase = Phase::NoQuorum;
             }
+            Event::Durable { upto } => {
+                self.durable_upto = self.durable_upto.max(upto);
+                self.release();
+            }
             Event::Excluded { rejoin_as, .. } => {
                 self.fail_pending(ReplicaError::Uncertain);
                 self.sm.reset();
                 self.wipe();
+                // The stored state stays the earlier member's: it is not offered any more, and
+                // nothing more is logged until a new state is loaded.
+                if let Some(st) = &mut self.store {
+                    st.valid = false;
+                }
+                self.recovered = false;
                 self.me = rejoin_as;
                 self.phase = Phase::Joining;
             }
@@ -544,65 +602,62 @@ where
                 self.phase = Phase::Left;
             }
             Event::CheckpointRequest { view, .. } => {
-                let data = self.checkpoint();
-                self.actions.push_back(Action::Checkpoint { view, data: Bytes::from(data) });
+                let state = self.freeze();
+                self.actions.push_back(Action::Checkpoint { view, state: Box::new(state) });
             }
             Event::StateIncoming { view, .. } => {
                 self.load = Some((view, Vec::new()));
-            }
-            Event::StateChunk { view, offset, data } => match &mut self.load {
-                Some((v, buf)) if *v == view && offset == buf.len() as u64 => buf.extend_from_slice(&data),
-                _ => self.actions.push_back(Action::Fatal {
-                    reason: format!(
-                        "state chunk at offset {offset} of view {view:?} does not follow what was loaded"
-                    ),
-                }),
-            },
-            Event::StateLoaded { view, .. } => match self.load.take() {
-                Some((v, buf)) if v == view => match self.restore(&buf) {
-                    Ok(()) => {
-                        self.phase = Phase::Ready;
-                        self.announce();
+                if let Some(st) = &mut self.store {
+                    if let Some(Loading::Writing(w)) = st.load.take() {
+                        let _ = w.abort();
                     }
-                    Err(reason) => self.actions.push_back(Action::Fatal { reason }),
-                },
-                _ => self.actions.push_back(Action::Fatal {
-                    reason: format!("state of view {view:?} loaded without a transfer under way"),
-                }),
+                    st.load = Some(Loading::Head(Vec::new()));
+                }
+            }
+            Event::StateChunk { view, offset, data } => {
+                if let Err(reason) = self.take_chunk(view, offset, &data) {
+                    self.actions.push_back(Action::Fatal { reason });
+                }
+            }
+            Event::StateLoaded { view, .. } => match self.finish_load(view) {
+                Ok(()) => {
+                    self.phase = Phase::Ready;
+                    self.announce();
+                }
+                Err(reason) => self.actions.push_back(Action::Fatal { reason }),
             },
             _ => {}
         }
     }
 
-    fn on_view(&mut self, view: View, departed: &[MemberId], loading: &[MemberId]) {
+    fn on_view(&mut self, view: View, departed: &[MemberId], loading: &[MemberId], recovered: &[MemberId]) {
         let me_loading = loading.contains(&self.me);
-        self.view = Some(view);
+        // A node back from its disk keeps its stored state as its own in the view it entered
+        // through recovery: given as the donor's, or still on disk as a candidate while it loads.
+        if std::mem::take(&mut self.recovered) && recovered.contains(&self.me) {
+            let me = self.me;
+            if let Some(Err(e)) = self.store.as_mut().map(|st| st.set_owner(me)) {
+                self.storage_failed(&e);
+            }
+        }
+        self.view = Some(view.clone());
         match self.phase {
-            Phase::Ready | Phase::NoQuorum if !me_loading => {
+            Phase::Ready | Phase::NoQuorum | Phase::Joining if !me_loading => {
+                let first = self.phase == Phase::Joining;
                 self.phase = Phase::Ready;
-                // Every member applies this at the same point of the delivery sequence (the
-                // view change is a barrier), so the role table stays replicated.
-                let mut promote = 0;
-                for d in departed {
-                    if self.roles.remove(d) == Some(Role::Active) {
-                        promote += 1;
+                if first {
+                    // The first member of a new group (its state is empty), or the donor of a
+                    // recovery: the stored state is its own.
+                    let me = self.me;
+                    if let Some(Err(e)) = self.store.as_mut().map(|st| st.set_owner(me)) {
+                        self.storage_failed(&e);
                     }
                 }
-                let standbys: Vec<MemberId> = self
-                    .roles
-                    .iter()
-                    .filter(|(_, r)| **r == Role::Standby)
-                    .map(|(m, _)| *m)
-                    .take(promote)
-                    .collect();
-                for m in standbys {
-                    self.roles.insert(m, Role::Active);
+                self.log(&LogEntry::View { view: view.clone(), departed: departed.to_vec() });
+                self.view_roles(departed);
+                if first {
+                    self.announce();
                 }
-            }
-            Phase::Joining if !me_loading => {
-                // The first member of a new group: the state is empty.
-                self.phase = Phase::Ready;
-                self.announce();
             }
             Phase::Left => {}
             _ => {
@@ -614,14 +669,31 @@ where
         }
     }
 
+    /// Every member applies this at the same point of the delivery sequence (the view change
+    /// is a barrier), so the role table stays replicated.
+    fn view_roles(&mut self, departed: &[MemberId]) {
+        let mut promote = 0;
+        for d in departed {
+            if self.roles.remove(d) == Some(Role::Active) {
+                promote += 1;
+            }
+        }
+        let standbys: Vec<MemberId> =
+            self.roles.iter().filter(|(_, r)| **r == Role::Standby).map(|(m, _)| *m).take(promote).collect();
+        for m in standbys {
+            self.roles.insert(m, Role::Active);
+        }
+    }
+
     fn announce(&mut self) {
         if !self.announced {
             self.announced = true;
-            self.multicast(Order::Total, encode(&Msg::SetRole { member: self.me, role: self.cfg.role }));
+            self.multicast(Order::Safe, encode(&Msg::SetRole { member: self.me, role: self.cfg.role }));
         }
     }
 
     fn wipe(&mut self) {
+        self.pos = 0;
         self.applied = 0;
         self.last_now_ms = 0;
         self.roles.clear();
@@ -641,6 +713,14 @@ where
         for (_, ticket) in std::mem::take(&mut self.writes) {
             self.actions.push_back(Action::Reply { ticket, result: Err(e.clone()) });
         }
+        // Applied, but not known stored everywhere: they may or may not survive.
+        for (_, ticket, result) in std::mem::take(&mut self.held) {
+            let result = match result {
+                Ok(_) => Err(e.clone()),
+                err => err,
+            };
+            self.actions.push_back(Action::Reply { ticket, result });
+        }
         let mut reads = std::mem::take(&mut self.reads_next);
         if let Some((_, b)) = self.barrier.take() {
             reads.extend(b);
@@ -648,6 +728,26 @@ where
         for (ticket, _) in reads {
             // A read changed nothing: say so, rather than "uncertain".
             self.actions.push_back(Action::Reply { ticket, result: Err(ReplicaError::NotReady) });
+        }
+    }
+
+    /// Answers `ticket` now, or once every member stored the state it saw (`appendfsync
+    /// always`: the reply waits for `Event::Durable` to reach this replica's position).
+    fn reply(&mut self, ticket: Ticket, result: Result<S::Output, ReplicaError>) {
+        let wait = self.store.as_ref().is_some_and(|st| st.opts.fsync == Fsync::Always);
+        if wait && self.pos > self.durable_upto {
+            self.held.push_back((self.pos, ticket, result));
+        } else {
+            self.actions.push_back(Action::Reply { ticket, result });
+        }
+    }
+
+    /// Releases the replies whose position every member has stored.
+    fn release(&mut self) {
+        while self.held.front().is_some_and(|(pos, ..)| *pos <= self.durable_upto) {
+            if let Some((_, ticket, result)) = self.held.pop_front() {
+                self.actions.push_back(Action::Reply { ticket, result });
+            }
         }
     }
 
@@ -659,12 +759,17 @@ where
         let mine = sender == self.me;
         match msg {
             Msg::Commands { now_ms, cmds } if order == Order::Safe => {
+                self.log(&LogEntry::Delivered { sender, payload });
+                let mut replies = Vec::new();
                 for Cmd { req, session, seq, cmd } in cmds {
                     let ticket = if mine { self.writes.remove(&req) } else { None };
                     let result = self.apply(session, seq, now_ms, cmd);
                     if let Some(ticket) = ticket {
-                        self.actions.push_back(Action::Reply { ticket, result });
+                        replies.push((ticket, result));
                     }
+                }
+                for (ticket, result) in replies {
+                    self.reply(ticket, result);
                 }
             }
             Msg::Barrier { id } if order.is_total() => {
@@ -672,20 +777,49 @@ where
                     if let Some((_, reads)) = self.barrier.take() {
                         for (ticket, q) in reads {
                             let out = self.sm.query(&q, self.last_now_ms);
-                            self.actions.push_back(Action::Reply { ticket, result: Ok(out) });
+                            self.reply(ticket, Ok(out));
                         }
                     }
                     self.launch_barrier();
                 }
             }
-            Msg::SetRole { member, role } if order.is_total() => {
-                let in_view = self.view.as_ref().is_some_and(|v| v.members.contains(&member));
-                if in_view {
-                    self.roles.insert(member, role);
-                }
+            Msg::SetRole { member, role } if order == Order::Safe => {
+                self.log(&LogEntry::Delivered { sender, payload });
+                self.set_role(member, role);
             }
             _ => self.bad_messages += 1,
         }
+    }
+
+    fn set_role(&mut self, member: MemberId, role: Role) {
+        let in_view = self.view.as_ref().is_some_and(|v| v.members.contains(&member));
+        if in_view {
+            self.roles.insert(member, role);
+        }
+    }
+
+    /// Counts one entry of the replicated log, and stores it if the replica keeps a log.
+    fn log(&mut self, entry: &LogEntry<'_>) {
+        self.pos += 1;
+        let pos = self.pos;
+        let failed = match &mut self.store {
+            Some(st) if st.valid => st.append(pos, entry).err(),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            self.storage_failed(&e);
+        }
+    }
+
+    /// The disk failed: nothing more can be stored or acknowledged as stored here. The replica
+    /// stops (the driver shuts the member down); restarted, it recovers from what is on disk.
+    fn storage_failed(&mut self, e: &StorageError) {
+        if let Some(st) = &mut self.store {
+            st.valid = false;
+        }
+        let reason = format!("storage failed: {e}");
+        self.fail_pending(ReplicaError::Storage(e.to_string()));
+        self.actions.push_back(Action::Fatal { reason });
     }
 
     fn apply(&mut self, session: u64, seq: u64, now_ms: u64, cmd: &[u8]) -> Result<S::Output, ReplicaError> {
@@ -708,39 +842,351 @@ where
         Ok(out)
     }
 
-    /// The checkpoint: header, replicated bookkeeping, then the machine's snapshot.
-    fn checkpoint(&self) -> Vec<u8> {
+    /// Applies an entry read back from the log (no replies, nothing logged).
+    fn replay(&mut self, pos: u64, bytes: &[u8]) -> Result<(), String> {
+        let entry: LogEntry<'_> = postcard::from_bytes(bytes).map_err(|e| format!("bad log entry: {e}"))?;
+        match entry {
+            LogEntry::Delivered { payload, .. } => match postcard::from_bytes::<Msg<'_>>(payload) {
+                Ok(Msg::Commands { now_ms, cmds }) => {
+                    for Cmd { session, seq, cmd, .. } in cmds {
+                        let _ = self.apply(session, seq, now_ms, cmd);
+                    }
+                }
+                Ok(Msg::SetRole { member, role }) => self.set_role(member, role),
+                _ => return Err("a logged message is not a command batch or a role".into()),
+            },
+            LogEntry::View { view, departed } => {
+                self.view = Some(view);
+                self.view_roles(&departed);
+            }
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
+    /// The checkpoint's bookkeeping part: header and meta.
+    fn checkpoint_head(&self) -> Vec<u8> {
         let meta = Meta {
+            pos: self.pos,
             applied: self.applied,
             last_now_ms: self.last_now_ms,
             roles: self.roles.iter().map(|(m, r)| (*m, *r)).collect(),
             sessions: self.sessions.entries(),
         };
         let meta = postcard::to_stdvec(&meta).unwrap_or_default();
-        let mut out = Vec::with_capacity(16 + meta.len());
+        let mut out = Vec::with_capacity(HEAD + meta.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         out.extend_from_slice(&meta);
-        self.sm.snapshot(&mut out);
         out
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
-        let rest = data
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or("the checkpoint does not start with the replica header")?;
-        let (len, rest) = rest.split_at_checked(8).ok_or("the checkpoint is truncated")?;
-        let len = u64::from_le_bytes(len.try_into().map_err(|_| "bad length")?);
-        let len = usize::try_from(len).map_err(|_| "bad length")?;
-        let (meta, machine) = rest.split_at_checked(len).ok_or("the checkpoint is truncated")?;
+    /// The checkpoint (header, replicated bookkeeping, then the machine's state), frozen now.
+    fn freeze(&self) -> ReplicaFrozen<S::Frozen> {
+        ReplicaFrozen { head: Some(self.checkpoint_head()), machine: self.sm.freeze() }
+    }
+
+    /// Restores a checkpoint read from `r`, streamed; on an error the state is left empty.
+    fn restore_from(&mut self, r: &mut dyn Read) -> Result<(), String> {
+        let result = self.restore_inner(r);
+        if result.is_err() {
+            self.sm.reset();
+            self.wipe();
+        }
+        result
+    }
+
+    fn restore_inner(&mut self, r: &mut dyn Read) -> Result<(), String> {
+        let mut head = [0u8; HEAD];
+        r.read_exact(&mut head).map_err(|e| format!("the checkpoint is truncated: {e}"))?;
+        if &head[..8] != MAGIC {
+            return Err("the checkpoint does not start with the replica header".into());
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[8..]);
+        let len = u64::from_le_bytes(len);
+        if len > MAX_META {
+            return Err(format!("the checkpoint declares {len} bytes of bookkeeping, more than {MAX_META}"));
+        }
+        let mut meta = Vec::new();
+        r.take(len).read_to_end(&mut meta).map_err(|e| format!("reading the checkpoint: {e}"))?;
+        if meta.len() as u64 != len {
+            return Err("the checkpoint is truncated".into());
+        }
         let meta: Meta<S::Output> =
-            postcard::from_bytes(meta).map_err(|e| format!("bad replica header: {e}"))?;
-        self.sm.restore(machine).map_err(|e| e.to_string())?;
+            postcard::from_bytes(&meta).map_err(|e| format!("bad replica header: {e}"))?;
+        self.sm.restore_from(r).map_err(|e| e.to_string())?;
+        self.pos = meta.pos;
         self.applied = meta.applied;
         self.last_now_ms = meta.last_now_ms;
         self.roles = meta.roles.into_iter().collect();
         self.sessions = Sessions::from_entries(self.cfg.max_sessions, meta.sessions);
         Ok(())
+    }
+
+    /// A piece of a transferred checkpoint: kept in memory, or written to disk as it comes.
+    fn take_chunk(&mut self, view: ViewId, offset: u64, data: &[u8]) -> Result<(), String> {
+        let on_disk = self.loaded_to_disk();
+        let Some((v, got)) = &mut self.load else {
+            return Err(format!("state chunk of view {view:?} without a transfer under way"));
+        };
+        if *v != view || offset != got.len() as u64 + on_disk {
+            return Err(format!(
+                "state chunk at offset {offset} of view {view:?} does not follow what was loaded"
+            ));
+        }
+        let Some(st) = &mut self.store else {
+            got.extend_from_slice(data);
+            return Ok(());
+        };
+        match &mut st.load {
+            Some(Loading::Writing(w)) => std::io::Write::write_all(w, data)
+                .map_err(|e| format!("storage failed writing the loaded state: {e}")),
+            Some(Loading::Head(head)) => {
+                head.extend_from_slice(data);
+                // The position sits in the bookkeeping, after the header: once it is here, the
+                // state goes to a snapshot file at that position as it arrives.
+                let Some(pos) = checkpoint_pos(head)? else { return Ok(()) };
+                let mut w = SnapshotWriter::create(st.dir.clone(), pos).map_err(|e| e.to_string())?;
+                std::io::Write::write_all(&mut w, head).map_err(|e| format!("storage failed: {e}"))?;
+                st.load = Some(Loading::Writing(w));
+                Ok(())
+            }
+            None => Err("state chunk with no load under way".into()),
+        }
+    }
+
+    fn loaded_to_disk(&self) -> u64 {
+        match self.store.as_ref().and_then(|st| st.load.as_ref()) {
+            Some(Loading::Writing(w)) => w.body_len(),
+            Some(Loading::Head(h)) => h.len() as u64,
+            None => 0,
+        }
+    }
+
+    /// The whole checkpoint of `view` arrived: restore it (from the snapshot file it was
+    /// written to, if the replica keeps a disk), and make it the stored state.
+    fn finish_load(&mut self, view: ViewId) -> Result<(), String> {
+        match self.load.take() {
+            Some((v, _)) if v != view => return Err(format!("state of view {view:?} loaded for view {v:?}")),
+            None => return Err(format!("state of view {view:?} loaded without a transfer under way")),
+            Some((_, buf)) if self.store.is_none() => return self.restore_from(&mut buf.as_slice()),
+            Some(_) => {}
+        }
+        let me = self.me;
+        let Some(st) = &mut self.store else { return Ok(()) };
+        let info = match st.load.take() {
+            Some(Loading::Writing(w)) => w.finish().map_err(|e| e.to_string())?,
+            _ => return Err("the loaded state is shorter than its header".into()),
+        };
+        let mut r = SnapshotReader::open(st.dir.as_ref(), &info).map_err(|e| e.to_string())?;
+        self.restore_from(&mut r)?;
+        let pos = self.pos;
+        let Some(st) = &mut self.store else { return Ok(()) };
+        st.wal.restart_at(pos).map_err(|e| e.to_string())?;
+        st.latest = Some(info);
+        st.set_owner(me).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// The position in a checkpoint's bookkeeping, once enough of it is at hand.
+fn checkpoint_pos(head: &[u8]) -> Result<Option<u64>, String> {
+    if head.len() < HEAD {
+        return Ok(None);
+    }
+    if &head[..8] != MAGIC {
+        return Err("the transferred state does not start with the replica header".into());
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[8..HEAD]);
+    let len = u64::from_le_bytes(len);
+    if len > MAX_META {
+        return Err(format!(
+            "the transferred state declares {len} bytes of bookkeeping, more than {MAX_META}"
+        ));
+    }
+    let Some(meta) = head.get(HEAD..HEAD + len as usize) else { return Ok(None) };
+    // `pos` is the first field of the bookkeeping (a postcard varint).
+    let (pos, _) = postcard::take_from_bytes::<u64>(meta).map_err(|e| format!("bad replica header: {e}"))?;
+    Ok(Some(pos))
+}
+
+/// A replica's checkpoint, frozen: its bookkeeping, then the machine's pieces.
+struct ReplicaFrozen<F> {
+    head: Option<Vec<u8>>,
+    machine: F,
+}
+
+impl<F: Frozen> Frozen for ReplicaFrozen<F> {
+    fn next_piece(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+        if let Some(head) = self.head.take() {
+            out.extend_from_slice(&head);
+            return true;
+        }
+        self.machine.next_piece(out, max)
+    }
+}
+
+// ----- durability (see `durable.rs`) -----
+
+/// What [`Replica::open`] found on disk.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The position of the stored state (0 if there is none).
+    pub pos: u64,
+    /// The member that owns it.
+    pub owner: Option<MemberId>,
+    /// The log's report (entries replayed, a torn tail cut off).
+    pub report: crate::storage::OpenReport,
+}
+
+impl<S: StateMachine> Replica<S>
+where
+    S::Query: std::fmt::Debug,
+    S::Output: std::fmt::Debug,
+{
+    /// A replica that keeps its state in `dir`: loads the latest snapshot and replays the log
+    /// after it. The state is not this replica's yet: [`Replica::offer`] says whether it may be
+    /// offered for recovery (and drops it if not).
+    pub fn open(
+        sm: S,
+        me: MemberId,
+        cfg: ReplicaConfig,
+        dir: Arc<dyn Dir>,
+        opts: DurableOptions,
+    ) -> Result<(Replica<S>, Opened), StorageError> {
+        let mut r = Replica::new(sm, me, cfg);
+        let owner = Stored::read_owner(dir.as_ref())?;
+        let latest = latest_snapshot(dir.as_ref())?;
+        let mut after = 0;
+        if let Some(info) = &latest {
+            let mut reader = SnapshotReader::open(dir.as_ref(), info)?;
+            r.restore_from(&mut reader).map_err(|why| StorageError::Corrupt {
+                file: info.name.clone(),
+                offset: 0,
+                why: format!("the snapshot does not restore: {why}"),
+            })?;
+            if r.pos != info.pos {
+                return Err(StorageError::Corrupt {
+                    file: info.name.clone(),
+                    offset: 0,
+                    why: format!("it holds position {} but is named for {}", r.pos, info.pos),
+                });
+            }
+            after = info.pos;
+        }
+        let (wal, report) =
+            Wal::open(dir.clone(), opts.wal.clone(), after, |pos, bytes| r.replay(pos, bytes)).map_err(
+                |e| match e {
+                    OpenError::Storage(e) => e,
+                    OpenError::Apply { pos, source } => StorageError::Corrupt {
+                        file: "the log".into(),
+                        offset: pos,
+                        why: format!("entry at position {pos} does not apply: {source}"),
+                    },
+                },
+            )?;
+        let opened = Opened { pos: r.pos, owner, report };
+        r.store = Some(Stored {
+            dir,
+            wal,
+            opts,
+            owner,
+            valid: false,
+            reported: 0,
+            last_sync_ms: 0,
+            snapshotting: false,
+            latest,
+            load: None,
+            status: StorageStatus::default(),
+        });
+        Ok((r, opened))
+    }
+
+    /// Whether the stored state may be offered for recovery by a node whose last membership
+    /// was `member` (from the group's persisted record): only if that member owns it. Returns
+    /// its position if so; otherwise drops it (the node joins like a new member).
+    pub fn offer(&mut self, member: Option<MemberId>) -> Option<u64> {
+        let owned = member.is_some() && self.store.as_ref().is_some_and(|st| st.owner == member);
+        if owned {
+            self.recovered = true;
+            if let Some(st) = &mut self.store {
+                st.valid = true;
+                st.status.owned = true;
+                st.reported = st.wal.synced_pos();
+                return Some(self.pos);
+            }
+        }
+        self.sm.reset();
+        self.wipe();
+        None
+    }
+
+    /// Syncs the log as the policy says (call once per batch of events: group commit), and
+    /// queues [`Action::Durable`] if the stored position rose. `now_ms` is the wall clock (for
+    /// `everysec`), `clock_us` a monotonic clock in microseconds (fsync timings).
+    pub fn sync(&mut self, now_ms: u64, clock_us: &dyn Fn() -> u64) {
+        let Some(st) = &mut self.store else { return };
+        match st.sync(now_ms, clock_us) {
+            Ok(Some(pos)) => self.actions.push_back(Action::Durable { pos }),
+            Ok(None) => {}
+            Err(e) => self.storage_failed(&e),
+        }
+    }
+
+    /// A snapshot to write now, if the log has grown past `snapshot_log_bytes` (or `force`, for
+    /// SAVE/BGSAVE) and none is being written. Run it off the replica's thread if it is large;
+    /// then [`Replica::snapshot_done`].
+    pub fn snapshot_job(&mut self, force: bool) -> Option<SnapshotJob> {
+        if !matches!(self.phase, Phase::Ready | Phase::NoQuorum) {
+            return None;
+        }
+        let pos = self.pos;
+        let st = self.store.as_ref().filter(|st| st.valid && !st.snapshotting)?;
+        let due = st.wal.bytes() >= st.opts.snapshot_log_bytes;
+        if !(force || due) || st.latest.as_ref().is_some_and(|l| l.pos >= pos) {
+            return None;
+        }
+        let state = Box::new(self.freeze());
+        let st = self.store.as_mut()?;
+        st.snapshotting = true;
+        Some(SnapshotJob { dir: st.dir.clone(), pos, state })
+    }
+
+    /// A snapshot job ended (`now_ms`: when). On success the log behind it is dropped.
+    pub fn snapshot_done(&mut self, result: Result<SnapshotInfo, StorageError>, now_ms: u64) {
+        let Some(st) = &mut self.store else { return };
+        st.snapshotting = false;
+        match result {
+            Ok(info) => {
+                let pos = info.pos;
+                st.latest = Some(info);
+                st.status.snapshots_written += 1;
+                st.status.last_snapshot_ms = now_ms;
+                st.snapshot_ok();
+                // Only what the snapshot covers and is synced may go.
+                let upto = pos.min(st.wal.synced_pos());
+                if let Err(e) = st.wal.truncate_through(upto) {
+                    self.storage_failed(&e);
+                }
+            }
+            // A failed snapshot loses nothing: the log still holds everything.
+            Err(e) => st.status.last_snapshot_error = Some(e.to_string()),
+        }
+    }
+
+    /// Syncs everything logged, whatever the policy (a clean shutdown).
+    pub fn sync_all(&mut self) -> Result<(), StorageError> {
+        match &mut self.store {
+            Some(st) if st.valid => st.wal.sync(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The storage's report, if the replica keeps one.
+    pub fn storage_status(&self) -> Option<StorageStatus> {
+        self.store.as_ref().map(Stored::status)
     }
 }
 

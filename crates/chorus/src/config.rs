@@ -12,6 +12,7 @@
 //! heartbeat_ms = 100
 //! suspect_timeout_ms = 500
 //! trace = "node-1.trace.jsonl"    # write the checker's trace
+//! data_dir = "/var/lib/chorus/1"  # keep the membership on disk (recovery, founding once)
 //! ```
 
 use std::net::SocketAddr;
@@ -68,6 +69,14 @@ pub struct NodeConfig {
     pub suspect_timeout: Duration,
     /// Where to write the trace the checker reads (JSON lines), if anywhere.
     pub trace: Option<PathBuf>,
+    /// The data directory: the group this node belongs to and its last membership, so that a
+    /// restart never founds a second group and can recover the group when crashes took its
+    /// majority (docs/protocol/recovery.md). Without it, a restart is a new node.
+    pub data_dir: Option<PathBuf>,
+    /// Recovery from disks (no member alive holding the state) waits for every member of the
+    /// last view instead of a majority: for applications that acknowledge writes before every
+    /// member stored them (docs/protocol/recovery.md). Set by the application, not the file.
+    pub recover_all: bool,
 }
 
 /// The configuration is unusable (the operator's fault). Nothing was started.
@@ -127,6 +136,8 @@ pub struct Partial {
     pub suspect_timeout_ms: Option<u64>,
     /// See [`NodeConfig::trace`].
     pub trace: Option<PathBuf>,
+    /// See [`NodeConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Partial {
@@ -148,7 +159,8 @@ impl Partial {
 
     /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
     /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
-    /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_TRACE` from `get`.
+    /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_TRACE`, `CHORUS_DATA_DIR`
+    /// from `get`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Partial, ConfigError> {
         let num = |key: &'static str, field: &'static str| -> Result<Option<u64>, ConfigError> {
             get(key)
@@ -184,6 +196,7 @@ impl Partial {
             heartbeat_ms: num("CHORUS_HEARTBEAT_MS", "heartbeat_ms")?,
             suspect_timeout_ms: num("CHORUS_SUSPECT_TIMEOUT_MS", "suspect_timeout_ms")?,
             trace: get("CHORUS_TRACE").map(PathBuf::from),
+            data_dir: get("CHORUS_DATA_DIR").map(PathBuf::from),
         })
     }
 
@@ -201,6 +214,7 @@ impl Partial {
             heartbeat_ms: other.heartbeat_ms.or(self.heartbeat_ms),
             suspect_timeout_ms: other.suspect_timeout_ms.or(self.suspect_timeout_ms),
             trace: other.trace.or(self.trace),
+            data_dir: other.data_dir.or(self.data_dir),
         }
     }
 
@@ -274,6 +288,8 @@ impl Partial {
             heartbeat,
             suspect_timeout,
             trace: self.trace,
+            data_dir: self.data_dir,
+            recover_all: false,
         })
     }
 }

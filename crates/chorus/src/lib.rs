@@ -34,10 +34,12 @@ pub mod app;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod datadir;
 pub mod runtime;
 pub mod transport;
 
 pub use chorus_core::{
-    BlockReason, CheckpointError, Event, MemberId, MsgId, NodeId, Order, SendError, Status, View, ViewId,
+    BlockReason, CheckpointError, Event, GroupId, MemberId, MsgId, NodeId, Order, SendError, Status, View,
+    ViewId,
 };
 pub use runtime::{Events, Member, MemberStatus, MulticastError, ShutDown, StartError, WriteCheckpointError};

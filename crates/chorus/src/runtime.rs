@@ -37,6 +37,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
+use crate::datadir::{DataDirError, NodeStore};
 use crate::transport::frame::{self, FrameReader};
 use crate::transport::handshake::{self, Identity};
 
@@ -78,6 +79,12 @@ pub enum StartError {
     /// The core refused the configuration.
     #[error("invalid configuration: {0}")]
     Config(#[from] chorus_core::ConfigError),
+    /// The data directory cannot be used.
+    #[error("data directory: {0}")]
+    DataDir(#[from] DataDirError),
+    /// No randomness for the group id a founder would draw (a local fault).
+    #[error("cannot draw a random group id: {0}")]
+    Rng(String),
 }
 
 /// The member is gone: it was shut down, or its driver stopped.
@@ -124,6 +131,10 @@ pub struct MemberStatus {
     pub dropped_frames: u64,
     /// Connections closed because the peer sent something invalid (after the handshake).
     pub bad_frames: u64,
+    /// The group this node belongs to, once it founded or joined one.
+    pub group: Option<chorus_core::GroupId>,
+    /// Connections refused because the peer belongs to another group.
+    pub foreign_group_refusals: u64,
 }
 
 enum Command {
@@ -131,6 +142,7 @@ enum Command {
     Write { view: ViewId, chunk: Option<Bytes>, reply: oneshot::Sender<Result<(), CheckpointError>> },
     Leave { reply: oneshot::Sender<()> },
     Status { reply: oneshot::Sender<MemberStatus> },
+    SetDurable { pos: u64 },
     Shutdown,
 }
 
@@ -150,6 +162,7 @@ impl std::fmt::Debug for Command {
             Command::Write { .. } => "Write",
             Command::Leave { .. } => "Leave",
             Command::Status { .. } => "Status",
+            Command::SetDurable { .. } => "SetDurable",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -198,22 +211,55 @@ pub fn wall_nanos() -> u64 {
 }
 
 impl Member {
-    /// Starts a member: binds the listen address, then joins (or bootstraps) in the background.
-    /// Must be called within a tokio runtime.
+    /// Starts a member: binds the listen address, then joins (or founds, or recovers) in the
+    /// background. With `cfg.data_dir`, the member keeps its membership there (the
+    /// application's state is not: see [`Member::start_stored`]). Must be called within a tokio
+    /// runtime.
     pub async fn start(cfg: NodeConfig) -> Result<(Member, Events), StartError> {
+        let store = match &cfg.data_dir {
+            Some(path) => Some(NodeStore::open(path, cfg.node, wall_nanos() / 1_000_000)?),
+            None => None,
+        };
+        Member::start_inner(cfg, store, None).await
+    }
+
+    /// Starts a member whose data directory the application opened (to keep its own state
+    /// beside the membership), offering the application's stored state at position `state`
+    /// for recovery (see `chorus_smr::Replica::offer`).
+    pub async fn start_stored(
+        cfg: NodeConfig,
+        store: NodeStore,
+        state: Option<u64>,
+    ) -> Result<(Member, Events), StartError> {
+        Member::start_inner(cfg, Some(store), state).await
+    }
+
+    async fn start_inner(
+        cfg: NodeConfig,
+        store: Option<NodeStore>,
+        state: Option<u64>,
+    ) -> Result<(Member, Events), StartError> {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
         // Port 0 picks a free port: peers must be told the real one.
         let listen =
             listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
-        // A restarted node must be a new incarnation: wall-clock milliseconds grow across
-        // restarts (the node id and this number name one life).
-        let inc = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-            << 8;
+        // A restarted node must be a new incarnation: the data directory's counter, or else
+        // wall-clock milliseconds (which grow across restarts unless the clock goes back).
+        let inc = match &store {
+            Some(s) => s.incarnation(),
+            None => (wall_nanos() / 1_000_000) << 8,
+        };
         let mut core = Config::new(NodeId(cfg.node), Incarnation(inc));
+        if let Some(s) = &store {
+            core.group = s.persisted().map(|p| p.group);
+            core.recovery = s.recovery(state);
+        }
+        core.recover_all = cfg.recover_all;
+        let mut group_id = [0u8; 8];
+        getrandom::fill(&mut group_id).map_err(|e| StartError::Rng(e.to_string()))?;
+        core.new_group = chorus_core::GroupId(u64::from_le_bytes(group_id));
         core.seeds = cfg.seeds.iter().map(|s| NodeId(s.node)).collect();
         core.bootstrap = cfg.bootstrap;
         core.state_transfer = cfg.state_transfer;
@@ -226,8 +272,10 @@ impl Member {
         // them: the pass batches them (one frame per peer for all it produced), and a timer
         // would add at least tokio's millisecond tick to every total and safe delivery.
         core.ack_delay = Duration::ZERO;
+        // The member this life joins as (a recovering node speaks for its earlier member first).
+        let first_id = core.member_id();
+        let group = Arc::new(std::sync::atomic::AtomicU64::new(core.group.map_or(0, |g| g.0)));
         let node = Node::new(core, Instant::ZERO)?;
-        let first_id = node.member_id();
         let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let (net_tx, net_rx) = mpsc::channel(1024);
@@ -236,6 +284,8 @@ impl Member {
             secret: cfg.secret.clone(),
             node: cfg.node,
             listen: listen.to_string(),
+            group: group.clone(),
+            refusals: Arc::default(),
         });
         let mut book = BTreeMap::new();
         for s in &cfg.seeds {
@@ -260,6 +310,9 @@ impl Member {
             last_view: None,
             dropped_frames: 0,
             bad_frames: 0,
+            store,
+            group,
+            stopped: false,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
@@ -327,6 +380,12 @@ impl Member {
         let (reply, rx) = oneshot::channel();
         self.cmd.send(Command::Status { reply }).await.map_err(|_| ShutDown)?;
         rx.await.map_err(|_| ShutDown)
+    }
+
+    /// Tells the member that the application's state is stored up to position `pos`: it is
+    /// reported to the group, and `Event::Durable` says when every member stored a position.
+    pub async fn set_durable(&self, pos: u64) -> Result<(), ShutDown> {
+        self.cmd.send(Command::SetDurable { pos }).await.map_err(|_| ShutDown)
     }
 
     /// Stops the member at once: connections closed, nothing more sent (the others will suspect
@@ -511,6 +570,12 @@ struct Driver {
     last_view: Option<ViewId>,
     dropped_frames: u64,
     bad_frames: u64,
+    /// The data directory, where the core's record is kept before any frame that follows it.
+    store: Option<NodeStore>,
+    /// The group this node belongs to (0: none yet), shared with the handshakes.
+    group: Arc<std::sync::atomic::AtomicU64>,
+    /// The record could not be stored: the member stops without sending anything more.
+    stopped: bool,
 }
 
 impl Driver {
@@ -556,7 +621,7 @@ impl Driver {
                     false
                 }
             };
-            if stop {
+            if stop || self.stopped {
                 break;
             }
             // Under load, let the tasks that are ready run first (callers woken by the replies
@@ -651,7 +716,13 @@ impl Driver {
                     connected: self.peers.keys().copied().collect(),
                     dropped_frames: self.dropped_frames,
                     bad_frames: self.bad_frames,
+                    group: self.node.group(),
+                    foreign_group_refusals: self.identity.refusals.load(std::sync::atomic::Ordering::Relaxed),
                 });
+            }
+            Command::SetDurable { pos } => {
+                let now = self.now();
+                self.node.set_durable(now, pos);
             }
             Command::Shutdown => {}
         }
@@ -710,6 +781,21 @@ impl Driver {
     /// Taking frames only here, once per pass, lets the core put everything a pass produced for
     /// a peer (messages and one acknowledgement) in one frame.
     fn flush(&mut self) {
+        // What the core asks to keep goes to disk before any frame that follows it: a promise
+        // in a view change must survive a crash before anyone sees it.
+        if let Some(p) = self.node.poll_persist() {
+            self.group.store(p.group.0, std::sync::atomic::Ordering::Relaxed);
+            if let Some(store) = &mut self.store {
+                if let Err(e) = store.save(&p) {
+                    tracing::error!(node = self.me, "cannot store the membership ({e}); the member stops");
+                    self.stopped = true;
+                    return;
+                }
+            }
+        }
+        if self.stopped {
+            return;
+        }
         while let Some(t) = self.node.poll_transmit() {
             self.send(t.to.0, t.frame);
         }

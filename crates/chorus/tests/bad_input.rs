@@ -296,7 +296,7 @@ impl Group {
 // The attacker
 
 fn identity(node: u64, secret: &str, listen: &str) -> Identity {
-    Identity { cluster: CLUSTER.into(), secret: Arc::from(secret.as_bytes()), node, listen: listen.into() }
+    Identity::new(CLUSTER.into(), Arc::from(secret.as_bytes()), node, listen.into())
 }
 
 async fn connect(addr: SocketAddr) -> TcpStream {

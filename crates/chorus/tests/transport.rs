@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 const T: Duration = Duration::from_secs(10);
 
 fn identity(node: u64, secret: &[u8], listen: &str) -> Identity {
-    Identity { cluster: "test".into(), secret: Arc::from(secret), node, listen: listen.into() }
+    Identity::new("test".into(), Arc::from(secret), node, listen.into())
 }
 
 /// All frames coalesced into one buffer and one write, then the end of the stream.

@@ -9,20 +9,25 @@
 //!
 //! ```text
 //! dialer                                   acceptor
-//!   Hello { magic, version, cluster, node, listen, nonce_d } ->
+//!   Hello { magic, version, cluster, node, listen, group_d, nonce_d } ->
 //!                                          checks magic, version, cluster, node != own
-//!                   <- Challenge { node, listen, nonce_a, HMAC(secret, "chorus/accept" | T) }
+//!                   <- Challenge { node, listen, group_a, nonce_a, HMAC(secret, "chorus/accept" | T) }
 //!                      (or Reject { reason } and close)
-//!   checks the acceptor's MAC, then its node id if one was expected
+//!   checks the acceptor's MAC, then its node id if one was expected, then the groups
 //!   Proof { HMAC(secret, "chorus/dial" | T) } ->
-//!                                          checks the dialer's MAC
+//!                                          checks the dialer's MAC, then the groups
 //!                   <- Welcome (or Reject { reason } and close)
 //! ```
 //!
 //! The transcript `T` is `len(cluster) u32 BE | cluster | nonce_d | nonce_a | node_d u64 BE |
-//! node_a u64 BE | len(listen_d) u32 BE | listen_d | len(listen_a) u32 BE | listen_a`: the
-//! listen addresses are covered too, so nobody on the path can substitute the address a peer
-//! will later be dialed at.
+//! node_a u64 BE | len(listen_d) u32 BE | listen_d | len(listen_a) u32 BE | listen_a |
+//! group_d u64 BE | group_a u64 BE`: the listen addresses are covered too, so nobody on the
+//! path can substitute the address a peer will later be dialed at.
+//!
+//! Groups: each end says which group it belongs to (0 if none yet: a new node). Two nodes of
+//! different groups refuse each other once both are authenticated (the cluster name and
+//! secret may be shared by several groups, e.g. a store founded twice by mistake), so a node
+//! never hears anything of another group; refusals are counted in `Identity::refusals`.
 //!
 //! Every message is one [`frame`](super::frame) holding a postcard-encoded [`Message`], read
 //! with [`read_frame`], which reads exactly one frame and nothing past it: when [`dial`] or
@@ -33,6 +38,7 @@
 //! Secrets, nonces and MACs are never logged or put in error messages.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +53,7 @@ use super::frame::{read_frame, write_frame, FrameError};
 /// First bytes of a Hello: tells a chorus node from anything else that connects.
 pub const MAGIC: [u8; 4] = *b"CHRS";
 /// Handshake version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest handshake frame payload. A Hello at its limits takes about 250 bytes.
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// Longest cluster name, in bytes.
@@ -74,6 +80,21 @@ pub struct Identity {
     pub node: u64,
     /// Address where this node accepts connections. At most [`MAX_LISTEN_LEN`] bytes.
     pub listen: String,
+    /// The group this node belongs to (0: none yet), kept up to date by the member.
+    pub group: Arc<AtomicU64>,
+    /// Handshakes refused because the peer belongs to another group.
+    pub refusals: Arc<AtomicU64>,
+}
+
+impl Identity {
+    /// An identity outside any group yet.
+    pub fn new(cluster: String, secret: Arc<[u8]>, node: u64, listen: String) -> Identity {
+        Identity { cluster, secret, node, listen, group: Arc::default(), refusals: Arc::default() }
+    }
+
+    fn group(&self) -> u64 {
+        self.group.load(Ordering::Relaxed)
+    }
 }
 
 /// Hides the secret, so an `Identity` can be logged.
@@ -84,6 +105,7 @@ impl fmt::Debug for Identity {
             .field("secret", &"<redacted>")
             .field("node", &self.node)
             .field("listen", &self.listen)
+            .field("group", &self.group())
             .finish()
     }
 }
@@ -171,6 +193,15 @@ pub enum HandshakeError {
         /// The peer's.
         theirs: String,
     },
+    /// The peer belongs to another group of the same cluster (a group founded twice, or nodes
+    /// of two stores sharing a name and secret): neither hears anything of the other.
+    #[error("peer is in group {theirs:016x}, this node is in group {ours:016x}: refused (two groups with one cluster name and secret)")]
+    ForeignGroup {
+        /// Our group.
+        ours: u64,
+        /// The peer's.
+        theirs: u64,
+    },
     /// The peer failed to prove that it knows the cluster secret: the secrets differ, or the
     /// peer is an impostor.
     #[error("the {peer_is} failed to prove it knows the cluster secret (secrets differ, or an impostor)")]
@@ -214,6 +245,8 @@ pub enum Message {
         node: u64,
         /// The dialer's listen address.
         listen: String,
+        /// The dialer's group (0: none yet).
+        group: u64,
         /// The dialer's fresh nonce.
         nonce: [u8; NONCE_LEN],
     },
@@ -228,6 +261,8 @@ pub enum Message {
         node: u64,
         /// The acceptor's listen address.
         listen: String,
+        /// The acceptor's group (0: none yet).
+        group: u64,
         /// The acceptor's fresh nonce.
         nonce: [u8; NONCE_LEN],
         /// `HMAC(secret, "chorus/accept" | transcript)`.
@@ -305,6 +340,7 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
     expect: Option<u64>,
 ) -> Result<PeerInfo, HandshakeError> {
     let nonce_d = nonce()?;
+    let group_d = me.group();
     send(
         stream,
         &Message::Hello {
@@ -313,13 +349,14 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
             cluster: me.cluster.clone(),
             node: me.node,
             listen: me.listen.clone(),
+            group: group_d,
             nonce: nonce_d,
         },
     )
     .await?;
 
-    let (node, listen, nonce_a, mac) = match recv(stream).await? {
-        Message::Challenge { node, listen, nonce, mac } => (node, listen, nonce, mac),
+    let (node, listen, group_a, nonce_a, mac) = match recv(stream).await? {
+        Message::Challenge { node, listen, group, nonce, mac } => (node, listen, group, nonce, mac),
         Message::Reject { reason } => return Err(HandshakeError::Rejected { reason }),
         other => return Err(HandshakeError::Unexpected { expected: "Challenge", got: other.name() }),
     };
@@ -338,6 +375,8 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
         node_a: node,
         listen_d: &me.listen,
         listen_a: &listen,
+        group_d,
+        group_a,
     }
     .bytes();
     if keyed(&me.secret, ACCEPT_LABEL, &transcript)?.verify_slice(&mac).is_err() {
@@ -356,6 +395,9 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(refuse(stream, &reason, err).await);
         }
     }
+    if let Err(err) = same_group(me, group_a) {
+        return Err(refuse(stream, &err.to_string(), err).await);
+    }
     let proof = sign(keyed(&me.secret, DIAL_LABEL, &transcript)?);
     send(stream, &Message::Proof { mac: proof }).await?;
 
@@ -373,9 +415,9 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Identity,
 ) -> Result<PeerInfo, HandshakeError> {
-    let (magic, version, cluster, node, listen, nonce_d) = match recv(stream).await {
-        Ok(Message::Hello { magic, version, cluster, node, listen, nonce }) => {
-            (magic, version, cluster, node, listen, nonce)
+    let (magic, version, cluster, node, listen, group_d, nonce_d) = match recv(stream).await {
+        Ok(Message::Hello { magic, version, cluster, node, listen, group, nonce }) => {
+            (magic, version, cluster, node, listen, group, nonce)
         }
         Ok(other) => {
             let err = HandshakeError::Unexpected { expected: "Hello", got: other.name() };
@@ -410,6 +452,7 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     let nonce_a = nonce()?;
+    let group_a = me.group();
     let transcript = Transcript {
         cluster: &me.cluster,
         nonce_d: &nonce_d,
@@ -418,11 +461,14 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
         node_a: me.node,
         listen_d: &listen,
         listen_a: &me.listen,
+        group_d,
+        group_a,
     }
     .bytes();
     let mac = sign(keyed(&me.secret, ACCEPT_LABEL, &transcript)?);
-    send(stream, &Message::Challenge { node: me.node, listen: me.listen.clone(), nonce: nonce_a, mac })
-        .await?;
+    let challenge =
+        Message::Challenge { node: me.node, listen: me.listen.clone(), group: group_a, nonce: nonce_a, mac };
+    send(stream, &challenge).await?;
 
     let proof = match recv(stream).await? {
         Message::Proof { mac } => mac,
@@ -436,9 +482,22 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
         let err = HandshakeError::BadSecret { peer_is: Side::Dialer };
         return Err(refuse(stream, AUTH_FAILED, err).await);
     }
+    if let Err(err) = same_group(me, group_d) {
+        return Err(refuse(stream, &err.to_string(), err).await);
+    }
     send(stream, &Message::Welcome).await?;
     tracing::debug!(peer = node, %listen, "handshake done (acceptor)");
     Ok(PeerInfo { node, listen })
+}
+
+/// Both ends in one group, or one of them in none yet. A refusal is counted.
+fn same_group(me: &Identity, theirs: u64) -> Result<(), HandshakeError> {
+    let ours = me.group();
+    if ours != 0 && theirs != 0 && ours != theirs {
+        me.refusals.fetch_add(1, Ordering::Relaxed);
+        return Err(HandshakeError::ForeignGroup { ours, theirs });
+    }
+    Ok(())
 }
 
 /// Refuses our own identity before anything is sent, rather than let the peer find out.
@@ -465,12 +524,14 @@ struct Transcript<'a> {
     node_a: u64,
     listen_d: &'a str,
     listen_a: &'a str,
+    group_d: u64,
+    group_a: u64,
 }
 
 impl Transcript<'_> {
     fn bytes(&self) -> Vec<u8> {
         let mut t = Vec::with_capacity(
-            3 * 4 + 2 * NONCE_LEN + 2 * 8 + self.cluster.len() + self.listen_d.len() + self.listen_a.len(),
+            3 * 4 + 2 * NONCE_LEN + 4 * 8 + self.cluster.len() + self.listen_d.len() + self.listen_a.len(),
         );
         put_str(&mut t, self.cluster);
         t.extend_from_slice(self.nonce_d);
@@ -479,6 +540,8 @@ impl Transcript<'_> {
         t.extend_from_slice(&self.node_a.to_be_bytes());
         put_str(&mut t, self.listen_d);
         put_str(&mut t, self.listen_a);
+        t.extend_from_slice(&self.group_d.to_be_bytes());
+        t.extend_from_slice(&self.group_a.to_be_bytes());
         t
     }
 }
@@ -556,12 +619,7 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     fn id(node: u64, secret: &[u8]) -> Identity {
-        Identity {
-            cluster: "prod".into(),
-            secret: Arc::from(secret),
-            node,
-            listen: format!("10.0.0.{node}:7000"),
-        }
+        Identity::new("prod".into(), Arc::from(secret), node, format!("10.0.0.{node}:7000"))
     }
 
     async fn run(
@@ -588,6 +646,7 @@ mod tests {
             cluster: "prod".into(),
             node,
             listen: "x:1".into(),
+            group: 0,
             nonce: [7; 32],
         }
     }
@@ -873,10 +932,13 @@ mod tests {
                 node_a: 2,
                 listen_d: &listen,
                 listen_a: &a.listen,
+                group_d: 0,
+                group_a: 0,
             }
             .bytes();
             let mac = sign(keyed(secret, ACCEPT_LABEL, &t).unwrap());
-            let challenge = Message::Challenge { node: 2, listen: a.listen.clone(), nonce: nonce_a, mac };
+            let challenge =
+                Message::Challenge { node: 2, listen: a.listen.clone(), group: 0, nonce: nonce_a, mac };
             ca.write_all(&framed(&challenge)).await.unwrap();
             read_frame(&mut ca, MAX_HANDSHAKE_FRAME).await.unwrap().unwrap();
             let mut both = framed(&Message::Welcome);
@@ -898,6 +960,7 @@ mod tests {
                 cluster: d.cluster.clone(),
                 node: 1,
                 listen: d.listen.clone(),
+                group: 0,
                 nonce: nonce_d,
             };
             cd.write_all(&framed(&h)).await.unwrap();
@@ -913,6 +976,8 @@ mod tests {
                 node_a: 2,
                 listen_d: &d.listen,
                 listen_a: &a.listen,
+                group_d: 0,
+                group_a: 0,
             }
             .bytes();
             let mac = sign(keyed(secret, DIAL_LABEL, &t).unwrap());
@@ -926,6 +991,27 @@ mod tests {
         assert_eq!(r.next().await.unwrap().unwrap(), &b"eager"[..]);
     }
 
+    #[tokio::test]
+    async fn nodes_of_two_groups_refuse_each_other() {
+        let (d, a) = (id(1, b"s3cret"), id(2, b"s3cret"));
+        // A new node (no group yet) talks to anyone.
+        a.group.store(7, Ordering::Relaxed);
+        let (rd, ra) = run(&d, &a, Some(2)).await;
+        assert!(rd.is_ok() && ra.is_ok(), "{rd:?} {ra:?}");
+        d.group.store(7, Ordering::Relaxed);
+        let (rd, ra) = run(&d, &a, Some(2)).await;
+        assert!(rd.is_ok() && ra.is_ok(), "{rd:?} {ra:?}");
+        // Two groups: the dialer, which learns first, refuses, and the acceptor hears why.
+        d.group.store(8, Ordering::Relaxed);
+        let (rd, ra) = run(&d, &a, Some(2)).await;
+        assert!(matches!(rd, Err(HandshakeError::ForeignGroup { ours: 8, theirs: 7 })), "{rd:?}");
+        assert!(
+            matches!(&ra, Err(HandshakeError::Rejected { reason }) if reason.contains("group")),
+            "{ra:?}"
+        );
+        assert_eq!(d.refusals.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn secret_is_not_in_debug_output() {
         let shown = format!("{:?}", id(1, b"very-secret-value"));
@@ -936,7 +1022,19 @@ mod tests {
     fn transcripts_differ_when_fields_shift() {
         let n = [0u8; 32];
         let t = |cluster, listen_d, listen_a| {
-            Transcript { cluster, nonce_d: &n, nonce_a: &n, node_d: 1, node_a: 2, listen_d, listen_a }.bytes()
+            let (group_d, group_a) = (0, 0);
+            Transcript {
+                cluster,
+                nonce_d: &n,
+                nonce_a: &n,
+                node_d: 1,
+                node_a: 2,
+                listen_d,
+                listen_a,
+                group_d,
+                group_a,
+            }
+            .bytes()
         };
         assert_ne!(t("ab", "c", ""), t("ab", "", "c"));
         assert_ne!(t("a", "bc", ""), t("ab", "c", ""));
