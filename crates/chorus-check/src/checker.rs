@@ -7,7 +7,7 @@ use crate::invariants::replica_determinism::{self, Origin, Replica};
 use crate::invariants::state_transfer::{self, Report};
 use crate::invariants::transfer_atomicity::{self, Transfer};
 use crate::invariants::{
-    causal, fifo, integrity, liveness, one_history, safe, self_inclusion, sending_view, total,
+    causal, durability, fifo, integrity, liveness, one_history, safe, self_inclusion, sending_view, total,
     view_agreement, virtual_synchrony,
 };
 use crate::trace::{chain, Ev, Proc, TraceEvent};
@@ -41,6 +41,7 @@ pub struct Checker {
     state_transfer: state_transfer::StateTransfer,
     replica_determinism: replica_determinism::ReplicaDeterminism,
     liveness: liveness::Liveness,
+    durability: durability::Durability,
     last_t: u64,
     end_t: Option<u64>,
     failed: Option<Violation>,
@@ -293,6 +294,7 @@ impl Checker {
                 replica_determinism::on_digest(t, p, view, state.replica.as_ref(), reported)?;
                 state.digest_reported = true;
                 state.replica = Some(Replica::new(reported, Origin::Digest(view)));
+                self.durability.on_report(t, p, view, reported.applied)?;
                 self.state_transfer.on_report(t, p, view, Report::Digest, reported)?;
                 self.replica_determinism.on_report(t, p, view, reported)?;
             }
@@ -300,6 +302,7 @@ impl Checker {
                 let (view, loaded) = (*view, AppState { applied: *applied, hash: *hash });
                 state.transfer = transfer_atomicity::on_state_loaded(t, p, state.view, state.transfer, view)?;
                 state.replica = Some(Replica::new(loaded, Origin::Loaded(view)));
+                self.durability.on_report(t, p, view, loaded.applied)?;
                 self.state_transfer.on_report(t, p, view, Report::Loaded, loaded)?;
                 self.replica_determinism.on_report(t, p, view, loaded)?;
             }
@@ -307,6 +310,7 @@ impl Checker {
                 state.live = false;
                 end_view(&mut self.total, t, p, state)?;
             }
+            Ev::Durable { view, applied } => self.durability.on_durable(p, *view, *applied),
             Ev::Suspect { .. } | Ev::Blocked { .. } => {}
             // Handled above.
             Ev::Start { .. } | Ev::Crash | Ev::Pause | Ev::Resume | Ev::Phase { .. } | Ev::End => {}
@@ -364,6 +368,7 @@ fn kind(ev: &Ev) -> &'static str {
         Ev::Digest { .. } => "digest",
         Ev::StateLoaded { .. } => "state_loaded",
         Ev::Suspect { .. } => "suspect",
+        Ev::Durable { .. } => "durable",
         Ev::Blocked { .. } => "blocked",
         Ev::Excluded => "excluded",
         Ev::Left => "left",

@@ -160,6 +160,15 @@ pub enum Ev {
         #[serde(default)]
         order: Order,
     },
+    /// Every member of the process's view `view` reported its replicated state stored up to
+    /// `applied` (the state after that many total and safe messages): writes up to there are
+    /// acknowledged as durable (`appendfsync always`), and no later state may lack them (G14).
+    Durable {
+        /// The view the report is about.
+        view: u64,
+        /// The position stored everywhere.
+        applied: u64,
+    },
     /// The process's failure detector suspects a member.
     Suspect {
         /// The suspected member.

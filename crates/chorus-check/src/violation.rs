@@ -56,6 +56,10 @@ pub enum Guarantee {
     /// own total and safe deliveries give, replayed from its previous report; and equal
     /// `applied` means equal `hash` everywhere.
     ST3ReplicaDeterminism,
+    /// G14 durability: a state acknowledged stored by every member of a view (`durable`) is
+    /// in every state reported for a later view, whatever crashed in between (the whole group
+    /// included).
+    G14Durability,
 }
 
 impl fmt::Display for Guarantee {
@@ -75,6 +79,7 @@ impl fmt::Display for Guarantee {
             Guarantee::G12Liveness => "G12 liveness",
             Guarantee::ST2TransferAtomicity => "ST2 transfer atomicity",
             Guarantee::ST3ReplicaDeterminism => "ST3 replica determinism",
+            Guarantee::G14Durability => "G14 durability",
         })
     }
 }

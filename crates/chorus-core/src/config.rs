@@ -3,7 +3,7 @@
 use core::time::Duration;
 
 use crate::error::ConfigError;
-use crate::id::{GroupId, Incarnation, MemberId, NodeId};
+use crate::id::{GroupId, Incarnation, MemberId, NodeId, ViewId};
 use crate::recovery::Recovery;
 
 /// Everything a [`Node`](crate::Node) needs to know up front. Build with [`Config::new`] and
@@ -32,6 +32,14 @@ pub struct Config {
     /// comes back into that view to speak for its old member in the view change, and joins the
     /// next view as this new incarnation (docs/protocol/recovery.md).
     pub recovery: Option<Recovery>,
+    /// The caller stores every `Node::poll_persist` record before the frames that follow it
+    /// (a data directory). Then a restart whose directory holds no membership of a view that
+    /// names an earlier life of its node knows that life never acted in that view (it never
+    /// installed it), and may speak for it there (docs/protocol/recovery.md).
+    pub durable_membership: bool,
+    /// The highest view any earlier life of this node installed, from its data directory
+    /// (`Persisted::last_view`).
+    pub last_view: ViewId,
     /// When no member alive holds the state and the view must be recovered from the members'
     /// stable storage, wait for every member of the view (not only a majority) to be back:
     /// needed when the application acknowledges writes before every member stored them
@@ -113,6 +121,8 @@ impl Config {
             new_group: GroupId(0),
             recovery: None,
             recover_all: false,
+            durable_membership: false,
+            last_view: ViewId(0),
             state_transfer: false,
             state_window: 8 << 20,
             state_buffer: 16 << 20,

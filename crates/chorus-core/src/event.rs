@@ -71,6 +71,11 @@ pub enum Event {
     Recovering {
         /// The view of the earlier life.
         view: View,
+        /// The earlier life it speaks for there. An application that offered a stored state
+        /// (`Recovery::state`) keeps it as this member's: it is the state this member was
+        /// offered with (a restart that crashed before entering the next view hands its role,
+        /// and its state, on to the next restart).
+        member: MemberId,
     },
     /// (State transfer.) This member is the donor for members that start `view` without the
     /// state: it has delivered every message of the previous view and none of `view`. Take a

@@ -634,11 +634,7 @@ impl Node {
             old.members.iter().copied().filter(|x| !proposal.next.contains(*x)).collect();
         let under_load = (0..n).any(|s| proposal.cut[s] > m.stable[s]);
         let join_under_load = !joined.is_empty() && under_load;
-        // Keep what a member that missed this install would need: the unstable part of the cut.
-        let mut keep = Vec::new();
-        for s in 0..n {
-            keep.extend(m.senders[s].range(m.stable[s].saturating_add(1), proposal.cut[s]).cloned());
-        }
+        let keep = cut_msgs(m, &proposal.cut);
         #[cfg(feature = "mutants")]
         let stale: Vec<(crate::id::MsgId, crate::Order, bytes::Bytes)> =
             if mutant == Some(crate::Mutant::DeliverStaleView) {
@@ -739,12 +735,23 @@ impl Node {
     }
 }
 
+/// What a member that missed an install would need: the unstable part of the cut, as far as
+/// this member's store holds it.
+pub(crate) fn cut_msgs(m: &crate::node::Member, cut: &[u64]) -> Vec<Data> {
+    let mut keep = Vec::new();
+    for (s, st) in m.senders.iter().enumerate() {
+        let upto = cut.get(s).copied().unwrap_or(0);
+        keep.extend(st.range_any(m.stable[s].saturating_add(1), upto).cloned());
+    }
+    keep
+}
+
 /// Messages of the cut beyond `have` (a received vector), from this member's store.
 fn missing(m: &crate::node::Member, have: &[u64], cut: &[u64]) -> Vec<Data> {
     let mut out = Vec::new();
     for (s, st) in m.senders.iter().enumerate() {
         let from = have.get(s).copied().unwrap_or(0).saturating_add(1);
-        out.extend(st.range(from, cut[s]).cloned());
+        out.extend(st.range_any(from, cut[s]).cloned());
     }
     out
 }

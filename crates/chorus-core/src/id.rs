@@ -77,6 +77,11 @@ impl View {
         self.members.iter().position(|x| *x == m)
     }
 
+    /// Whether a member of the view is a life of node `n`.
+    pub fn contains_node(&self, n: NodeId) -> bool {
+        self.members.iter().any(|x| x.node == n)
+    }
+
     /// Whether `m` is a member.
     pub fn contains(&self, m: MemberId) -> bool {
         self.members.contains(&m)

@@ -129,6 +129,13 @@ impl SenderStore {
         (from.max(self.base)..=to.min(self.received)).filter_map(|s| self.get(s))
     }
 
+    /// Stored messages from `from` to `to`, also those held beyond a gap: what a restarted
+    /// member standing in for its earlier life holds is the promisers' messages, above a gap
+    /// (it has nothing of its own), and it must be able to forward them.
+    pub(crate) fn range_any(&self, from: u64, to: u64) -> impl Iterator<Item = &Data> {
+        (from.max(self.base)..=to).filter_map(|s| self.get(s).or_else(|| self.ooo.get(&s)))
+    }
+
     /// Whether there is a known gap (something beyond `received` exists).
     pub(crate) fn has_gap(&self) -> bool {
         !self.ooo.is_empty() || self.highest_seen > self.received

@@ -77,6 +77,8 @@ pub struct Node {
     pub(crate) durable_pos: u64,
     /// The highest `Event::Durable` announced in this life.
     pub(crate) durable_emitted: u64,
+    /// The highest view any life of this node installed (see `Persisted::last_view`).
+    pub(crate) last_view: ViewId,
     /// `leave()` was called.
     pub(crate) leaving: bool,
     /// Last time we answered a peer's stale or lagging message (rate limit).
@@ -226,6 +228,7 @@ impl Node {
         let founder = config.bootstrap && config.group.is_none() && config.recovery.is_none();
         let recovery = config.recovery.clone();
         let group = config.group;
+        let last_view = config.last_view;
         let mut node = Node {
             cfg: config,
             me,
@@ -242,6 +245,7 @@ impl Node {
             persist_dirty: false,
             durable_pos: 0,
             durable_emitted: 0,
+            last_view,
             leaving: false,
             last_reply: BTreeMap::new(),
             ack_wanted: false,
@@ -479,9 +483,14 @@ impl Node {
         }
         let sender = body.from;
         // A restarted node speaking for its earlier life also takes what is sent to the new
-        // incarnation it joins the next view as (the install, to begin with).
+        // incarnation it joins the next view as (the install, to begin with), and to any life
+        // of its node in between (a restart that crashed too: it speaks for that one next).
         let future = self.member().and_then(|m| m.recovering).map(|r| r.new);
-        if body.to.is_some_and(|to| to != self.me && Some(to) != future) {
+        let mine = |to: MemberId| {
+            to == self.me
+                || future.is_some_and(|f| to.node == f.node && to.inc > self.me.inc && to.inc <= f.inc)
+        };
+        if body.to.is_some_and(|to| !mine(to)) {
             // Meant for an earlier life of this node: the sender still believes in a view that
             // held it. Act on nothing, but tell the sender if it is left behind.
             for msg in &body.msgs {
@@ -530,6 +539,36 @@ impl Node {
                     let joined = next.members.clone();
                     self.install_view(now, next, joined, Vec::new(), Some(InstallRecord { proposal, msgs }));
                 }
+                // A view that names an earlier life of this node, which never installed it (its
+                // data directory would say so): that life did nothing in it, so this one speaks
+                // for it there, with an empty acceptor state (a view change may need its voice).
+                Msg::Install { proposal, .. }
+                    if self.cfg.durable_membership
+                        && proposal.next.id > self.last_view
+                        && self.group.is_none_or(|g| g == proposal.group)
+                        && proposal.next.members.len() <= self.cfg.max_members
+                        && proposal
+                            .next
+                            .members
+                            .iter()
+                            .any(|x| x.node == self.me.node && x.inc < self.me.inc) =>
+                {
+                    let me = self.me;
+                    if let Some(earlier) =
+                        proposal.next.members.iter().copied().find(|x| x.node == me.node && x.inc < me.inc)
+                    {
+                        self.group = Some(proposal.group);
+                        self.founding = None;
+                        let membership = crate::recovery::Membership {
+                            view: proposal.next.clone(),
+                            me: earlier,
+                            created_by: Some(proposal),
+                            promised: None,
+                            accepted: None,
+                        };
+                        self.recover_into(now, membership, Rejoin { new: me, state: None });
+                    }
+                }
                 // Let in and excluded again before this joiner heard of it.
                 Msg::NotMember { view } if from.node != self.me.node => self.excluded(now, Some(view)),
                 Msg::Join { joiner, group, founding } if joiner.node == from.node => {
@@ -575,8 +614,11 @@ impl Node {
                 // may be the last holder of the decision, its old members dead) when it is the
                 // very proposal this member accepted: it can then only be the chosen one, so a
                 // peer outside the view cannot make this member install anything else.
+                // Or from a later life of a node of this view: the transport authenticated the
+                // node, and a restart standing in for its member hands on the install it kept.
                 let accepted = m.accepted.as_ref().is_some_and(|(_, p)| *p == proposal);
-                if proposal.prev == cur && (in_view.is_some() || (proposal.next.contains(from) && accepted)) {
+                let trusted = in_view.is_some() || node_in_view || (proposal.next.contains(from) && accepted);
+                if proposal.prev == cur && trusted {
                     if in_view.is_none() {
                         self.marks.hit(Mark::InstallFromNextView);
                     }
@@ -716,6 +758,15 @@ impl Node {
     }
 
     fn on_join(&mut self, now: Instant, joiner: MemberId) {
+        let Some(m) = self.member() else { return };
+        // A restart of a member that never installed this view: it may speak for that member
+        // in the view change (see the joiner's side), which may need its voice.
+        let earlier_unheard = m.view.members.iter().enumerate().any(|(r, x)| {
+            x.node == joiner.node && x.inc < joiner.inc && r != m.me && !m.peers[r].heard_in_view
+        });
+        if earlier_unheard && m.record.as_ref().is_some_and(|r| r.proposal.next.contains_node(joiner.node)) {
+            self.resend_install(now, joiner);
+        }
         let Some(m) = self.member() else { return };
         if m.view.contains(joiner) {
             // Its install was lost.
@@ -1044,6 +1095,7 @@ impl Node {
         let recovered: Vec<MemberId> =
             record.as_ref().map(|r| r.proposal.recovered.clone()).unwrap_or_default();
         let created_by = record.as_ref().map(|r| r.proposal.clone());
+        self.last_view = self.last_view.max(view.id);
         self.install_member(now, view.clone(), me, record, &departed);
         if let Some(m) = self.member_mut() {
             m.created_by = created_by;

@@ -43,6 +43,9 @@ pub struct Persisted {
     pub group: GroupId,
     /// The view it was last a member of, if it is one now.
     pub membership: Option<Membership>,
+    /// The highest view any life of this node installed (kept when a life is excluded): an
+    /// earlier life did nothing in any view above it.
+    pub last_view: ViewId,
 }
 
 /// A node's place in its last view, and its view-change (Paxos acceptor) state there.
@@ -95,6 +98,12 @@ impl Persisted {
     }
 }
 
+/// The member of this node in `p`'s next view that is one of its earlier lives: from `old` (the
+/// one a stand-in speaks for) to just before `new` (its current life).
+fn earlier_life(p: &Proposal, old: MemberId, new: MemberId) -> Option<MemberId> {
+    p.next.members.iter().copied().find(|x| x.node == old.node && x.inc >= old.inc && x.inc < new.inc)
+}
+
 /// Whether a founder may found now: enough of the configured nodes are known to belong to no
 /// group (a strict majority counting itself), and none of them with a lower id is a founder.
 pub(crate) fn may_found(me: NodeId, configured: usize, fresh: &BTreeMap<NodeId, (bool, Instant)>) -> bool {
@@ -118,7 +127,7 @@ impl Node {
             promised: m.promised,
             accepted: m.accepted.clone(),
         });
-        Some(Persisted { group, membership })
+        Some(Persisted { group, membership, last_view: self.last_view })
     }
 
     /// The group this node belongs to, if any yet.
@@ -190,7 +199,7 @@ impl Node {
         }
         self.persist_dirty = true;
         self.marks.hit(Mark::Recovering);
-        self.push_event(Event::Recovering { view });
+        self.push_event(Event::Recovering { view, member: old });
     }
 
     /// A recovering member learned the chosen next view: it enters it as its new incarnation
@@ -207,18 +216,17 @@ impl Node {
             let departed: Vec<MemberId> =
                 prev.members.iter().copied().filter(|x| !proposal.next.contains(*x)).collect();
             let next = proposal.next.clone();
+            // Keep what the accept brought (the cut's messages), for members that miss the install.
+            let msgs = self.member().map(|m| crate::gms::cut_msgs(m, &proposal.cut)).unwrap_or_default();
             self.marks.hit(Mark::RecoveredView);
-            self.install_view(
-                now,
-                next,
-                joined,
-                departed,
-                Some(InstallRecord { proposal, msgs: Vec::new() }),
-            );
-        } else if proposal.next.contains(old) {
+            self.install_view(now, next, joined, departed, Some(InstallRecord { proposal, msgs }));
+        } else if let Some(earlier) = earlier_life(&proposal, old, rejoin.new) {
+            // The view holds an earlier life of this node: the one it spoke for (a proposal
+            // chosen before the crash), or a restart that crashed too (a proposal its stand-in
+            // accepted). That life is over: speak for it in the view.
             let membership = Membership {
                 view: proposal.next.clone(),
-                me: old,
+                me: earlier,
                 created_by: Some(proposal),
                 promised: None,
                 accepted: None,
@@ -332,6 +340,7 @@ mod tests {
             group: GroupId(42),
         };
         let p = Persisted {
+            last_view: ViewId(4),
             group: GroupId(42),
             membership: Some(Membership {
                 view,

@@ -21,14 +21,19 @@
 //!
 //! The nemesis may crash a node, or make it leave, only if the live members of the highest view
 //! anyone installed still exceed half of it afterwards: primary partition makes a group that
-//! lost a majority for good unable to move, and no protocol could pass liveness then.
+//! lost a majority for good unable to move, and no protocol could pass liveness then. With
+//! disks (`SimOptions::disks`), nodes come back from what they stored, and any crash is
+//! allowed: one node, a majority, or the whole group (docs/protocol/recovery.md).
 
 use core::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use bytes::Bytes;
 use chorus_check::{Ev, Proc, TraceEvent, Violation};
-use chorus_core::{BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Status};
+use chorus_core::{
+    BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery,
+    Status,
+};
 
 use crate::app::App;
 use crate::marks::{MarkCounts, SimMark};
@@ -182,6 +187,11 @@ enum Step {
     },
     Burst,
     FlushCrash,
+    /// The application syncs its state to disk (with disks on).
+    Sync {
+        node: u64,
+        life: u64,
+    },
     /// The donor application writes the next piece of its checkpoint.
     StateWrite {
         node: u64,
@@ -255,6 +265,20 @@ struct Life {
     app: App,
     /// It loaded its state by transfer (in this incarnation).
     loaded_by_transfer: bool,
+    /// With disks: the states the machine went through since its last sync (a crash may leave
+    /// any prefix of them on disk).
+    unsynced: Vec<(u64, u64)>,
+}
+
+/// A node's disk (with `SimOptions::disks`): what survives its crashes.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    /// The core's last record (stored before any frame that follows it).
+    persisted: Option<Persisted>,
+    /// The member whose state `state` is (see `chorus_smr`'s owner rule).
+    owner: Option<MemberId>,
+    /// The state machine's stored state: (applied, hash).
+    state: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -312,6 +336,10 @@ pub struct Cluster {
     /// Frames in flight (the queue holds indices: small entries sift faster).
     wire: Slab,
     digests: Digests,
+    /// Each node's disk, by node id (with disks on).
+    disks: Vec<Disk>,
+    /// What a crash leaves of the unsynced writes.
+    disk_rng: crate::rng::SimRng,
 }
 
 impl core::fmt::Debug for Cluster {
@@ -383,6 +411,8 @@ impl Cluster {
             scratch: Vec::new(),
             wire: Slab::default(),
             digests: Digests::default(),
+            disks: vec![Disk::default(); n],
+            disk_rng: crate::rng::stream(crate::rng::mix(o.seed ^ 0xd15c), crate::rng::Stream::Disk),
             o,
         };
         for (i, t) in c.o.start_at.clone().into_iter().enumerate() {
@@ -497,6 +527,7 @@ impl Cluster {
             Step::Burst => self.burst(),
             Step::FlushCrash => self.flush_crash(),
             Step::StateWrite { node, life } => self.state_write(node, life),
+            Step::Sync { node, life } => self.sync(node, life),
             Step::TransferCrash { node, life } => self.transfer_crash(node, life),
             Step::Nemesis(kind) => {
                 if self.phase != Phase::Safety {
@@ -533,7 +564,8 @@ impl Cluster {
                     }
                 };
                 let allowed = match &fault {
-                    Fault::Crash { node, .. } | Fault::Leave { node, .. } => self.removable(*node),
+                    Fault::Crash { node, .. } => self.crashable(*node),
+                    Fault::Leave { node, .. } => self.removable(*node),
                     Fault::Pause { node, .. } => life_of(&mut self.slots, *node).is_some_and(|l| !l.paused),
                     _ => true,
                 };
@@ -568,8 +600,24 @@ impl Cluster {
         // majority of the nodes answer that they belong to none). Restarted with that config and
         // no data directory after the group was founded, it could found a second group from
         // nodes restarted fresh while the old group's survivors are cut off: DESIGN G15 holds
-        // with data directories.
-        config.bootstrap = node == 0 && self.highest.is_none();
+        // with data directories, so with disks it keeps that config in every life.
+        let disks = self.o.disks.on;
+        config.bootstrap = node == 0 && (disks || self.highest.is_none());
+        // With disks: back from what it stored, offering its state if its last membership owns it.
+        let mut stored = None;
+        config.durable_membership = disks;
+        if let Some(d) = self.disks.get(node as usize).filter(|_| disks) {
+            if let Some(p) = &d.persisted {
+                config.group = Some(p.group);
+                config.last_view = p.last_view;
+                if let Some(m) = &p.membership {
+                    stored = d.state.filter(|_| d.owner == Some(m.me));
+                    config.recovery = Some(Recovery { membership: m.clone(), state: stored.map(|s| s.0) });
+                }
+            }
+        }
+        // Founds a group (with the initial state) only if it has none on disk.
+        let founder = config.bootstrap && config.group.is_none();
         config.seed = rng::mix(self.o.seed ^ rng::mix(node << 32 | inc));
         config.ack_delay = std::time::Duration::from_nanos(self.o.ack_delay);
         if self.o.state.on {
@@ -582,7 +630,7 @@ impl Cluster {
         {
             config.mutant = self.mutant;
         }
-        let bootstrap = config.bootstrap;
+        let bootstrap = founder;
         let built = Node::new(config, self.local(node));
         let core = match built {
             Ok(core) => core,
@@ -612,7 +660,16 @@ impl Cluster {
             flush_totals: 0,
             app: App::new(bootstrap || !self.o.state.on),
             loaded_by_transfer: false,
+            unsynced: Vec::new(),
         }));
+        if let (Some((applied, hash)), Some(Slot::Up(l))) = (stored, self.slots.get_mut(node as usize)) {
+            l.app.holds = true;
+            l.app.applied = applied;
+            l.app.hash = hash;
+        }
+        if disks {
+            self.push(self.now + self.o.disks.sync_every, Step::Sync { node, life });
+        }
         self.record(Some(proc_), Ev::Start { bootstrap });
         if self.now < self.workload_until {
             let t = self.workload.next(self.now);
@@ -699,7 +756,7 @@ impl Cluster {
         for (i, s) in self.slots.iter().enumerate() {
             let i = i as u64;
             if let Slot::Up(l) = s {
-                if l.node.status() == Status::Blocked && self.removable(i) {
+                if l.node.status() == Status::Blocked && self.crashable(i) {
                     blocked.push(i);
                     if l.node.view().and_then(|v| v.members.first()) == Some(&l.node.member_id()) {
                         coordinator = Some(i);
@@ -744,9 +801,15 @@ impl Cluster {
     /// chunk queues its acknowledgement, so this loops until the node has nothing more.
     fn drain(&mut self, node: u64) {
         loop {
-            let Cluster { slots, net, queue, seq, now, scratch, wire, .. } = self;
+            let Cluster { slots, net, queue, seq, now, scratch, wire, disks, .. } = self;
             let Some(l) = life_of(slots, node) else { return };
             let mut moved = false;
+            // The core's record goes to disk before any frame that follows it.
+            if let Some(p) = l.node.poll_persist() {
+                if let Some(d) = disks.get_mut(node as usize) {
+                    d.persisted = Some(p);
+                }
+            }
             while let Some(t) = l.node.poll_transmit() {
                 moved = true;
                 let to = t.to.0;
@@ -771,6 +834,44 @@ impl Cluster {
             }
         }
         self.rearm(node);
+    }
+
+    /// The application syncs: its state, if it is its own, is stored, and its position is
+    /// reported to the group (`set_durable`).
+    fn sync(&mut self, node: u64, life: u64) {
+        let now = self.local(node);
+        let every = self.o.disks.sync_every;
+        let Cluster { slots, disks, .. } = self;
+        let Some(l) = life_of(slots, node) else { return };
+        if l.id != life {
+            return;
+        }
+        let me = MemberId::new(l.proc_.node, l.proc_.inc);
+        let Some(d) = disks.get_mut(node as usize) else { return };
+        if !l.paused && l.app.holds && d.owner == Some(me) {
+            d.state = Some((l.app.applied, l.app.hash));
+            l.unsynced.clear();
+            l.node.set_durable(now, l.app.applied);
+            self.drain(node);
+        }
+        self.push(self.now + every, Step::Sync { node, life });
+    }
+
+    /// What a crash leaves on `node`'s disk: the synced state, and maybe some of what came after
+    /// (written out by the system on its own, or torn).
+    fn crash_disk(&mut self, node: u64) {
+        use rand::Rng;
+        let Cluster { slots, disks, disk_rng, .. } = self;
+        let Some(l) = life_of(slots, node) else { return };
+        let me = MemberId::new(l.proc_.node, l.proc_.inc);
+        let Some(d) = disks.get_mut(node as usize) else { return };
+        if !l.app.holds || d.owner != Some(me) || l.unsynced.is_empty() {
+            return;
+        }
+        let k = disk_rng.random_range(0..=l.unsynced.len());
+        if k > 0 {
+            d.state = Some(l.unsynced[k - 1]);
+        }
     }
 
     /// The donor application writes checkpoint pieces: one per `write_gap` (a slow disk), or as
@@ -835,7 +936,7 @@ impl Cluster {
     }
 
     fn transfer_crash(&mut self, node: u64, life: u64) {
-        if self.phase != Phase::Safety || !self.removable(node) {
+        if self.phase != Phase::Safety || !self.crashable(node) {
             return;
         }
         let Some(l) = life_of(&mut self.slots, node) else { return };
@@ -878,12 +979,29 @@ impl Cluster {
                 let me = MemberId::new(p.node, p.inc);
                 let digest =
                     (self.o.state.on && !loading.contains(&me)).then_some((l.app.applied, l.app.hash));
+                let holds = l.app.holds;
+                let (l_applied, l_hash) = (l.app.applied, l.app.hash);
                 if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
                     self.highest = Some((view.id.0, members.clone()));
                     self.ghosts.clear();
                 }
                 if flush_totals > 0 && departed.iter().any(|d| !self.alive(&proc_of(*d))) {
                     self.marks.hit(SimMark::OrdererCrashedWithUnordered);
+                }
+                // With disks: the state this member holds at the start of the view is its own
+                // (a founder's, a continuing member's, a recovered donor's), and a restart that
+                // re-entered through recovery keeps its stored state as its own meanwhile.
+                if self.o.disks.on && (recovered.contains(&me) || (!loading.contains(&me) && holds)) {
+                    if let Some(d) = self.disks.get_mut(node as usize) {
+                        if d.owner != Some(me) && !loading.contains(&me) && !recovered.is_empty() {
+                            self.marks.hit(SimMark::RecoveredDonor);
+                        }
+                        d.owner = Some(me);
+                        // A founder's empty state is stored as it founds (its owner file).
+                        if holds && d.state.is_none() {
+                            d.state = Some((l_applied, l_hash));
+                        }
+                    }
                 }
                 let loading = loading.into_iter().map(proc_of).collect();
                 let recovered = recovered.into_iter().map(proc_of).collect();
@@ -928,6 +1046,13 @@ impl Cluster {
             Event::StateLoaded { view, len } => {
                 let (applied, hash) = l.app.loaded(len);
                 l.loaded_by_transfer = true;
+                l.unsynced.clear();
+                // With disks, the loaded state is written as it arrives and synced when it is
+                // whole (as `chorus-smr` does): from here it is this member's stored state.
+                if let Some(d) = self.disks.get_mut(node as usize).filter(|_| self.o.disks.on) {
+                    d.owner = Some(MemberId::new(p.node, p.inc));
+                    d.state = Some((applied, hash));
+                }
                 self.record(Some(p), Ev::StateLoaded { view: view.0, applied, hash });
             }
             Event::Delivered { id, order, payload } => {
@@ -946,6 +1071,9 @@ impl Cluster {
                 let digest = self.digests.delivered(&payload);
                 if order.is_total() {
                     l.app.apply(digest);
+                    if self.o.disks.on && l.unsynced.len() < 100_000 {
+                        l.unsynced.push((l.app.applied, l.app.hash));
+                    }
                 }
                 let (sender, order) = (proc_of(id.sender), trace_order(order));
                 let ev = Ev::Deliver { sender, view: id.view.0, seq: id.seq.0, digest, order };
@@ -973,6 +1101,22 @@ impl Cluster {
                 self.record(Some(p), Ev::Blocked { reason: reason.to_string() });
             }
             Event::Suspected { member } => self.record(Some(p), Ev::Suspect { member: proc_of(member) }),
+            // With disks: a restart that offered its stored state speaks for `member` with it.
+            Event::Recovering { member, .. } if self.o.disks.on && l.app.holds => {
+                if let Some(d) = self.disks.get_mut(node as usize) {
+                    d.owner = Some(member);
+                }
+            }
+            Event::Durable { upto } => {
+                let view = l.node.view().map_or(0, |v| v.id.0);
+                self.record(Some(p), Ev::Durable { view, applied: upto });
+            }
+            // A restart that stood in for its earlier life and is not let back that way joins
+            // afresh under the identity it has: no life ends, none begins; its state goes.
+            Event::Excluded { rejoin_as, .. } if proc_of(rejoin_as) == p => {
+                l.app = App::new(false);
+                l.unsynced.clear();
+            }
             Event::Excluded { rejoin_as, .. } => {
                 self.stats.exclusions += 1;
                 if l.healed_from_partition {
@@ -1066,10 +1210,23 @@ impl Cluster {
         })
     }
 
+    /// Whether `node` may crash: as `removable`, or any running node when nodes come back from
+    /// their disks (a graceful leave still must keep a majority: the leaver does not come back
+    /// as that member).
+    fn crashable(&self, node: u64) -> bool {
+        if self.o.disks.on {
+            return matches!(self.slots.get(node as usize), Some(Slot::Up(l)) if l.leaving.is_none());
+        }
+        self.removable(node)
+    }
+
     /// Whether the group can still install views: the live members of the highest view hold a
     /// majority of it. When the nemesis's precautions were not enough (a view was decided but
     /// not yet installed by anyone when it crashed a member), liveness cannot be asked for.
     fn recoverable(&self) -> bool {
+        if self.o.disks.on {
+            return true; // Everything restarts from its disk.
+        }
         let Some((_, members)) = &self.highest else { return true };
         let holder = !self.o.state.on || members.iter().any(|m| self.holds_state(m));
         holder && members.iter().filter(|m| self.carries(m)).count() * 2 > members.len()
@@ -1092,6 +1249,9 @@ impl Cluster {
                 t.running.push(i);
                 if !l.paused {
                     t.awake.push(i);
+                }
+                if self.crashable(i) {
+                    t.crashable.push(i);
                 }
                 if self.removable(i) {
                     t.removable.push(i);
@@ -1125,9 +1285,23 @@ impl Cluster {
                     }
                 }
                 self.stats.crashes += 1;
+                self.crash_disk(node);
                 self.stop(node);
                 self.record(Some(p), Ev::Crash);
                 self.push(self.now + restart_after, Step::Start(node));
+            }
+            Fault::CrashMany { nodes } => {
+                let running = self.slots.iter().filter(|s| matches!(s, Slot::Up(_))).count();
+                self.marks.hit(if nodes.len() == running {
+                    SimMark::WholeGroupCrash
+                } else {
+                    SimMark::MajorityCrash
+                });
+                let n = self.o.total_nodes();
+                self.rec.note(self.now, || format!("{} of {n} nodes crash at once", nodes.len()));
+                for (node, restart_after) in nodes {
+                    self.apply(Fault::Crash { node, restart_after });
+                }
             }
             Fault::Pause { node, duration } => {
                 let Some(l) = life_of(&mut self.slots, node) else { return };

@@ -40,11 +40,17 @@ pub enum SimMark {
     OrdererCrashedWithUnordered,
     /// A member that loaded state by transfer later served as a donor.
     LoadedMemberDonated,
+    /// Every running node crashed at once (disks on).
+    WholeGroupCrash,
+    /// A majority of the running nodes crashed at once (disks on).
+    MajorityCrash,
+    /// A restarted node gave its stored state to the group: no member alive held it.
+    RecoveredDonor,
 }
 
 impl SimMark {
     /// Every sim mark, in order.
-    pub const ALL: [SimMark; 13] = [
+    pub const ALL: [SimMark; 16] = [
         SimMark::SenderCrashedInFlush,
         SimMark::CoordinatorCrashedInViewChange,
         SimMark::RejoinAfterPartitionHealed,
@@ -58,6 +64,9 @@ impl SimMark {
         SimMark::TwoJoinersAtOnce,
         SimMark::OrdererCrashedWithUnordered,
         SimMark::LoadedMemberDonated,
+        SimMark::WholeGroupCrash,
+        SimMark::MajorityCrash,
+        SimMark::RecoveredDonor,
     ];
 }
 
@@ -69,9 +78,6 @@ impl SimMark {
 pub const OPTIONAL: &[&str] = &[
     "core::NoStateHolder",
     "core::AcksStalled",
-    "core::Recovering",
-    "core::RecoveredView",
-    "core::RecoveredFromDisk",
     "core::IncompleteInstall",
     "core::ForeignGroup",
     "core::FoundingDeferred",

@@ -29,12 +29,23 @@ pub enum FaultKind {
     Churn,
     /// Hand a node random bytes as if from a peer.
     Garbage,
+    /// Crash every running node at once (with disks only).
+    CrashAll,
+    /// Crash a majority of the running nodes at once (with disks only).
+    CrashMajority,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 5] =
-        [FaultKind::Crash, FaultKind::Pause, FaultKind::Partition, FaultKind::Churn, FaultKind::Garbage];
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Churn,
+        FaultKind::Garbage,
+        FaultKind::CrashAll,
+        FaultKind::CrashMajority,
+    ];
 }
 
 /// A fault to apply now.
@@ -70,6 +81,11 @@ pub enum Fault {
         /// Delay from `Left` until it joins as a new incarnation.
         rejoin_after: u64,
     },
+    /// Crash these nodes at once; each restarts after its delay.
+    CrashMany {
+        /// (node, restart delay).
+        nodes: Vec<(u64, u64)>,
+    },
     /// Hand `node` random bytes as if they came from `from`.
     Garbage {
         /// The receiver.
@@ -90,8 +106,10 @@ pub struct Targets {
     pub running: Vec<u64>,
     /// Running nodes that are not paused.
     pub awake: Vec<u64>,
-    /// Running nodes whose crash or leave keeps a majority of the latest view alive.
+    /// Running nodes whose leave keeps a majority of the latest view alive.
     pub removable: Vec<u64>,
+    /// Running nodes that may crash: as `removable`, or any with disks (they come back).
+    pub crashable: Vec<u64>,
     /// Whether a partition is already in force (one at a time).
     pub partitioned: bool,
 }
@@ -115,7 +133,15 @@ impl Nemesis {
     pub fn new(o: &SimOptions) -> Nemesis {
         Nemesis {
             rng: rng::stream(o.seed, Stream::Faults),
-            rates: [o.crash_rate, o.pause_rate, o.partition_rate, o.churn_rate, o.garbage_rate],
+            rates: [
+                o.crash_rate,
+                o.pause_rate,
+                o.partition_rate,
+                o.churn_rate,
+                o.garbage_rate,
+                o.disks.crash_all_rate,
+                o.disks.crash_majority_rate,
+            ],
             modes: o.partition_modes.clone(),
             partition_max: o.partition_max,
             pause_long_share: o.pause_long_share,
@@ -166,7 +192,7 @@ impl Nemesis {
         let r = &mut self.rng;
         match kind {
             FaultKind::Crash => Some(Fault::Crash {
-                node: *t.removable.choose(r)?,
+                node: *t.crashable.choose(r)?,
                 restart_after: rng::between(r, 500 * MS, 5 * SEC),
             }),
             FaultKind::Churn => Some(Fault::Leave {
@@ -190,6 +216,18 @@ impl Nemesis {
                 let cuts = cuts(mode, t, r);
                 let duration = rng::between(r, 100 * MS, self.partition_max);
                 (!cuts.is_empty()).then_some(Fault::Partition { mode, cuts, duration })
+            }
+            FaultKind::CrashAll | FaultKind::CrashMajority => {
+                let mut nodes = t.running.clone();
+                nodes.shuffle(r);
+                if kind == FaultKind::CrashMajority {
+                    nodes.truncate(nodes.len() / 2 + 1);
+                }
+                // Restarts spread out, some before others, so that recovery starts with the
+                // first ones back.
+                let nodes: Vec<(u64, u64)> =
+                    nodes.into_iter().map(|n| (n, rng::between(r, 50 * MS, 3 * SEC))).collect();
+                (!nodes.is_empty()).then_some(Fault::CrashMany { nodes })
             }
             FaultKind::Garbage => {
                 let node = *t.awake.choose(r)?;
@@ -264,6 +302,7 @@ mod tests {
             running: (0..n).collect(),
             awake: (0..n).collect(),
             removable: (0..n).collect(),
+            crashable: (0..n).collect(),
             partitioned: false,
         }
     }
@@ -307,16 +346,16 @@ mod tests {
     }
 
     #[test]
-    fn crash_only_targets_removable_nodes() {
+    fn crash_only_targets_crashable_nodes() {
         let mut o = SimOptions::from_seed(1);
         o.crash_rate = 1.0;
         let mut nem = Nemesis::new(&o);
         let mut t = targets(5);
-        t.removable = vec![3];
+        t.crashable = vec![3];
         for _ in 0..20 {
             assert!(matches!(nem.draw(FaultKind::Crash, &t), Some(Fault::Crash { node: 3, .. })));
         }
-        t.removable.clear();
+        t.crashable.clear();
         assert_eq!(nem.draw(FaultKind::Crash, &t), None);
         assert!(nem.next(FaultKind::Crash, 0).is_some());
         o.crash_rate = 0.0;

@@ -239,6 +239,43 @@ impl StateOpts {
     }
 }
 
+/// Stable storage (DESIGN §2 whole-group crash): every node keeps its membership (the core's
+/// `poll_persist` records, stored before its frames) and its state machine's state on a disk
+/// that loses what was not synced at a crash, except a random part of it; the application
+/// syncs every `sync_every` and reports the position stored (`Node::set_durable`), and the
+/// positions every member stored are acknowledged (`durable` trace lines, G14). Restarted
+/// nodes recover from their disks. The nemesis may then crash any node, a majority of the
+/// running ones, or all of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskOpts {
+    /// Disks are on (only with state transfer: the recovered state is the transferred one).
+    pub on: bool,
+    /// The application syncs this often.
+    pub sync_every: u64,
+    /// Crashes of every running node at once, per second.
+    pub crash_all_rate: f64,
+    /// Crashes of a majority of the running nodes at once, per second.
+    pub crash_majority_rate: f64,
+}
+
+impl DiskOpts {
+    /// Off.
+    pub const OFF: DiskOpts =
+        DiskOpts { on: false, sync_every: 0, crash_all_rate: 0.0, crash_majority_rate: 0.0 };
+
+    /// Drawn from the seed's own stream, so that the other options of a seed stay as they were.
+    fn draw(seed: u64, state_on: bool) -> DiskOpts {
+        let mut r = rng::stream(seed, Stream::Disk);
+        if !state_on || !r.random_bool(0.4) {
+            return DiskOpts::OFF;
+        }
+        let sync_every = [MS, 5 * MS, 20 * MS][r.random_range(0..3usize)];
+        let crash_all_rate = if r.random_bool(0.7) { r.random_range(0.05..0.3) } else { 0.0 };
+        let crash_majority_rate = if r.random_bool(0.7) { r.random_range(0.05..0.3) } else { 0.0 };
+        DiskOpts { on: true, sync_every, crash_all_rate, crash_majority_rate }
+    }
+}
+
 /// Everything that shapes one run. Derived from a seed by [`SimOptions::from_seed`]; printed on
 /// failure so that a reader knows what the seed did without replaying it.
 #[derive(Clone, Debug, PartialEq)]
@@ -298,6 +335,8 @@ pub struct SimOptions {
     pub ack_delay: u64,
     /// State transfer: the replicated state machine's checkpoints.
     pub state: StateOpts,
+    /// Stable storage and the crashes it survives.
+    pub disks: DiskOpts,
     /// Length of the safety phase (faults + workload).
     pub safety: u64,
     /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
@@ -356,8 +395,16 @@ impl SimOptions {
         let burst_at = on(&mut r, 0.15).then(|| r.random_range(500 * MS..safety));
         let flush_crash_prob = if crash_rate > 0.0 && on(&mut r, 0.5) { rate(&mut r, 0.1, 0.6) } else { 0.0 };
         // Drawn last, so that adding it left every other option of a seed as it was.
-        let orders = OrderMix::draw(&mut r);
+        let mut orders = OrderMix::draw(&mut r);
         let ack_delay = [200, 1000, 5000, 20_000][r.random_range(0..4usize)] * 1000;
+        let state = StateOpts::draw(seed);
+        let disks = DiskOpts::draw(seed, state.on);
+        if disks.on {
+            // What a replica stores is its safe deliveries (a total one may be delivered by a
+            // member that crashes and by no one else: not one history to store).
+            orders.weights[3] += orders.weights[2];
+            orders.weights[2] = 0.0;
+        }
         SimOptions {
             seed,
             initial_nodes,
@@ -384,7 +431,8 @@ impl SimOptions {
             burst_at,
             orders,
             ack_delay,
-            state: StateOpts::draw(seed),
+            state,
+            disks,
             safety,
             script: Vec::new(),
         }
@@ -414,6 +462,7 @@ impl SimOptions {
         o.payload_max = 64;
         o.burst_at = None;
         o.orders = OrderMix::EVEN;
+        o.disks = DiskOpts::OFF;
         o.safety = 10 * SEC;
         o.script = vec![
             (2 * SEC, ScriptedFault::Crash { node: 4, restart_after: 1500 * MS }),
@@ -506,10 +555,21 @@ impl fmt::Display for SimOptions {
                 st.buffer,
                 st.write_gap / 1000,
                 if st.crash_prob > 0.0 { format!(", crash aimed at {:.0}% of transfers", st.crash_prob * 100.0) } else { String::new() }
-            )
+            )?;
         } else {
-            write!(f, "  state      no state transfer")
+            write!(f, "  state      no state transfer")?;
         }
+        let d = &self.disks;
+        if d.on {
+            write!(
+                f,
+                "\n  disks      synced every {}; whole-group crashes {:.2}/s, majority crashes {:.2}/s",
+                ms(d.sync_every),
+                d.crash_all_rate,
+                d.crash_majority_rate
+            )?;
+        }
+        Ok(())
     }
 }
 

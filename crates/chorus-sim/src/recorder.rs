@@ -154,7 +154,7 @@ impl Narrator {
         match &ev.ev {
             Ev::Send { view, .. } => *self.sent.entry(*view).or_default() += 1,
             Ev::Deliver { .. } => {}
-            Ev::Install { view, members, loading, .. } => {
+            Ev::Install { view, members, loading, recovered } => {
                 if let Some(p) = ev.p {
                     self.current.insert(p, *view);
                 }
@@ -174,6 +174,9 @@ impl Narrator {
                 }
                 if !loading.is_empty() {
                     text += &format!("  loading {}", procs(loading));
+                }
+                if !recovered.is_empty() {
+                    text += &format!("  recovered from disk {}", procs(recovered));
                 }
                 if let Some(p) = prev_id {
                     let sent = self.sent.get(&p).copied().unwrap_or(0);
@@ -226,7 +229,7 @@ impl Narrator {
                 self.line(t, format!("--- phase: {name} (faults stop, everything heals) ---"))
             }
             Ev::End => self.line(t, "--- end ---".to_string()),
-            Ev::Digest { .. } => {}
+            Ev::Digest { .. } | Ev::Durable { .. } => {}
         }
         if matches!(ev.ev, Ev::Crash | Ev::Excluded | Ev::Left) {
             if let Some(p) = ev.p {

@@ -24,6 +24,8 @@ pub enum Stream {
     Workload,
     /// State transfer options and the crashes aimed at transfers.
     State,
+    /// Disk options, the disk's losses at crashes, and crashes of many nodes at once.
+    Disk,
 }
 
 /// The generator for `stream` of `seed`.
@@ -34,6 +36,7 @@ pub fn stream(seed: u64, stream: Stream) -> SimRng {
         Stream::Faults => 0x6661_756c_7473_2121,
         Stream::Workload => 0x776f_726b_6c6f_6164,
         Stream::State => 0x7374_6174_6521_2121,
+        Stream::Disk => 0x6469_736b_7321_2121,
     };
     SimRng::seed_from_u64(mix(seed ^ salt))
 }

@@ -584,6 +584,12 @@ where
                 self.durable_upto = self.durable_upto.max(upto);
                 self.release();
             }
+            // The offered state goes with the earlier life this node speaks for.
+            Event::Recovering { member, .. } if self.recovered => {
+                if let Some(Err(e)) = self.store.as_mut().map(|st| st.set_owner(member)) {
+                    self.storage_failed(&e);
+                }
+            }
             Event::Excluded { rejoin_as, .. } => {
                 self.fail_pending(ReplicaError::Uncertain);
                 self.sm.reset();

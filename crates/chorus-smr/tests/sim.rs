@@ -208,9 +208,11 @@ impl World {
                 let state = replica.offer(last.map(|m| m.me));
                 if let Some(p) = &persisted {
                     config.group = Some(p.group);
+                    config.last_view = p.last_view;
                     config.recovery = last.map(|m| Recovery { membership: m.clone(), state });
                 }
                 config.recover_all = opts.fsync != Fsync::Always;
+                config.durable_membership = true;
                 replica
             }
         };

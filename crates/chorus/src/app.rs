@@ -326,6 +326,12 @@ fn on_event(
             println!("n{n} suspects n{}", m.node.0);
             tracer.write(t, *me, Ev::Suspect { member: proc_of(m) });
         }
+        // A restarted node that stood in for its earlier life and was not let back that way
+        // joins afresh under the identity it already has: no new life begins.
+        Event::Excluded { rejoin_as, .. } if proc_of(rejoin_as) == *me => {
+            println!("n{n} could not come back through recovery; joining afresh");
+            *state = State { view: state.view, ..State::default() };
+        }
         Event::Excluded { rejoin_as, .. } => {
             println!("n{n} was excluded while alive; re-joining as {rejoin_as}");
             tracer.write(t, *me, Ev::Excluded);

@@ -165,7 +165,7 @@ mod tests {
         let me = MemberId::new(3, c + 5);
         let view = View { id: ViewId(9), members: vec![me] };
         let m = Membership { view, me, created_by: None, promised: None, accepted: None };
-        s.save(&Persisted { group: GroupId(7), membership: Some(m.clone()) }).unwrap();
+        s.save(&Persisted { group: GroupId(7), membership: Some(m.clone()), last_view: ViewId(9) }).unwrap();
         let s = NodeStore::in_dir(dir.clone(), 3, 10).unwrap();
         assert!(s.incarnation() > c + 5);
         assert_eq!(s.membership(), Some(&m));

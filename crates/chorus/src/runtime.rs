@@ -254,7 +254,9 @@ impl Member {
         let mut core = Config::new(NodeId(cfg.node), Incarnation(inc));
         if let Some(s) = &store {
             core.group = s.persisted().map(|p| p.group);
+            core.last_view = s.persisted().map_or(ViewId(0), |p| p.last_view);
             core.recovery = s.recovery(state);
+            core.durable_membership = true;
         }
         core.recover_all = cfg.recover_all;
         let mut group_id = [0u8; 8];

@@ -3,6 +3,7 @@
 //! checker.
 
 pub(crate) mod causal;
+pub(crate) mod durability;
 pub(crate) mod fifo;
 pub(crate) mod integrity;
 pub(crate) mod liveness;
