@@ -1,9 +1,9 @@
 //! The replicated state: [`KvMachine`], a deterministic key-value store with Redis's semantics
 //! for strings, lists, hashes and sets, expiry and transactions.
 //!
-//! Determinism: keys live in a `BTreeMap` ordered by a fixed 64-bit hash of the key, then the
+//! Determinism: keys live in an ordered map sorted by a fixed 64-bit hash of the key, then the
 //! key (so KEYS, SCAN, snapshots and the digest iterate in the same order everywhere, and a
-//! SCAN cursor is the hash where to resume); hashes and sets are `BTreeMap`/`BTreeSet`. Time
+//! SCAN cursor is the hash where to resume); hashes and sets are ordered too. Time
 //! comes only from the command's [`Ctx::now_ms`] (writes) or the `now_ms` given to `query`
 //! (reads). Keys whose expiry has passed are absent to every command; they are deleted when a
 //! write touches them, and up to [`PURGE_PER_APPLY`] of them at the start of every apply (in
@@ -17,11 +17,23 @@
 //! tombstone, a hash collision). A key that had expired when watched reads as "expired at
 //! version v" both before and after its deletion, so its deletion does not abort the EXEC (as
 //! in Redis 7); a key live when watched and expired at EXEC aborts it.
+//!
+//! Snapshots: the key map, the tombstones and the hashes, sets and long lists are persistent
+//! collections (`imbl`, B+ trees and RRB vectors whose nodes are shared by reference counts), so
+//! [`StateMachine::freeze`] copies no data: it takes a second reference to the roots. A write
+//! after a freeze copies only the nodes on its path (and a short list's few items), and the
+//! frozen copy ([`KvFrozen`]) serializes the state as it was, piece by piece, while the machine
+//! goes on. `restore_from` reads the same bytes incrementally through a bounded buffer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::io::{ErrorKind, Read};
+use std::ops::Bound::{self, Excluded, Unbounded};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use chorus_smr::{Ctx, RestoreError, StateMachine, WholeSnapshot};
+use chorus_smr::{Ctx, Frozen, RestoreError, StateMachine};
+use imbl::{OrdMap, OrdSet, Vector};
 
 use crate::command::{decode_write, Cmd, Cond, ExpireCond, Expiry, Query, SetArgs, WriteCmd};
 use crate::reply::{Reply, NOT_INTEGER, WRONGTYPE};
@@ -63,12 +75,14 @@ impl Key {
     const MIN: Key = Key { h: 0, k: Bytes::new() };
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Value {
     Str(Bytes),
-    List(VecDeque<Bytes>),
-    Hash(BTreeMap<Bytes, Bytes>),
-    Set(BTreeSet<Bytes>),
+    /// Behind an `Arc` to keep entries small (an imbl `Vector` is 64 bytes): a write after a
+    /// freeze copies the `List` (a few items, or a long list's root) with `Arc::make_mut`.
+    List(Arc<List>),
+    Hash(OrdMap<Bytes, Bytes>),
+    Set(OrdSet<Bytes>),
 }
 
 impl Value {
@@ -91,6 +105,104 @@ impl Value {
     }
 }
 
+/// A list's items: a `VecDeque` while short, a persistent `Vector` once long. A short one is
+/// cheap to copy when a write follows a freeze; a long one then copies only the chunks on the
+/// written path. (A `Vector` of even two items holds a 64-slot chunk, about 2 KiB.)
+#[derive(Clone, Debug)]
+enum List {
+    Short(VecDeque<Bytes>),
+    Long(Vector<Bytes>),
+}
+
+/// The most items a list holds as a `VecDeque`; a long list that shrinks to a quarter of this
+/// becomes short again (not at once, so a list at the boundary does not flip at every push).
+const SHORT_LIST: usize = 64;
+
+impl Default for List {
+    fn default() -> Self {
+        List::Short(VecDeque::new())
+    }
+}
+
+impl List {
+    fn len(&self) -> usize {
+        match self {
+            List::Short(d) => d.len(),
+            List::Long(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, item: Bytes, front: bool) {
+        if let List::Short(d) = self {
+            if d.len() >= SHORT_LIST {
+                *self = List::Long(std::mem::take(d).into_iter().collect());
+            }
+        }
+        match (self, front) {
+            (List::Short(d), true) => d.push_front(item),
+            (List::Short(d), false) => d.push_back(item),
+            (List::Long(v), true) => v.push_front(item),
+            (List::Long(v), false) => v.push_back(item),
+        }
+    }
+
+    fn pop(&mut self, front: bool) -> Option<Bytes> {
+        let item = match (&mut *self, front) {
+            (List::Short(d), true) => d.pop_front(),
+            (List::Short(d), false) => d.pop_back(),
+            (List::Long(v), true) => v.pop_front(),
+            (List::Long(v), false) => v.pop_back(),
+        };
+        if let List::Long(v) = self {
+            if v.len() <= SHORT_LIST / 4 {
+                *self = List::Short(v.iter().cloned().collect());
+            }
+        }
+        item
+    }
+
+    fn get(&self, i: usize) -> Option<&Bytes> {
+        match self {
+            List::Short(d) => d.get(i),
+            List::Long(v) => v.get(i),
+        }
+    }
+
+    /// The items from `from` to before `to` (both clamped to the list).
+    fn range(&self, from: usize, to: usize) -> ListIter<'_> {
+        let to = to.min(self.len());
+        let from = from.min(to);
+        match self {
+            List::Short(d) => ListIter::Short(d.range(from..to)),
+            List::Long(v) => ListIter::Long(v.focus().narrow(from..to).into_iter()),
+        }
+    }
+
+    fn iter(&self) -> ListIter<'_> {
+        self.range(0, usize::MAX)
+    }
+}
+
+enum ListIter<'a> {
+    Short(std::collections::vec_deque::Iter<'a, Bytes>),
+    Long(imbl::vector::Iter<'a, Bytes, imbl::shared_ptr::DefaultSharedPtr>),
+}
+
+impl<'a> Iterator for ListIter<'a> {
+    type Item = &'a Bytes;
+
+    fn next(&mut self) -> Option<&'a Bytes> {
+        match self {
+            ListIter::Short(i) => i.next(),
+            ListIter::Long(i) => i.next(),
+        }
+    }
+}
+
 /// What is remembered of a deleted key (by its hash).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Tomb {
@@ -103,7 +215,7 @@ struct Tomb {
 /// Marks the version of a key that expired (its version before, with this bit set).
 const EXPIRED_TAG: u64 = 1 << 63;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Entry {
     value: Value,
     /// Unix time in ms after which the key is gone.
@@ -121,12 +233,12 @@ impl Entry {
 /// The key-value store, a deterministic [`StateMachine`].
 #[derive(Clone, Debug, Default)]
 pub struct KvMachine {
-    map: BTreeMap<Key, Entry>,
+    map: OrdMap<Key, Entry>,
     /// (expiry time, key) of every key with an expiry.
     expires: BTreeSet<(u64, Key)>,
     /// Tombstones: key hash -> the index of the command that last deleted a key with that hash
     /// (the version of an absent key), at most [`MAX_TOMBSTONES`], the oldest dropped first.
-    tombs: BTreeMap<u64, Tomb>,
+    tombs: OrdMap<u64, Tomb>,
     /// (index, key hash) of every tombstone, oldest first.
     tomb_order: BTreeSet<(u64, u64)>,
     /// The version of an absent key without a tombstone: the newest dropped tombstone's index
@@ -181,7 +293,7 @@ impl KvMachine {
         }
     }
 
-    fn list_of(&self, key: &Bytes, now: u64) -> Result<Option<&VecDeque<Bytes>>, Reply> {
+    fn list_of(&self, key: &Bytes, now: u64) -> Result<Option<&List>, Reply> {
         match self.live(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::List(l)) => Ok(Some(l)),
@@ -189,7 +301,7 @@ impl KvMachine {
         }
     }
 
-    fn hash_of(&self, key: &Bytes, now: u64) -> Result<Option<&BTreeMap<Bytes, Bytes>>, Reply> {
+    fn hash_of(&self, key: &Bytes, now: u64) -> Result<Option<&OrdMap<Bytes, Bytes>>, Reply> {
         match self.live(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::Hash(h)) => Ok(Some(h)),
@@ -197,7 +309,7 @@ impl KvMachine {
         }
     }
 
-    fn set_of(&self, key: &Bytes, now: u64) -> Result<Option<&BTreeSet<Bytes>>, Reply> {
+    fn set_of(&self, key: &Bytes, now: u64) -> Result<Option<&OrdSet<Bytes>>, Reply> {
         match self.live(key, now).map(|e| &e.value) {
             None => Ok(None),
             Some(Value::Set(s)) => Ok(Some(s)),
@@ -223,6 +335,10 @@ impl KvMachine {
     // ---- mutations (writes only) ----
 
     fn remove(&mut self, key: &Key, idx: u64) -> Option<Entry> {
+        // A miss must not reach `remove`: imbl copies the (maybe frozen) path on the way down.
+        if !self.map.contains_key(key) {
+            return None;
+        }
         let e = self.map.remove(key)?;
         if let Some(at) = e.expire_at {
             self.expires.remove(&(at, key.clone()));
@@ -246,8 +362,14 @@ impl KvMachine {
 
     /// Deletes `key` if it has expired; returns its live entry.
     fn live_mut(&mut self, key: &Key, ctx: &Ctx) -> Option<&mut Entry> {
-        if self.map.get(key).is_some_and(|e| e.expired(ctx.now_ms)) {
-            self.remove_expired(key, ctx.index);
+        match self.map.get(key) {
+            // A miss must not reach `get_mut`: imbl copies the (maybe frozen) path on the way down.
+            None => return None,
+            Some(e) if e.expired(ctx.now_ms) => {
+                self.remove_expired(key, ctx.index);
+                return None;
+            }
+            Some(_) => {}
         }
         self.map.get_mut(key)
     }
@@ -266,13 +388,14 @@ impl KvMachine {
 
     /// Stores `value` at `key` (replacing any value), with this expiry.
     fn put(&mut self, key: Key, value: Value, expire_at: Option<u64>, idx: u64) {
-        if let Some(old) = self.map.get(&key).and_then(|e| e.expire_at) {
+        // The replaced entry tells its expiry: one descent of the map, not two.
+        let old = self.map.insert(key.clone(), Entry { value, expire_at, version: idx });
+        if let Some(old) = old.and_then(|e| e.expire_at) {
             self.expires.remove(&(old, key.clone()));
         }
         if let Some(at) = expire_at {
-            self.expires.insert((at, key.clone()));
+            self.expires.insert((at, key));
         }
-        self.map.insert(key, Entry { value, expire_at, version: idx });
     }
 
     fn set_expire(&mut self, key: &Key, at: Option<u64>, idx: u64) {
@@ -447,13 +570,12 @@ impl KvMachine {
     fn exec_pop(&mut self, k: &Bytes, left: bool, count: Option<u64>, ctx: &Ctx) -> Reply {
         let key = Key::new(k);
         let missing = if count.is_some() { Reply::NullArray } else { Reply::Null };
-        let list =
-            match self.value_mut(&key, ctx, None, |v| if let Value::List(l) = v { Some(l) } else { None }) {
-                Err(r) => return r,
-                Ok(None) => return missing,
-                Ok(Some(l)) => l,
-            };
-        let pop = |l: &mut VecDeque<Bytes>| if left { l.pop_front() } else { l.pop_back() };
+        let list = match self.value_mut(&key, ctx, None, list_mut) {
+            Err(r) => return r,
+            Ok(None) => return missing,
+            Ok(Some(l)) => l,
+        };
+        let pop = |l: &mut List| l.pop(left);
         let reply = match count {
             None => pop(list).map_or(Reply::Null, Reply::Bulk),
             Some(n) => {
@@ -557,24 +679,14 @@ impl KvMachine {
             Cmd::Push { key, values, left, existing } => {
                 let k = Key::new(key);
                 let make: Option<fn() -> Value> =
-                    if *existing { None } else { Some(|| Value::List(VecDeque::new())) };
-                let list =
-                    match self.value_mut(
-                        &k,
-                        ctx,
-                        make,
-                        |v| if let Value::List(l) = v { Some(l) } else { None },
-                    ) {
-                        Err(r) => return r,
-                        Ok(None) => return Reply::Int(0),
-                        Ok(Some(l)) => l,
-                    };
+                    if *existing { None } else { Some(|| Value::List(Arc::default())) };
+                let list = match self.value_mut(&k, ctx, make, list_mut) {
+                    Err(r) => return r,
+                    Ok(None) => return Reply::Int(0),
+                    Ok(Some(l)) => l,
+                };
                 for v in values {
-                    if *left {
-                        list.push_front(v.clone());
-                    } else {
-                        list.push_back(v.clone());
-                    }
+                    list.push(v.clone(), *left);
                 }
                 let n = list.len();
                 self.touched(&k, idx);
@@ -583,7 +695,7 @@ impl KvMachine {
             Cmd::Pop { key, left, count } => self.exec_pop(key, *left, *count, ctx),
             Cmd::HSet(k, pairs, hmset) => {
                 let key = Key::new(k);
-                let make: Option<fn() -> Value> = Some(|| Value::Hash(BTreeMap::new()));
+                let make: Option<fn() -> Value> = Some(|| Value::Hash(OrdMap::new()));
                 let h =
                     match self.value_mut(
                         &key,
@@ -610,7 +722,7 @@ impl KvMachine {
             }
             Cmd::HSetNx(k, f, v) => {
                 let key = Key::new(k);
-                let make: Option<fn() -> Value> = Some(|| Value::Hash(BTreeMap::new()));
+                let make: Option<fn() -> Value> = Some(|| Value::Hash(OrdMap::new()));
                 let h =
                     match self.value_mut(
                         &key,
@@ -642,7 +754,8 @@ impl KvMachine {
                         Ok(None) => return Reply::Int(0),
                         Ok(Some(h)) => h,
                     };
-                let n = fields.iter().filter(|f| h.remove(*f).is_some()).count();
+                // `contains_key` first: a miss must not copy a frozen hash's path.
+                let n = fields.iter().filter(|f| h.contains_key(*f) && h.remove(*f).is_some()).count();
                 if n > 0 {
                     self.touched(&key, idx);
                 }
@@ -664,7 +777,7 @@ impl KvMachine {
                 let Some(n) = cur.checked_add(*by) else {
                     return Reply::err("ERR increment or decrement would overflow");
                 };
-                let make: Option<fn() -> Value> = Some(|| Value::Hash(BTreeMap::new()));
+                let make: Option<fn() -> Value> = Some(|| Value::Hash(OrdMap::new()));
                 match self.value_mut(&key, ctx, make, |v| if let Value::Hash(h) = v { Some(h) } else { None })
                 {
                     Ok(Some(h)) => {
@@ -678,7 +791,7 @@ impl KvMachine {
             }
             Cmd::SAdd(k, members) => {
                 let key = Key::new(k);
-                let make: Option<fn() -> Value> = Some(|| Value::Set(BTreeSet::new()));
+                let make: Option<fn() -> Value> = Some(|| Value::Set(OrdSet::new()));
                 let s =
                     match self.value_mut(
                         &key,
@@ -690,7 +803,7 @@ impl KvMachine {
                         Ok(None) => return Reply::Int(0),
                         Ok(Some(s)) => s,
                     };
-                let n = members.iter().filter(|m| s.insert((*m).clone())).count();
+                let n = members.iter().filter(|m| s.insert((*m).clone()).is_none()).count();
                 self.touched(&key, idx);
                 len_int(n)
             }
@@ -707,7 +820,8 @@ impl KvMachine {
                         Ok(None) => return Reply::Int(0),
                         Ok(Some(s)) => s,
                     };
-                let n = members.iter().filter(|m| s.remove(*m)).count();
+                // `contains` first: a miss must not copy a frozen set's path.
+                let n = members.iter().filter(|m| s.contains(*m) && s.remove(*m).is_some()).count();
                 if n > 0 {
                     self.touched(&key, idx);
                 }
@@ -782,7 +896,7 @@ impl KvMachine {
                     return Ok(Reply::Array(vec![]));
                 }
                 e = e.min(len - 1);
-                Reply::Array(bulks(l.range(s as usize..=e as usize)))
+                Reply::Array(bulks(l.range(s as usize, e as usize + 1)))
             }
             Cmd::LLen(k) => len_int(self.list_of(k, now)?.map_or(0, |l| l.len())),
             Cmd::LIndex(k, i) => {
@@ -897,73 +1011,38 @@ impl KvMachine {
 
     // ---- snapshots ----
 
+    /// The snapshot format: the magic, the tombstone floor, the tombstones (by hash), then a
+    /// count and every key in order with its version, expiry and value. [`KvFrozen`] writes the
+    /// same records, split into pieces.
     fn write_state(&self, out: &mut impl Sink) {
-        out.put(SNAP_MAGIC);
-        put_varint(out, self.tomb_floor);
-        put_varint(out, self.tombs.len() as u64);
+        put_head(out, self.tomb_floor, self.tombs.len());
         for (h, t) in &self.tombs {
-            put_varint(out, *h);
-            put_varint(out, t.index);
-            match t.expired {
-                None => out.put(&[0]),
-                Some(v) => {
-                    out.put(&[1]);
-                    put_varint(out, v);
-                }
-            }
+            put_tomb(out, *h, t);
         }
         put_varint(out, self.map.len() as u64);
         for (k, e) in &self.map {
-            put_bytes(out, &k.k);
-            put_varint(out, e.version);
-            match e.expire_at {
-                None => out.put(&[0]),
-                Some(at) => {
-                    out.put(&[1]);
-                    put_varint(out, at);
-                }
-            }
-            match &e.value {
-                Value::Str(s) => {
-                    out.put(&[0]);
-                    put_bytes(out, s);
-                }
-                Value::List(l) => {
-                    out.put(&[1]);
-                    put_varint(out, l.len() as u64);
-                    for b in l {
-                        put_bytes(out, b);
-                    }
-                }
-                Value::Hash(h) => {
-                    out.put(&[2]);
-                    put_varint(out, h.len() as u64);
-                    for (f, v) in h {
-                        put_bytes(out, f);
-                        put_bytes(out, v);
-                    }
-                }
-                Value::Set(s) => {
-                    out.put(&[3]);
-                    put_varint(out, s.len() as u64);
-                    for b in s {
-                        put_bytes(out, b);
-                    }
-                }
-            }
+            put_key(out, k, e);
+            put_items(out, &e.value);
         }
     }
 
-    fn read_state(data: &[u8]) -> Result<KvMachine, String> {
-        let mut r = Reader { data: Bytes::copy_from_slice(data), pos: 0 };
-        if r.take(SNAP_MAGIC.len())? != SNAP_MAGIC {
-            return Err("bad magic".into());
+    /// Reads a state that `write_state` wrote, with every check `write_state` makes true:
+    /// tombstones and keys in order, no empty collection, hash fields and set members in order,
+    /// known tags, and nothing after the last key. Counts are never used to reserve memory
+    /// (each item takes at least a byte, so a count beyond the data ends as "truncated").
+    fn read_from(r: &mut dyn Read) -> Result<KvMachine, String> {
+        let mut r = Input::new(r);
+        for &b in SNAP_MAGIC {
+            if r.byte()? != b {
+                return Err("bad magic".into());
+            }
         }
         let mut m = KvMachine { tomb_floor: r.varint()?, ..KvMachine::default() };
-        let n = r.count()?;
-        if n > MAX_TOMBSTONES {
+        let n = r.varint()?;
+        if n > MAX_TOMBSTONES as u64 {
             return Err("too many tombstones".into());
         }
+        let mut prev_h = None;
         for _ in 0..n {
             let h = r.varint()?;
             let index = r.varint()?;
@@ -972,13 +1051,14 @@ impl KvMachine {
                 1 => Some(r.varint()?),
                 t => return Err(format!("bad tombstone tag {t}")),
             };
-            if m.tombs.last_key_value().is_some_and(|(l, _)| *l >= h) {
+            if prev_h.is_some_and(|p| p >= h) {
                 return Err("tombstones out of order".into());
             }
+            prev_h = Some(h);
             m.tombs.insert(h, Tomb { index, expired });
             m.tomb_order.insert((index, h));
         }
-        let n = r.count()?;
+        let n = r.varint()?;
         let mut prev: Option<Key> = None;
         for _ in 0..n {
             let key = Key::new(&r.bytes()?);
@@ -994,34 +1074,35 @@ impl KvMachine {
             let value = match r.byte()? {
                 0 => Value::Str(r.bytes()?),
                 1 => {
-                    let n = r.count()?;
-                    let mut l = VecDeque::with_capacity(n);
-                    for _ in 0..n {
-                        l.push_back(r.bytes()?);
+                    let mut l = List::default();
+                    for _ in 0..r.varint()? {
+                        l.push(r.bytes()?, false);
                     }
-                    Value::List(l)
+                    Value::List(Arc::new(l))
                 }
                 2 => {
-                    let n = r.count()?;
-                    let mut h = BTreeMap::new();
-                    for _ in 0..n {
+                    let mut h = OrdMap::new();
+                    let mut prev: Option<Bytes> = None;
+                    for _ in 0..r.varint()? {
                         let f = r.bytes()?;
                         let v = r.bytes()?;
-                        if h.last_key_value().is_some_and(|(l, _): (&Bytes, _)| *l >= f) {
+                        if prev.as_ref().is_some_and(|p| *p >= f) {
                             return Err("hash fields out of order".into());
                         }
+                        prev = Some(f.clone());
                         h.insert(f, v);
                     }
                     Value::Hash(h)
                 }
                 3 => {
-                    let n = r.count()?;
-                    let mut s = BTreeSet::new();
-                    for _ in 0..n {
+                    let mut s = OrdSet::new();
+                    let mut prev: Option<Bytes> = None;
+                    for _ in 0..r.varint()? {
                         let b = r.bytes()?;
-                        if s.last().is_some_and(|l: &Bytes| *l >= b) {
+                        if prev.as_ref().is_some_and(|p| *p >= b) {
                             return Err("set members out of order".into());
                         }
+                        prev = Some(b.clone());
                         s.insert(b);
                     }
                     Value::Set(s)
@@ -1037,10 +1118,17 @@ impl KvMachine {
             prev = Some(key.clone());
             m.map.insert(key, Entry { value, expire_at, version });
         }
-        if r.pos != r.data.len() {
+        if !r.at_end()? {
             return Err("trailing bytes".into());
         }
         Ok(m)
+    }
+}
+
+fn list_mut(v: &mut Value) -> Option<&mut List> {
+    match v {
+        Value::List(l) => Some(Arc::make_mut(l)),
+        _ => None,
     }
 }
 
@@ -1050,8 +1138,14 @@ fn int_bytes_u64(n: u64) -> Bytes {
 
 const SNAP_MAGIC: &[u8] = b"CHORUSKV1";
 
+/// Where the records of a snapshot go.
 trait Sink {
     fn put(&mut self, b: &[u8]);
+
+    /// A key's or a value's bytes: a sink that holds records back shares them (no copy).
+    fn put_blob(&mut self, b: &Bytes) {
+        self.put(b);
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -1072,7 +1166,50 @@ impl Sink for Fnv {
     }
 }
 
-fn put_varint(out: &mut impl Sink, mut v: u64) {
+/// Counts the bytes of a record.
+struct Count(usize);
+
+impl Sink for Count {
+    fn put(&mut self, b: &[u8]) {
+        self.0 += b.len();
+    }
+}
+
+/// A record that did not fit in a piece, held for the next ones: its small fields copied, its
+/// keys and values shared with the frozen state.
+#[derive(Default)]
+struct Parts {
+    parts: Vec<Bytes>,
+    small: Vec<u8>,
+}
+
+impl Parts {
+    fn flush(&mut self) {
+        if !self.small.is_empty() {
+            self.parts.push(Bytes::from(std::mem::take(&mut self.small)));
+        }
+    }
+
+    fn into_queue(mut self, queue: &mut VecDeque<Bytes>) {
+        self.flush();
+        queue.extend(self.parts);
+    }
+}
+
+impl Sink for Parts {
+    fn put(&mut self, b: &[u8]) {
+        self.small.extend_from_slice(b);
+    }
+
+    fn put_blob(&mut self, b: &Bytes) {
+        self.flush();
+        if !b.is_empty() {
+            self.parts.push(b.clone());
+        }
+    }
+}
+
+fn put_varint<S: Sink + ?Sized>(out: &mut S, mut v: u64) {
     let mut buf = [0u8; 10];
     let mut i = 0;
     loop {
@@ -1089,28 +1226,351 @@ fn put_varint(out: &mut impl Sink, mut v: u64) {
     out.put(&buf[..i]);
 }
 
-fn put_bytes(out: &mut impl Sink, b: &[u8]) {
+fn put_bytes<S: Sink + ?Sized>(out: &mut S, b: &Bytes) {
     put_varint(out, b.len() as u64);
-    out.put(b);
+    out.put_blob(b);
 }
 
-struct Reader {
-    data: Bytes,
+/// The size of `put_bytes(b)`.
+fn bytes_len(b: &[u8]) -> usize {
+    let bits = 64 - (b.len() as u64).leading_zeros() as usize;
+    bits.div_ceil(7).max(1) + b.len()
+}
+
+/// The first record: the magic, the tombstone floor and the number of tombstones.
+fn put_head<S: Sink + ?Sized>(out: &mut S, tomb_floor: u64, tombs: usize) {
+    out.put(SNAP_MAGIC);
+    put_varint(out, tomb_floor);
+    put_varint(out, tombs as u64);
+}
+
+fn put_tomb<S: Sink + ?Sized>(out: &mut S, h: u64, t: &Tomb) {
+    put_varint(out, h);
+    put_varint(out, t.index);
+    match t.expired {
+        None => out.put(&[0]),
+        Some(v) => {
+            out.put(&[1]);
+            put_varint(out, v);
+        }
+    }
+}
+
+/// A key's record up to its items: the key, version, expiry and type tag, then the string, or
+/// the collection's item count (its items follow, written by `put_items`).
+fn put_key<S: Sink + ?Sized>(out: &mut S, k: &Key, e: &Entry) {
+    put_bytes(out, &k.k);
+    put_varint(out, e.version);
+    match e.expire_at {
+        None => out.put(&[0]),
+        Some(at) => {
+            out.put(&[1]);
+            put_varint(out, at);
+        }
+    }
+    match &e.value {
+        Value::Str(s) => {
+            out.put(&[0]);
+            put_bytes(out, s);
+        }
+        Value::List(l) => {
+            out.put(&[1]);
+            put_varint(out, l.len() as u64);
+        }
+        Value::Hash(h) => {
+            out.put(&[2]);
+            put_varint(out, h.len() as u64);
+        }
+        Value::Set(s) => {
+            out.put(&[3]);
+            put_varint(out, s.len() as u64);
+        }
+    }
+}
+
+fn put_items<S: Sink + ?Sized>(out: &mut S, v: &Value) {
+    match v {
+        Value::Str(_) => {}
+        Value::List(l) => {
+            for b in l.iter() {
+                put_bytes(out, b);
+            }
+        }
+        Value::Hash(h) => {
+            for (f, v) in h {
+                put_bytes(out, f);
+                put_bytes(out, v);
+            }
+        }
+        Value::Set(s) => {
+            for b in s {
+                put_bytes(out, b);
+            }
+        }
+    }
+}
+
+/// Whether the whole record of a key (with all its items) takes at most `room` bytes; looks at
+/// no more items than fit.
+fn record_fits(k: &Key, e: &Entry, room: usize) -> bool {
+    let mut head = Count(0);
+    put_key(&mut head, k, e);
+    let Some(mut left) = room.checked_sub(head.0) else { return false };
+    let mut take = |b: &[u8]| match left.checked_sub(bytes_len(b)) {
+        Some(l) => {
+            left = l;
+            true
+        }
+        None => false,
+    };
+    match &e.value {
+        Value::Str(_) => true,
+        Value::List(l) => l.iter().all(|b| take(b)),
+        Value::Hash(h) => h.iter().all(|(f, v)| take(f) && take(v)),
+        Value::Set(s) => s.iter().all(|b| take(b)),
+    }
+}
+
+/// A frozen copy of a [`KvMachine`]'s state and a cursor over its serialization: the same
+/// bytes as [`StateMachine::snapshot`] gave at the freeze, in pieces.
+///
+/// It shares the machine's nodes (so it cost nothing to make, and the machine copies a node
+/// only when it writes to one the copy still holds). A piece is exactly the `max` asked for,
+/// except the last: records that do not fit are split, and the part held back for the next
+/// piece is one record's small fields plus references to its key and value.
+pub struct KvFrozen {
+    tomb_floor: u64,
+    tombs: OrdMap<u64, Tomb>,
+    map: OrdMap<Key, Entry>,
+    at: Cursor,
+    /// The rest of a record split by the end of a piece; goes out first.
+    pending: VecDeque<Bytes>,
+}
+
+/// The next record to write.
+enum Cursor {
+    /// The magic, the tombstone floor and count.
+    Head,
+    /// The tombstones after this hash (all if `None`), then the key count.
+    Tombs(Option<u64>),
+    /// The keys after this one (all if `None`).
+    Keys(Option<Key>),
+    /// The rest of the items of this key's collection (its head went out, or waits in `pending`).
+    Items(Key, Items),
+    Done,
+}
+
+enum Items {
+    /// From this index on.
+    List(Arc<List>, usize),
+    /// After this field (all if `None`).
+    Hash(OrdMap<Bytes, Bytes>, Option<Bytes>),
+    /// After this member (all if `None`).
+    Set(OrdSet<Bytes>, Option<Bytes>),
+}
+
+impl fmt::Debug for KvFrozen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = match &self.at {
+            Cursor::Head => "head",
+            Cursor::Tombs(_) => "tombstones",
+            Cursor::Keys(_) | Cursor::Items(..) => "keys",
+            Cursor::Done => "done",
+        };
+        f.debug_struct("KvFrozen")
+            .field("keys", &self.map.len())
+            .field("tombstones", &self.tombs.len())
+            .field("at", &at)
+            .field("pending_parts", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Frozen for KvFrozen {
+    fn next_piece(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+        let start = out.len();
+        // At least a byte per piece, so that a caller asking for 0 still sees progress.
+        let end = start.saturating_add(max.max(1));
+        loop {
+            self.drain_pending(out, end);
+            if out.len() >= end {
+                return true;
+            }
+            if !self.advance(out, end) {
+                return out.len() > start;
+            }
+        }
+    }
+}
+
+impl KvFrozen {
+    fn drain_pending(&mut self, out: &mut Vec<u8>, end: usize) {
+        while let Some(part) = self.pending.front_mut() {
+            let room = end.saturating_sub(out.len());
+            if room == 0 {
+                return;
+            }
+            if part.len() <= room {
+                out.extend_from_slice(part);
+                self.pending.pop_front();
+            } else {
+                out.extend_from_slice(&part.split_to(room));
+            }
+        }
+    }
+
+    /// Writes a record made by `write` if it fits before `end`, or else holds it in `pending`
+    /// (then nothing more may be written to `out` before `pending` is drained). Whether it fit.
+    fn emit(&mut self, out: &mut Vec<u8>, end: usize, write: impl Fn(&mut dyn Sink)) -> bool {
+        let mut len = Count(0);
+        write(&mut len);
+        if out.len() + len.0 <= end {
+            write(out);
+            true
+        } else {
+            let mut parts = Parts::default();
+            write(&mut parts);
+            parts.into_queue(&mut self.pending);
+            false
+        }
+    }
+
+    /// Writes the records that fit before `end` from the cursor on, then at most one more into
+    /// `pending`. False once everything was written. `pending` is empty when it is called.
+    fn advance(&mut self, out: &mut Vec<u8>, end: usize) -> bool {
+        self.at = match std::mem::replace(&mut self.at, Cursor::Done) {
+            Cursor::Head => {
+                let (floor, n) = (self.tomb_floor, self.tombs.len());
+                self.emit(out, end, |s| put_head(s, floor, n));
+                Cursor::Tombs(None)
+            }
+            Cursor::Tombs(after) => self.tombs_after(after, out, end),
+            Cursor::Keys(after) => self.keys_after(after, out, end),
+            Cursor::Items(key, items) => self.items(key, items, out, end),
+            Cursor::Done => return false,
+        };
+        true
+    }
+
+    fn tombs_after(&mut self, after: Option<u64>, out: &mut Vec<u8>, end: usize) -> Cursor {
+        // A second reference (O(1)), so that the loop can borrow it while `self` changes.
+        let tombs = self.tombs.clone();
+        for (h, t) in tombs.range((after.map_or(Unbounded, Excluded), Unbounded)) {
+            if !self.emit(out, end, |s| put_tomb(s, *h, t)) {
+                return Cursor::Tombs(Some(*h));
+            }
+        }
+        let n = self.map.len() as u64;
+        self.emit(out, end, |s| put_varint(s, n));
+        Cursor::Keys(None)
+    }
+
+    fn keys_after(&mut self, after: Option<Key>, out: &mut Vec<u8>, end: usize) -> Cursor {
+        let map = self.map.clone();
+        for (k, e) in map.range::<_, Key>(after_bound(after.as_ref())) {
+            if record_fits(k, e, end.saturating_sub(out.len())) {
+                put_key(out, k, e);
+                put_items(out, &e.value);
+                continue;
+            }
+            // Too long for the rest of this piece: its head is held back, its items follow one
+            // by one.
+            let mut parts = Parts::default();
+            put_key(&mut parts, k, e);
+            parts.into_queue(&mut self.pending);
+            let key = k.clone();
+            return match &e.value {
+                Value::Str(_) => Cursor::Keys(Some(key)),
+                Value::List(l) => Cursor::Items(key, Items::List(l.clone(), 0)),
+                Value::Hash(h) => Cursor::Items(key, Items::Hash(h.clone(), None)),
+                Value::Set(s) => Cursor::Items(key, Items::Set(s.clone(), None)),
+            };
+        }
+        Cursor::Done
+    }
+
+    fn items(&mut self, key: Key, items: Items, out: &mut Vec<u8>, end: usize) -> Cursor {
+        match items {
+            Items::List(l, from) => {
+                for (i, b) in l.range(from, usize::MAX).enumerate() {
+                    if !self.emit(out, end, |s| put_bytes(s, b)) {
+                        return Cursor::Items(key, Items::List(l.clone(), from + i + 1));
+                    }
+                }
+            }
+            Items::Hash(h, after) => {
+                for (f, v) in h.range::<_, Bytes>(after_bound(after.as_ref())) {
+                    if !self.emit(out, end, |s| {
+                        put_bytes(s, f);
+                        put_bytes(s, v);
+                    }) {
+                        return Cursor::Items(key, Items::Hash(h.clone(), Some(f.clone())));
+                    }
+                }
+            }
+            Items::Set(set, after) => {
+                for b in set.range::<_, Bytes>(after_bound(after.as_ref())) {
+                    if !self.emit(out, end, |s| put_bytes(s, b)) {
+                        return Cursor::Items(key, Items::Set(set.clone(), Some(b.clone())));
+                    }
+                }
+            }
+        }
+        Cursor::Keys(Some(key))
+    }
+}
+
+/// The range after `x` (everything if `None`).
+fn after_bound<T>(x: Option<&T>) -> (Bound<&T>, Bound<&T>) {
+    (x.map_or(Unbounded, Excluded), Unbounded)
+}
+
+/// How much of a snapshot `restore_from` reads at a time.
+const READ_CHUNK: usize = 64 << 10;
+
+/// The snapshot's bytes from a `Read`, through a buffer of [`READ_CHUNK`] bytes.
+struct Input<'a> {
+    r: &'a mut dyn Read,
+    buf: Vec<u8>,
     pos: usize,
 }
 
-impl Reader {
-    fn take(&mut self, n: usize) -> Result<Bytes, String> {
-        if n > self.data.len() - self.pos {
-            return Err("truncated".into());
+impl<'a> Input<'a> {
+    fn new(r: &'a mut dyn Read) -> Self {
+        Input { r, buf: Vec::new(), pos: 0 }
+    }
+
+    /// Reads more once the buffer is used up; false at the end of the input.
+    fn fill(&mut self) -> Result<bool, String> {
+        if self.pos < self.buf.len() {
+            return Ok(true);
         }
-        let b = self.data.slice(self.pos..self.pos + n);
-        self.pos += n;
-        Ok(b)
+        self.buf.resize(READ_CHUNK, 0);
+        self.pos = 0;
+        loop {
+            match self.r.read(&mut self.buf) {
+                Ok(n) => {
+                    self.buf.truncate(n);
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(format!("reading the snapshot: {e}"));
+                }
+            }
+        }
+    }
+
+    fn at_end(&mut self) -> Result<bool, String> {
+        Ok(!self.fill()?)
     }
 
     fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.data.get(self.pos).ok_or("truncated")?;
+        if !self.fill()? {
+            return Err("truncated".into());
+        }
+        let b = self.buf[self.pos];
         self.pos += 1;
         Ok(b)
     }
@@ -1127,26 +1587,39 @@ impl Reader {
         Err("varint too long".into())
     }
 
-    /// A count of items, each taking at least one byte: no more than the bytes left.
-    fn count(&mut self) -> Result<usize, String> {
-        let n = self.varint()?;
-        let left = (self.data.len() - self.pos) as u64;
-        if n > left {
-            return Err("count beyond the data".into());
-        }
-        Ok(n as usize)
-    }
-
+    /// A length and that many bytes. The memory taken grows with the bytes that arrive, never
+    /// with the length alone (a damaged or hostile length would otherwise allocate gigabytes).
     fn bytes(&mut self) -> Result<Bytes, String> {
-        let n = self.count()?;
-        self.take(n)
+        let n = usize::try_from(self.varint()?).map_err(|_| "length beyond memory")?;
+        if !self.fill()? && n > 0 {
+            return Err("truncated".into());
+        }
+        if n <= self.buf.len() - self.pos {
+            let b = Bytes::copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(b);
+        }
+        let mut v: Vec<u8> = Vec::new();
+        while v.len() < n {
+            if !self.fill()? {
+                return Err("truncated".into());
+            }
+            let take = (n - v.len()).min(self.buf.len() - self.pos);
+            if v.capacity() - v.len() < take {
+                // Doubling, but never past `n`: the result holds no spare capacity.
+                v.reserve_exact((n - v.len()).min(v.capacity().max(take)));
+            }
+            v.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+        }
+        Ok(Bytes::from(v))
     }
 }
 
 impl StateMachine for KvMachine {
     type Output = Reply;
     type Query = Query;
-    type Frozen = WholeSnapshot;
+    type Frozen = KvFrozen;
 
     fn apply(&mut self, cmd: &[u8], ctx: &Ctx) -> Reply {
         self.purge_expired(ctx.now_ms, ctx.index, PURGE_PER_APPLY);
@@ -1167,12 +1640,29 @@ impl StateMachine for KvMachine {
         self.write_state(out);
     }
 
-    fn freeze(&self) -> WholeSnapshot {
-        WholeSnapshot::of(self)
+    /// O(1): the frozen copy shares every node with the machine.
+    fn freeze(&self) -> KvFrozen {
+        KvFrozen {
+            tomb_floor: self.tomb_floor,
+            tombs: self.tombs.clone(),
+            map: self.map.clone(),
+            at: Cursor::Head,
+            pending: VecDeque::new(),
+        }
     }
 
+    /// On an error the state is unchanged (the bytes are in memory already, so keeping the old
+    /// state while reading costs no more than before).
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
-        *self = KvMachine::read_state(data).map_err(RestoreError)?;
+        *self = KvMachine::read_from(&mut &data[..]).map_err(RestoreError)?;
+        Ok(())
+    }
+
+    /// Drops the old state first (holding it and the new one at once would double the memory),
+    /// so on an error the machine is empty.
+    fn restore_from(&mut self, r: &mut dyn Read) -> Result<(), RestoreError> {
+        *self = KvMachine::default();
+        *self = KvMachine::read_from(r).map_err(RestoreError)?;
         Ok(())
     }
 
@@ -1180,6 +1670,7 @@ impl StateMachine for KvMachine {
         *self = KvMachine::default();
     }
 
+    /// FNV-1a over the snapshot's bytes, streamed into the hasher (no copy of the state).
     fn digest(&self) -> u64 {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         self.write_state(&mut h);
@@ -1297,6 +1788,64 @@ mod tests {
         let mut p = b"*a".repeat(30);
         p.push(b'b');
         assert!(!glob_match(&p, &s, false));
+    }
+
+    /// (items to push, or to pop if negative; at the front?; an index to read)
+    fn list_steps() -> impl proptest::strategy::Strategy<Value = Vec<(i32, bool, usize)>> {
+        proptest::collection::vec((-12i32..=12, proptest::bool::ANY, 0usize..200), 0..400)
+    }
+
+    proptest::proptest! {
+        /// A list behaves as a `VecDeque` through both representations and the changes between
+        /// them, and a clone (a frozen copy's) keeps its items when the original changes.
+        #[test]
+        fn list_is_a_deque(steps in list_steps()) {
+            let mut list = List::default();
+            let mut model = VecDeque::new();
+            let mut kept: Option<(List, VecDeque<Bytes>)> = None;
+            for (i, (delta, front, at)) in steps.into_iter().enumerate() {
+                for n in 0..delta.unsigned_abs() {
+                    if delta > 0 {
+                        let item = Bytes::from(format!("{i}.{n}"));
+                        list.push(item.clone(), front);
+                        if front { model.push_front(item) } else { model.push_back(item) }
+                    } else {
+                        let want = if front { model.pop_front() } else { model.pop_back() };
+                        proptest::prop_assert_eq!(list.pop(front), want);
+                    }
+                }
+                proptest::prop_assert_eq!(list.len(), model.len());
+                proptest::prop_assert!(list.iter().eq(model.iter()));
+                proptest::prop_assert_eq!(list.get(at), model.get(at));
+                let (from, to) = (at.min(model.len()), (at + 7).min(model.len()));
+                proptest::prop_assert!(list.range(at, at + 7).eq(model.range(from..to)));
+                if i % 50 == 10 {
+                    kept = Some((list.clone(), model.clone()));
+                }
+                if let Some((k, m)) = &kept {
+                    proptest::prop_assert!(k.iter().eq(m.iter()), "a clone changed with the original");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn list_changes_representation_at_the_bounds() {
+        let mut l = List::default();
+        for i in 0..SHORT_LIST {
+            l.push(Bytes::from(i.to_string()), false);
+        }
+        assert!(matches!(l, List::Short(_)));
+        l.push(Bytes::from_static(b"x"), true);
+        assert!(matches!(l, List::Long(_)));
+        while l.len() > SHORT_LIST / 4 + 1 {
+            l.pop(false);
+        }
+        assert!(matches!(l, List::Long(_)));
+        assert_eq!(l.pop(true), Some(Bytes::from_static(b"x")));
+        assert!(matches!(l, List::Short(_)));
+        assert_eq!(l.len(), SHORT_LIST / 4);
+        assert!(l.iter().map(|b| b.to_vec()).eq((0..SHORT_LIST / 4).map(|i| i.to_string().into_bytes())));
     }
 
     #[test]
