@@ -65,6 +65,9 @@ pub struct KvPartial {
     pub appendfsync: Option<String>,
     /// A snapshot is taken once the log holds this many MiB (default 64).
     pub snapshot_log_mb: Option<u64>,
+    /// The log is kept in files of this many KiB (default 65536); files wholly behind a
+    /// snapshot are deleted.
+    pub wal_segment_kb: Option<u64>,
 }
 
 impl KvPartial {
@@ -81,6 +84,7 @@ impl KvPartial {
             max_sessions: o.max_sessions.or(self.max_sessions),
             appendfsync: o.appendfsync.or(self.appendfsync),
             snapshot_log_mb: o.snapshot_log_mb.or(self.snapshot_log_mb),
+            wal_segment_kb: o.wal_segment_kb.or(self.wal_segment_kb),
         }
     }
 
@@ -164,7 +168,10 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
     let durable = group.data_dir.as_ref().map(|_| DurableOptions {
         fsync,
         snapshot_log_bytes: kv.snapshot_log_mb.unwrap_or(64).max(1) << 20,
-        ..DurableOptions::default()
+        wal: chorus_smr::storage::WalOptions {
+            segment_bytes: kv.wal_segment_kb.unwrap_or(64 << 10).max(4) << 10,
+            ..chorus_smr::storage::WalOptions::default()
+        },
     });
     // Writes acknowledged before every member stored them: recovering from disks alone needs
     // every member of the last view (docs/protocol/recovery.md).

@@ -136,6 +136,8 @@ pub struct Replicated<S: StateMachine> {
     last_now_ms: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
     storage: Arc<Mutex<Option<StorageStatus>>>,
+    /// Why the driver stopped, once it did.
+    stopped: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl<S: StateMachine> Clone for Replicated<S> {
@@ -150,6 +152,7 @@ impl<S: StateMachine> Clone for Replicated<S> {
             last_now_ms: self.last_now_ms.clone(),
             applied: self.applied.clone(),
             storage: self.storage.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 }
@@ -248,6 +251,7 @@ where
         let in_flight = Arc::new(AtomicU64::new(0));
         let idle = Arc::new(Notify::new());
         let (snap_tx, snap_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stopped) = tokio::sync::watch::channel(None);
         let driver = Driver {
             replica,
             member: member.clone(),
@@ -267,9 +271,11 @@ where
             snap_tx,
             save_waiters: Vec::new(),
             started: std::time::Instant::now(),
+            stop_tx,
+            fatal: None,
         };
         tokio::spawn(driver.run(events, rx, snap_rx));
-        Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied, storage }
+        Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied, storage, stopped }
     }
 }
 
@@ -324,6 +330,20 @@ where
     /// The member under the replica.
     pub fn member(&self) -> &Member {
         &self.member
+    }
+
+    /// Waits until the replica's driver stopped (its member shut down, or a fatal error: a
+    /// transferred state that does not load, a failed disk); says why.
+    pub async fn stopped(&self) -> String {
+        let mut rx = self.stopped.clone();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return "the replica stopped".into();
+            }
+        }
     }
 
     /// The storage's report (`INFO persistence`), if the replica keeps its state on disk.
@@ -392,6 +412,10 @@ struct Driver<S: StateMachine> {
     save_waiters: Vec<oneshot::Sender<Result<SaveOutcome, String>>>,
     /// For fsync timings.
     started: std::time::Instant,
+    /// Told why the driver stopped.
+    stop_tx: tokio::sync::watch::Sender<Option<String>>,
+    /// The fatal error that stops it, if any.
+    fatal: Option<String>,
 }
 
 /// A finished snapshot job: its result.
@@ -465,6 +489,8 @@ where
         if let Err(e) = self.replica.sync_all() {
             tracing::error!("the last writes could not be synced at shutdown: {e}");
         }
+        let why = self.fatal.take().unwrap_or_else(|| "the group member stopped".into());
+        let _ = self.stop_tx.send(Some(why));
         // Fail whatever waits: the member is gone.
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(ReplicaError::Uncertain));
@@ -597,6 +623,7 @@ where
                 Action::Durable { pos } => self.durable = Some(pos),
                 Action::Fatal { reason } => {
                     tracing::error!("replica stopped: {reason}");
+                    self.fatal = Some(reason);
                     let member = self.member.clone();
                     tokio::spawn(async move { member.shutdown().await });
                     return false;

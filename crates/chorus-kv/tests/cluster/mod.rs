@@ -44,6 +44,13 @@ pub struct Store {
     children: Vec<Option<Child>>,
     /// Each node's `kv.role` ("active" unless set).
     pub roles: Vec<&'static str>,
+    /// Nodes in the store.
+    pub n: u16,
+    /// With data directories (under `dir`), this `kv.appendfsync`; and then every node runs
+    /// with one unchanged config (node 1 configured to found the store), as an operator's would.
+    pub durable: Option<&'static str>,
+    /// More `[kv]` lines for every node's config.
+    pub kv_extra: String,
 }
 
 impl Store {
@@ -51,8 +58,14 @@ impl Store {
         self.base + i
     }
 
+    /// Node `i`'s data directory (with `durable`).
+    pub fn data_dir(&self, i: u16) -> PathBuf {
+        self.dir.join(format!("data{}", i + 1))
+    }
+
     fn config(&self, i: u16, bootstrap: bool) -> PathBuf {
-        let seeds: Vec<String> = (0..NODES)
+        let bootstrap = if self.durable.is_some() { i == 0 } else { bootstrap };
+        let seeds: Vec<String> = (0..self.n)
             .filter(|j| *j != i)
             .map(|j| format!("\"{}@127.0.0.1:{}\"", j + 1, self.base + 100 + j))
             .collect();
@@ -64,6 +77,17 @@ impl Store {
             self.port(i),
             self.roles.get(i as usize).copied().unwrap_or("active")
         );
+        let text = match self.durable {
+            Some(fsync) => text.replace(
+                "[kv]\n",
+                &format!(
+                    "data_dir = \"{}\"\n\n[kv]\nappendfsync = \"{fsync}\"\n{}",
+                    self.data_dir(i).display(),
+                    self.kv_extra
+                ),
+            ),
+            None => text,
+        };
         let path = self.dir.join(format!("node{}-{bootstrap}.toml", i + 1));
         std::fs::write(&path, text).unwrap();
         path
@@ -103,7 +127,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        for i in 0..NODES {
+        for i in 0..self.n {
             if self.children[i as usize].is_some() {
                 let _ = self.signal_cont(i);
             }
@@ -135,11 +159,11 @@ pub fn wait_converged(s: &Store, within: Duration, same_state: bool) -> Vec<BTre
     let start = Instant::now();
     let mut last = Vec::new();
     while start.elapsed() < within {
-        let infos: Vec<_> = (0..NODES).filter_map(|i| info(s.port(i))).collect();
-        let good = infos.len() == NODES as usize
+        let infos: Vec<_> = (0..s.n).filter_map(|i| info(s.port(i))).collect();
+        let good = infos.len() == s.n as usize
             && infos.iter().all(|i| {
                 i.get("role").map(String::as_str) == Some("active")
-                    && i.get("members").is_some_and(|m| m.split(',').count() == NODES as usize)
+                    && i.get("members").is_some_and(|m| m.split(',').count() == s.n as usize)
             })
             && infos.iter().all(|i| i.get("view_id") == infos[0].get("view_id"))
             && (!same_state
@@ -181,15 +205,40 @@ impl Store {
 
     /// A fresh store whose nodes have these roles, all in one view (not waiting for roles).
     pub fn start_all(name: &str, roles: Vec<&'static str>) -> Store {
+        Store::start_with(name, NODES, roles, None)
+    }
+
+    /// `n` nodes, with data directories if `durable` (see [`Store::durable`]).
+    pub fn start_with(name: &str, n: u16, roles: Vec<&'static str>, durable: Option<&'static str>) -> Store {
+        Store::start_configured(name, n, roles, durable, "")
+    }
+
+    /// As [`Store::start_with`], with `kv_extra` lines in every node's `[kv]` section.
+    pub fn start_configured(
+        name: &str,
+        n: u16,
+        roles: Vec<&'static str>,
+        durable: Option<&'static str>,
+        kv_extra: &str,
+    ) -> Store {
         let dir = std::env::temp_dir().join(format!("chorus-kv-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let salt = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         let base = 21_000 + ((std::process::id() ^ salt) % 400) as u16 * 10;
-        let mut s = Store { dir, base, children: (0..NODES).map(|_| None).collect(), roles };
+        let mut s = Store {
+            dir,
+            base,
+            children: (0..n).map(|_| None).collect(),
+            roles,
+            n,
+            durable,
+            kv_extra: kv_extra.into(),
+        };
         // All at once, as an operator starts a new store: node 1 founds the group once a
         // majority of the nodes answer that they belong to none.
         s.start(0, true);
-        for i in 1..NODES {
+        for i in 1..n {
             s.start(i, false);
         }
         s
@@ -197,6 +246,29 @@ impl Store {
 
     /// The Redis ports.
     pub fn ports(&self) -> Vec<u16> {
-        (0..NODES).map(|i| self.port(i)).collect()
+        (0..self.n).map(|i| self.port(i)).collect()
+    }
+
+    /// Whether node `i`'s process runs.
+    pub fn running(&self, i: u16) -> bool {
+        self.children[i as usize].is_some()
+    }
+
+    /// Waits for node `i`'s process to exit by itself (within `within`); its exit status and
+    /// the last lines of its log.
+    pub fn wait_exit(&mut self, i: u16, within: Duration) -> Option<(std::process::ExitStatus, String)> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(c) = self.children[i as usize].as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.children[i as usize] = None;
+                    let log = std::fs::read_to_string(self.dir.join(format!("node{}.log", i + 1)))
+                        .unwrap_or_default();
+                    return Some((status, log));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
