@@ -45,6 +45,7 @@ fn every_event_kind_has_an_example() {
         "install",
         "digest",
         "state_loaded",
+        "durable",
         "send",
         "deliver",
         "suspect",

@@ -62,6 +62,19 @@ enum Cmd {
         #[arg(long)]
         appendfsync: Option<String>,
     },
+    /// Force this node to bring the store back alone from its own data directory, when a
+    /// majority of the store's nodes lost their data for good (like etcd's
+    /// --force-new-cluster). Run it with the node stopped, then start the node as usual; the other
+    /// nodes join it and load its state. Writes the other nodes held and this one lacks are lost:
+    /// see docs/kv.md, "Durability".
+    ForceRecovery {
+        /// The node's config file (its data directory and node id are read from it).
+        #[arg(long)]
+        config: PathBuf,
+        /// Confirm: without it, only says what would be done.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A local 3-node store on loopback (Redis ports 7001-7003 by default): writes through one
     /// port, reads through the others, then prints how to use it with redis-cli and runs until
     /// Ctrl-C.
@@ -78,9 +91,15 @@ enum Cmd {
         /// Stop after the walk-through instead of running until Ctrl-C (for scripts and tests).
         #[arg(long)]
         exit: bool,
-        /// Where configs and logs go (default: a fresh temporary directory).
+        /// Where configs, logs and data directories go (default: a fresh temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// When the nodes sync their logs: always, everysec or no.
+        #[arg(long, default_value = "always")]
+        appendfsync: String,
+        /// No data directories: everything in memory (no power-cut walk-through then).
+        #[arg(long)]
+        memory: bool,
     },
 }
 
@@ -113,7 +132,11 @@ fn main() -> ExitCode {
             let kv = KvPartial { listen, role, reads, appendfsync, ..KvPartial::default() };
             node_cmd(config, group, kv)
         }
-        Cmd::Demo { nodes, port, reads, exit, dir } => demo(nodes, port, &reads, exit, dir),
+        Cmd::ForceRecovery { config, yes } => force_recovery(&config, yes),
+        Cmd::Demo { nodes, port, reads, exit, dir, appendfsync, memory } => {
+            let durability = (!memory).then_some(appendfsync);
+            demo(nodes, port, &reads, exit, dir, durability.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +219,46 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
         member.shutdown().await;
         Ok(())
     })
+}
+
+fn force_recovery(path: &std::path::Path, yes: bool) -> anyhow::Result<()> {
+    let file = config::from_file(path)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let group = file.group.overridden_by(Partial::from_env(env)?);
+    let cfg = config::build(group, file.kv)?;
+    let Some(dir) = &cfg.group.data_dir else {
+        bail!("{} sets no data_dir: nothing to recover from", path.display())
+    };
+    let now = chorus::runtime::wall_nanos() / 1_000_000;
+    let mut store = chorus::datadir::NodeStore::open(dir, cfg.group.node, now)
+        .with_context(|| format!("cannot use {} (is the node still running?)", dir.display()))?;
+    let Some(m) = store.membership().cloned() else {
+        bail!("node {} was not a member when it stopped (it left or was excluded): its state is not the group's", cfg.group.node)
+    };
+    let owner = chorus_smr::Stored::owner(store.dir().as_ref())?;
+    if owner != Some(m.me) {
+        bail!(
+            "node {}'s stored state is not its own in its last view (it was still loading it): it cannot give the state",
+            cfg.group.node
+        );
+    }
+    println!("node {}: last view {} {:?}", cfg.group.node, m.view.id.0, m.view.members);
+    println!(
+        "this makes node {} bring the store back alone with its stored state; the other nodes",
+        cfg.group.node
+    );
+    println!("then join it and load that state. Writes they held and this node lacks are lost, and if any");
+    println!("of them still runs with its data, two stores may exist: stop them for good first.");
+    if !yes {
+        println!("nothing done: run again with --yes to do it");
+        return Ok(());
+    }
+    let (from, to) = store.force_recovery()?;
+    println!(
+        "done: node {} now speaks alone for view {} (was in view {}); start it as usual",
+        cfg.group.node, to.id.0, from.id.0
+    );
+    Ok(())
 }
 
 /// Starts the member and the replica: from the data directory if there is one (the stored
@@ -300,9 +363,19 @@ impl Drop for Nodes {
     }
 }
 
-fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn demo(
+    nodes: u16,
+    port: u16,
+    reads: &str,
+    exit: bool,
+    dir: Option<PathBuf>,
+    appendfsync: Option<&str>,
+) -> anyhow::Result<()> {
     if !(1..=9).contains(&nodes) {
         bail!("--nodes must be 1 to 9");
+    }
+    if let Some(f) = appendfsync {
+        f.parse::<chorus_smr::Fsync>().map_err(|why| anyhow::anyhow!("--appendfsync: {why}"))?;
     }
     let dir = match dir {
         Some(d) => d,
@@ -316,14 +389,19 @@ fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) ->
     let mut configs = Vec::new();
     for i in 0..nodes {
         let seeds: Vec<String> = (0..nodes).filter(|j| *j != i).map(|j| format!("\"{}\"", peer(j))).collect();
-        let data = dir.join(format!("node{}", i + 1));
+        let (data, fsync) = match appendfsync {
+            Some(f) => (
+                format!("data_dir = \"{}\"\n", dir.join(format!("node{}", i + 1)).display()),
+                format!("appendfsync = \"{f}\"\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let toml = format!(
-            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\ndata_dir = \"{}\"\n\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\nappendfsync = \"always\"\n",
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\n{data}\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\n{fsync}",
             i + 1,
             port + 100 + i,
             seeds.join(", "),
             i == 0,
-            data.display(),
             port + i
         );
         let path = dir.join(format!("node{}.toml", i + 1));
@@ -384,7 +462,9 @@ fn demo(nodes: u16, port: u16, reads: &str, exit: bool, dir: Option<PathBuf>) ->
             );
         }
         println!("[demo] every replica has the same applied index and state digest");
-        whole_store_restart(&mut group, &exe, &configs, &dir, &ports, &rt)?;
+        if appendfsync == Some("always") {
+            whole_store_restart(&mut group, &exe, &configs, &dir, &ports, &rt)?;
+        }
     }
     println!();
     println!("Try it (redis-cli from the redis-tools package, or any Redis client):");

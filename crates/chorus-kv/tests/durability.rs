@@ -437,3 +437,84 @@ fn a_full_disk_stops_the_node_with_a_clear_error() {
     wait_converged(&s, Duration::from_secs(30), true);
     assert_eq!(get(s.port(2), "after-full"), Some(Value::Bulk(b"yes".to_vec())));
 }
+
+/// When a majority's disks are lost for good, the store cannot come back by itself (it cannot
+/// know what they held); `chorus-kv force-recovery` makes one node bring it back alone from its
+/// own files, and new nodes join it.
+#[test]
+fn force_recovery_brings_the_store_back_from_one_node() {
+    let mut s = Store::start_with("durable-force", 3, Vec::new(), Some("always"));
+    wait_converged(&s, Duration::from_secs(30), false);
+    let acked = write_acked(&s, "force", 30);
+    for i in 0..s.n {
+        s.kill(i);
+    }
+    for i in 1..s.n {
+        std::fs::remove_dir_all(s.data_dir(i)).unwrap();
+    }
+    // Alone, node 1 waits: a majority of its last view is needed to know no later view exists.
+    s.start(0, false);
+    std::thread::sleep(Duration::from_secs(4));
+    let i = info(s.port(0));
+    assert!(
+        i.as_ref().is_some_and(|i| i.get("role").map(String::as_str) != Some("active")),
+        "node 1 serves alone: {i:?}"
+    );
+    assert!(!set(s.port(0), "alone", "x"), "node 1 took a write alone");
+    s.kill(0);
+    let cfg = s.config_file(0);
+    let dry = Command::new(env!("CARGO_BIN_EXE_chorus-kv"))
+        .args(["force-recovery", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(dry.status.success() && String::from_utf8_lossy(&dry.stdout).contains("--yes"));
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus-kv"))
+        .args(["force-recovery", "--yes", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "force-recovery failed: {}", String::from_utf8_lossy(&out.stderr));
+    s.start(0, false);
+    for i in 1..s.n {
+        s.start(i, false);
+    }
+    wait_converged(&s, Duration::from_secs(40), true);
+    assert_all_there(&s, &acked);
+}
+
+/// INFO persistence, SAVE, BGSAVE, LASTSAVE and WAIT on a store with data directories.
+#[test]
+fn persistence_commands_report_and_save() {
+    let s = Store::start_with("durable-cmds", 3, Vec::new(), Some("always"));
+    wait_converged(&s, Duration::from_secs(30), false);
+    write_acked(&s, "cmd", 20);
+    let port = s.port(0);
+    let (persistence, saved, bg, last, waited) = rt().block_on(async {
+        let mut c = Client::connect(("127.0.0.1", port)).await.unwrap();
+        let p = c.cmd(&["INFO", "persistence"]).await.unwrap();
+        let last0 = c.cmd(&["LASTSAVE"]).await.unwrap();
+        let saved = c.cmd(&["SAVE"]).await.unwrap();
+        let bg = c.cmd(&["BGSAVE"]).await.unwrap();
+        let last = c.cmd(&["LASTSAVE"]).await.unwrap();
+        let waited = c.cmd(&["WAIT", "2", "100"]).await.unwrap();
+        (p, saved, bg, (last0, last), waited)
+    });
+    let text = match persistence {
+        Value::Bulk(b) => String::from_utf8(b).unwrap(),
+        other => panic!("INFO persistence: {other:?}"),
+    };
+    for field in
+        ["aof_enabled:1", "appendfsync:always", "wal_fsyncs:", "wal_synced_pos:", "rdb_last_bgsave_status:ok"]
+    {
+        assert!(text.contains(field), "INFO persistence lacks {field}: {text}");
+    }
+    let fsyncs: u64 =
+        text.lines().find_map(|l| l.strip_prefix("wal_fsyncs:")).unwrap().trim().parse().unwrap();
+    assert!(fsyncs > 0, "no fsync counted: {text}");
+    assert_eq!(saved, Value::Simple("OK".into()));
+    assert!(matches!(bg, Value::Simple(ref t) if t.contains("Background saving")), "{bg:?}");
+    let (Value::Int(before), Value::Int(after)) = last else { panic!("LASTSAVE: {last:?}") };
+    assert!(after > before && after > 1_600_000_000, "LASTSAVE {before} -> {after}");
+    assert_eq!(waited, Value::Int(2), "WAIT: every write is on both other members");
+}

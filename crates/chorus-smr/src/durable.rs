@@ -148,7 +148,7 @@ pub struct StorageStatus {
 
 /// The replica's storage.
 #[derive(Debug)]
-pub(crate) struct Stored {
+pub struct Stored {
     pub(crate) dir: Arc<dyn Dir>,
     pub(crate) wal: Wal,
     pub(crate) opts: DurableOptions,
@@ -178,6 +178,11 @@ pub(crate) enum Loading {
 }
 
 impl Stored {
+    /// The member that owns the state stored in `dir`, if any (see the module docs).
+    pub fn owner(dir: &dyn Dir) -> Result<Option<MemberId>, StorageError> {
+        Stored::read_owner(dir)
+    }
+
     pub(crate) fn read_owner(dir: &dyn Dir) -> Result<Option<MemberId>, StorageError> {
         match read_atomic(dir, OWNER)? {
             None => Ok(None),

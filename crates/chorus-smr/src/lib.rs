@@ -22,7 +22,7 @@ mod replica;
 mod session;
 pub mod storage;
 
-pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus};
+pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus, Stored};
 pub use machine::{Ctx, Frozen, RestoreError, StateMachine, WholeSnapshot};
 pub use replica::{
     Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Ticket,

@@ -136,6 +136,44 @@ impl NodeStore {
         self.membership().map(|m| Recovery { membership: m.clone(), state })
     }
 
+    /// **Forces** this node to recover the group alone, from its own stored state, when a
+    /// majority of the group's last view is lost for good (etcd's `--force-new-cluster`): the
+    /// membership becomes a view of this node's last member alone, one above the last view it
+    /// knew, so that on its next start it speaks for that member alone, founds the next view with
+    /// its state, and lets the others join and load it. Returns (the view it was in, the view it
+    /// now speaks for). Risk: if the lost members were not lost (only cut off), or held writes
+    /// this node lacks, those writes are gone and two histories may exist; use it only on the
+    /// node with the most recent state, with every other node of the last view stopped for good.
+    pub fn force_recovery(&mut self) -> Result<(chorus_core::View, chorus_core::View), DataDirError> {
+        let Some(p) = self.persisted.clone() else {
+            return Err(DataDirError::Damaged {
+                file: MEMBERSHIP,
+                why: "this node never belonged to a group".into(),
+            });
+        };
+        let Some(m) = p.membership.clone() else {
+            return Err(DataDirError::Damaged {
+                file: MEMBERSHIP,
+                why: "this node was not a member when it stopped (it left or was excluded): its state is not the group's"
+                    .into(),
+            });
+        };
+        let view = chorus_core::View { id: p.last_view.max(m.view.id).next(), members: vec![m.me] };
+        let forced = Persisted {
+            group: p.group,
+            membership: Some(Membership {
+                view: view.clone(),
+                me: m.me,
+                created_by: None,
+                promised: None,
+                accepted: None,
+            }),
+            last_view: view.id,
+        };
+        self.save(&forced)?;
+        Ok((m.view, view))
+    }
+
     /// Stores the core's record durably.
     pub fn save(&mut self, p: &Persisted) -> Result<(), StorageError> {
         write_atomic(self.dir.as_ref(), MEMBERSHIP, &p.encode())?;

@@ -58,6 +58,11 @@ impl Store {
         self.base + i
     }
 
+    /// Node `i`'s config file (written now).
+    pub fn config_file(&self, i: u16) -> PathBuf {
+        self.config(i, i == 0)
+    }
+
     /// Node `i`'s data directory (with `durable`).
     pub fn data_dir(&self, i: u16) -> PathBuf {
         self.dir.join(format!("data{}", i + 1))
