@@ -296,7 +296,8 @@ impl Checker {
                 state.replica = Some(Replica::new(reported, Origin::Digest(view)));
                 self.durability.on_report(t, p, view, reported.applied)?;
                 self.state_transfer.on_report(t, p, view, Report::Digest, reported)?;
-                self.replica_determinism.on_report(t, p, view, reported)?;
+                let from_disks = self.views.get(&view).is_some_and(|v| !v.recovered.is_empty());
+                self.replica_determinism.on_report(t, p, view, reported, from_disks)?;
             }
             Ev::StateLoaded { view, applied, hash } => {
                 let (view, loaded) = (*view, AppState { applied: *applied, hash: *hash });
@@ -304,7 +305,8 @@ impl Checker {
                 state.replica = Some(Replica::new(loaded, Origin::Loaded(view)));
                 self.durability.on_report(t, p, view, loaded.applied)?;
                 self.state_transfer.on_report(t, p, view, Report::Loaded, loaded)?;
-                self.replica_determinism.on_report(t, p, view, loaded)?;
+                let from_disks = self.views.get(&view).is_some_and(|v| !v.recovered.is_empty());
+                self.replica_determinism.on_report(t, p, view, loaded, from_disks)?;
             }
             Ev::Excluded | Ev::Left => {
                 state.live = false;

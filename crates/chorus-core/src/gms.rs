@@ -122,7 +122,7 @@ impl Node {
         m.wedged
             || (!m.pending_joins.is_empty() && self.join_room(&excluded))
             || !excluded.is_empty()
-            || !self.removable_leavers(staying).is_empty()
+            || self.leave_possible(&excluded, staying)
             || m.peers.iter().enumerate().any(|(r, p)| r != m.me && !p.suspected && p.wedged)
     }
 
@@ -136,6 +136,28 @@ impl Node {
             return true;
         }
         (0..m.view.members.len()).filter(|r| !excluded.contains(r)).all(|r| {
+            if r == m.me {
+                m.holds_state()
+            } else {
+                m.peers[r].holds_state
+            }
+        })
+    }
+
+    /// Whether a member asking to leave can go now. With state transfer, not if it would take
+    /// the last state with it: `try_decide` keeps such a leaver, so changing the view for it
+    /// would only install the same members again and restart the transfers that are to hand the
+    /// state on, again and again (seed 7007176).
+    fn leave_possible(&self, excluded: &BTreeSet<usize>, staying: usize) -> bool {
+        let Some(m) = self.member() else { return false };
+        let leavers = self.removable_leavers(staying);
+        if leavers.is_empty() {
+            return false;
+        }
+        if !self.cfg.state_transfer {
+            return true;
+        }
+        (0..m.view.members.len()).filter(|r| !excluded.contains(r) && !leavers.contains(r)).any(|r| {
             if r == m.me {
                 m.holds_state()
             } else {
@@ -351,9 +373,11 @@ impl Node {
             let mut loading: Vec<MemberId> =
                 kept.iter().filter(|r| !holds(r)).map(|r| m.view.members[*r]).collect();
             // No member alive holds the state: it comes from the restarted members' disks, those
-            // with the highest stored position giving it. Every write acknowledged under
-            // `appendfsync always` is on every member's disk, and a majority of this view meets
-            // the members that held the state in it (they are a majority too).
+            // with the highest stored position giving it. A restart offers a state only if its
+            // member in this view owned it (the application's rule, `Recovery::state`): that
+            // member held the state on disk here, and reported stored everything acknowledged
+            // in its views, so any offered state holds every write acknowledged under
+            // `appendfsync always`. With no state offered, the view waits (no holder).
             let live_holder = kept.iter().any(holds);
             let mut best = None;
             if state_transfer && !live_holder && !rejoining.is_empty() {

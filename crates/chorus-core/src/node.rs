@@ -490,6 +490,22 @@ impl Node {
             to == self.me
                 || future.is_some_and(|f| to.node == f.node && to.inc > self.me.inc && to.inc <= f.inc)
         };
+        // A joiner with a data directory takes an install meant for an earlier life of its
+        // node: that life may never have installed the view, and then this one stands in for
+        // it there (see `handle_msg`). Members resend a view's install to the members they have
+        // not heard from, so this is how a restart learns of a view its earlier life missed
+        // (seed 7017391: without it, a two-member view whose joiner crashed before installing
+        // waited forever for that joiner's voice).
+        let joining = matches!(self.state, State::Joining { .. }) && self.cfg.durable_membership;
+        let earlier = |to: MemberId| to.node == self.me.node && to.inc < self.me.inc;
+        if joining && body.to.is_some_and(earlier) {
+            for msg in body.msgs {
+                if matches!(msg, Msg::Install { .. }) {
+                    self.handle_msg(now, sender, msg);
+                }
+            }
+            return Ok(());
+        }
         if body.to.is_some_and(|to| !mine(to)) {
             // Meant for an earlier life of this node: the sender still believes in a view that
             // held it. Act on nothing, but tell the sender if it is left behind.

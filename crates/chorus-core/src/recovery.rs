@@ -70,8 +70,11 @@ pub struct Recovery {
     /// Its last persisted membership.
     pub membership: Membership,
     /// The position of the application state it holds on stable storage (what it last gave
-    /// `Node::set_durable`, or more), if it holds any: the recovered members with the highest
-    /// one give the state when no member alive holds it.
+    /// `Node::set_durable`, or more), if that state is `membership.me`'s own: the state it held
+    /// in that view, founded, loaded and stored, or offered and kept when it recovered. The
+    /// recovered members with the highest one give the state when no member alive holds it.
+    /// A state from an earlier membership must not be offered: it may lack writes acknowledged
+    /// since (a life that loaded the state in a later view never stored it).
     pub state: Option<u64>,
 }
 

@@ -12,10 +12,9 @@
 
 mod cluster;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{python_ready, repo, wait_converged, Store, NODES};
+use cluster::{judge, python_ready, wait_converged, workload, Store};
 
 #[test]
 fn linearizable_and_no_acknowledged_write_lost_under_kills_pauses_and_restarts() {
@@ -28,13 +27,7 @@ fn linearizable_and_no_acknowledged_write_lost_under_kills_pauses_and_restarts()
     let view0: u64 = first[0]["view_id"].parse().unwrap();
 
     let history = dir.join("history.jsonl");
-    let ports: Vec<String> = (0..NODES).map(|i| s.port(i).to_string()).collect();
-    let mut workload = Command::new("python3")
-        .arg(repo().join("tests/kv/workload.py"))
-        .args(["--ports", &ports.join(","), "--seconds", "24", "--clients", "6", "--history"])
-        .arg(&history)
-        .spawn()
-        .unwrap();
+    let mut workload = workload(&s, 24, &history);
 
     // The nemesis: a kill and restart, a pause past the suspicion timeout, then the oldest
     // member (the coordinator) killed and restarted.
@@ -75,24 +68,8 @@ fn linearizable_and_no_acknowledged_write_lost_under_kills_pauses_and_restarts()
     );
 
     // The checker.
+    judge(&history, 100);
     let text = std::fs::read_to_string(&history).unwrap();
-    let h = chorus_lin::jsonl::parse(&text).unwrap();
-    let report = chorus_lin::check_history(&h, &chorus_lin::CheckOptions::default()).unwrap();
-    eprintln!("{report}");
-    assert_eq!(
-        report.verdict(),
-        chorus_lin::Verdict::Linearizable,
-        "history {}: {report}",
-        history.display()
-    );
-    let lost = chorus_lin::lost_appends(&h);
-    assert!(lost.is_ok(), "acknowledged appends lost (history {}): {lost:?}", history.display());
-    assert!(lost.keys_without_final_read.is_empty(), "keys without a final read: {lost:?}");
-    assert!(lost.appends_checked > 100, "only {} acknowledged appends checked", lost.appends_checked);
-    eprintln!(
-        "no acknowledged append lost: {} appends checked against {} final reads",
-        lost.appends_checked, lost.final_reads
-    );
     let oks = text.lines().filter(|l| l.contains("\"type\": \"ok\"")).count();
     assert!(oks > 500, "only {oks} operations succeeded: the workload hardly ran");
     drop(s);

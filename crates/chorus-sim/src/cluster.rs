@@ -990,8 +990,11 @@ impl Cluster {
                 }
                 // With disks: the state this member holds at the start of the view is its own
                 // (a founder's, a continuing member's, a recovered donor's), and a restart that
-                // re-entered through recovery keeps its stored state as its own meanwhile.
-                if self.o.disks.on && (recovered.contains(&me) || (!loading.contains(&me) && holds)) {
+                // re-entered through recovery with the state it offered keeps that state as its
+                // own meanwhile (as `chorus-smr` does). A restart that offered none has nothing
+                // of its own: its disk holds a state from before its last membership, perhaps
+                // older than what was acknowledged since (seed 7013220).
+                if self.o.disks.on && holds && (recovered.contains(&me) || !loading.contains(&me)) {
                     if let Some(d) = self.disks.get_mut(node as usize) {
                         if d.owner != Some(me) && !loading.contains(&me) && !recovered.is_empty() {
                             self.marks.hit(SimMark::RecoveredDonor);

@@ -16,18 +16,27 @@
 //! - (b) equal `applied` means equal `hash`: any two `digest` or `state_loaded` lines in the
 //!   whole trace, whatever their processes and views, that carry the same `applied` carry the
 //!   same `hash` (one history of applied messages).
+//! - (c) except a lost suffix: a view formed from disks (its install names `recovered`
+//!   members) starts from the state its members recovered, `applied` r; a suffix beyond r
+//!   reported in earlier views was held only by processes that crashed before storing it, and
+//!   the group goes on without it (DESIGN G14 allows that for what was never acknowledged
+//!   durable; G14's own check makes sure r holds everything that was). Reports above r from
+//!   views before it are forgotten; r itself must still match, so the kept prefix is intact,
+//!   and G11 makes every report of the view agree with r.
 //!
 //! A process that never reports is not replayed against anything; a trace without `digest` and
 //! `state_loaded` lines passes trivially.
 //!
 //! How: (a) keeps one state per process, updated by one 8-byte FNV step per total or safe
 //! delivery. (b) keeps, per distinct `applied` value reported, the first (hash, process, view):
-//! one entry per boundary value, at most one per report, never one per message.
+//! one entry per boundary value, at most one per report, never one per message, ordered so
+//! that (c) cuts a suffix in one range.
 
 use std::fmt;
 
 use crate::checker::AppState;
-use crate::hash::FastMap;
+use std::collections::BTreeMap;
+
 use crate::trace::Proc;
 use crate::violation::{Guarantee, Violation};
 
@@ -115,12 +124,33 @@ pub(crate) fn on_digest(
 /// which view.
 #[derive(Debug, Default)]
 pub(crate) struct ReplicaDeterminism {
-    by_applied: FastMap<u64, (u64, Proc, u64)>,
+    by_applied: BTreeMap<u64, (u64, Proc, u64)>,
 }
 
 impl ReplicaDeterminism {
-    /// `p` reports `state` (a `digest` or `state_loaded` line) for the start of `view`.
-    pub(crate) fn on_report(&mut self, t: u64, p: Proc, view: u64, state: AppState) -> Result<(), Violation> {
+    /// `p` reports `state` (a `digest` or `state_loaded` line) for the start of `view`;
+    /// `from_disks` if the view was formed from disks (its install names `recovered` members).
+    pub(crate) fn on_report(
+        &mut self,
+        t: u64,
+        p: Proc,
+        view: u64,
+        state: AppState,
+        from_disks: bool,
+    ) -> Result<(), Violation> {
+        if from_disks {
+            // (c): what earlier views reported beyond the recovered state was lost with the
+            // processes that held it.
+            let lost: Vec<u64> = self
+                .by_applied
+                .range(state.applied.saturating_add(1)..)
+                .filter(|(_, &(_, _, w))| w < view)
+                .map(|(&a, _)| a)
+                .collect();
+            for a in lost {
+                self.by_applied.remove(&a);
+            }
+        }
         let &mut (hash, q, w) = self.by_applied.entry(state.applied).or_insert((state.hash, p, view));
         if hash == state.hash {
             return Ok(());
@@ -139,7 +169,7 @@ impl ReplicaDeterminism {
 
 #[cfg(test)]
 mod tests {
-    use crate::testkit::{p, state_after, state_from, Trace};
+    use crate::testkit::{p, pi, state_after, state_from, Trace};
     use crate::trace::Order;
     use crate::Guarantee;
 
@@ -252,5 +282,48 @@ mod tests {
         tr.multicast_as(a, 3, 1, Order::Total, &[a, b]).install_all(4, &[a, b]);
         tr.digest(b, 4, state_from(s3, &[(a, 3, 1)]));
         tr.assert_ok();
+    }
+
+    /// a and b apply one message in view 1 and one in view 2; both crash, and their restarts
+    /// recover from disk the state at `recovered` and report it for view 4 (formed from
+    /// disks), then go on with another second message.
+    fn rewound(recovered: (u64, u64)) -> Trace {
+        let (a, b) = (p(1), p(2));
+        let (a2, b2) = (pi(1, 1), pi(2, 1));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.digest(a, 1, (0, 0)).digest(b, 1, (0, 0));
+        tr.multicast_as(a, 1, 1, Order::Safe, &[a, b]);
+        let s1 = state_after(&[(a, 1, 1)]);
+        tr.install_all(2, &[a, b]).digest(a, 2, s1).digest(b, 2, s1);
+        tr.multicast_as(a, 2, 1, Order::Safe, &[a, b]);
+        let s2 = state_from(s1, &[(a, 2, 1)]);
+        tr.install_all(3, &[a, b]).digest(a, 3, s2).digest(b, 3, s2);
+        tr.crash(a).crash(b).start(a2).start(b2);
+        tr.install_recovered(&[a2, b2], 4, &[a2, b2], &[a2, b2]);
+        tr.digest(a2, 4, recovered).digest(b2, 4, recovered);
+        tr
+    }
+
+    #[test]
+    fn a_suffix_lost_with_the_whole_group_may_be_written_again() {
+        let (a, b2) = (p(1), pi(2, 1));
+        let mut tr = rewound(state_after(&[(a, 1, 1)]));
+        tr.multicast_as(b2, 4, 1, Order::Safe, &[pi(1, 1), b2]);
+        let other = state_from(state_after(&[(a, 1, 1)]), &[(b2, 4, 1)]);
+        tr.install_all(5, &[pi(1, 1), b2]).digest(pi(1, 1), 5, other).digest(b2, 5, other);
+        tr.assert_ok();
+        // The new suffix is the one history from then on: a joiner may not load the lost one.
+        let c = p(3);
+        tr.start(c).install_loading_all(6, &[pi(1, 1), b2, c], &[c]);
+        tr.state_loaded(c, 6, state_from(state_after(&[(a, 1, 1)]), &[(a, 2, 1)]));
+        let v = tr.assert_violates(Guarantee::ST3ReplicaDeterminism);
+        assert!(v.detail.contains("reported applied 2 with hash"), "{v}");
+    }
+
+    #[test]
+    fn a_recovery_must_keep_the_prefix_it_claims() {
+        // Position 1 recovered with another history than the one applied.
+        let v = rewound(state_after(&[(p(2), 1, 1)])).assert_violates(Guarantee::ST3ReplicaDeterminism);
+        assert!(v.detail.contains("reported applied 1 with hash"), "{v}");
     }
 }

@@ -277,3 +277,43 @@ impl Store {
         None
     }
 }
+
+/// tests/kv/workload.py against every node of `s`: 6 redis-py clients, register and
+/// list-append, for `seconds`, the history written to `history`.
+pub fn workload(s: &Store, seconds: u64, history: &std::path::Path) -> Child {
+    let ports: Vec<String> = s.ports().iter().map(u16::to_string).collect();
+    Command::new("python3")
+        .arg(repo().join("tests/kv/workload.py"))
+        .args(["--ports", &ports.join(","), "--seconds", &seconds.to_string(), "--clients", "6", "--history"])
+        .arg(history)
+        .spawn()
+        .unwrap()
+}
+
+/// Linearizable per key, and no acknowledged append missing from the final reads (at least
+/// `min_appends` of them checked).
+pub fn judge(history: &std::path::Path, min_appends: usize) {
+    let text = std::fs::read_to_string(history).unwrap();
+    let h = chorus_lin::jsonl::parse(&text).unwrap();
+    let report = chorus_lin::check_history(&h, &chorus_lin::CheckOptions::default()).unwrap();
+    eprintln!("{report}");
+    assert_eq!(
+        report.verdict(),
+        chorus_lin::Verdict::Linearizable,
+        "history {}: {report}",
+        history.display()
+    );
+    let lost = chorus_lin::lost_appends(&h);
+    assert!(lost.is_ok(), "acknowledged appends lost (history {}): {lost:?}", history.display());
+    assert!(lost.keys_without_final_read.is_empty(), "keys without a final read: {lost:?}");
+    assert!(
+        lost.appends_checked >= min_appends,
+        "only {} acknowledged appends checked (history {})",
+        lost.appends_checked,
+        history.display()
+    );
+    eprintln!(
+        "no acknowledged append lost: {} appends checked against {} final reads",
+        lost.appends_checked, lost.final_reads
+    );
+}
