@@ -312,16 +312,15 @@ fn whole_store_restart(
     let before = rt.block_on(read_keys(ports[0], &keys))?;
     println!();
     println!("[demo] SIGKILL every node at once (a power cut): every write was acknowledged once on every node's disk");
-    for c in &mut group.children {
-        let _ = c.kill();
-        let _ = c.wait();
+    for i in 0..group.children.len() {
+        group.kill(i);
     }
     println!("[demo] restart them with the same commands, the last one first; node 1's config still says bootstrap = true");
     for i in (0..group.children.len()).rev() {
-        group.children[i] = spawn_node(exe, &configs[i], dir, i as u16)?;
+        group.children[i] = Some(spawn_node(exe, &configs[i], dir, i as u16)?);
     }
-    for p in ports {
-        wait_ready(*p, ports.len() as u16, Duration::from_secs(40))?;
+    for i in 0..ports.len() {
+        group.wait_ready(i, ports.len() as u16, Duration::from_secs(40))?;
     }
     println!("[demo] the store recovered from the data directories: one group, every node active");
     for p in ports {
@@ -333,7 +332,7 @@ fn whole_store_restart(
             }
         }
     }
-    converged(ports, Duration::from_secs(20))?;
+    converged(group, Duration::from_secs(20))?;
     println!("[demo] everything written before the power cut is there, on every node");
     Ok(())
 }
@@ -352,17 +351,85 @@ async fn read_keys(port: u16, keys: &[&str]) -> anyhow::Result<Vec<chorus_kv::re
     Ok(out)
 }
 
+/// The nodes the demo started: `None` for one it killed on purpose.
 struct Nodes {
-    children: Vec<Child>,
+    children: Vec<Option<Child>>,
+    ports: Vec<u16>,
+    dir: PathBuf,
 }
 
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.children {
+impl Nodes {
+    /// Fails if a node the demo started has exited: with its status and the end of its log.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        for (i, c) in self.children.iter_mut().enumerate() {
+            let Some(child) = c else { continue };
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = self.dir.join(format!("node{}.log", i + 1));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!(
+                    "node {} exited ({status}); the end of {}:\n  {}",
+                    i + 1,
+                    log.display(),
+                    tail.join("\n  ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` (index) and reaps it.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children.get_mut(i).and_then(Option::take) {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+
+    /// Waits until node `i` answers, is the process the demo started (not another program on
+    /// its port), and is active in a view of at least `want` members.
+    fn wait_ready(&mut self, i: usize, want: u16, within: Duration) -> anyhow::Result<()> {
+        let port = self.ports[i];
+        let pid = self.children[i].as_ref().map(Child::id);
+        wait(&format!("node {} (port {port}) was not ready", i + 1), within, || {
+            self.check_running()?;
+            let (info, their_pid) = match info_and_pid(port) {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            if pid.is_some() && their_pid != pid {
+                bail!(
+                    "the process answering on port {port} is not the node the demo started (pid {their_pid:?}, \
+                     not {pid:?}): another program uses that port; pick others with --port"
+                );
+            }
+            let role = info.get("role").cloned().unwrap_or_default();
+            if role == "active" && members(&info) >= usize::from(want) {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(format!("role {role}, {} members", members(&info))))
+            }
+        })
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Fails if a port the demo needs is taken, naming it.
+fn ports_free(ports: &[u16]) -> anyhow::Result<()> {
+    for p in ports {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", *p)) {
+            bail!("port {p} on 127.0.0.1 is not free ({e}): another store or program uses it; pick other ports with --port");
+        }
+    }
+    Ok(())
 }
 
 fn demo(
@@ -387,7 +454,10 @@ fn demo(
     let exe = std::env::current_exe().context("cannot find this program")?;
     let peer = |i: u16| format!("{}@127.0.0.1:{}", i + 1, port + 100 + i);
     println!("chorus-kv demo: {nodes} nodes on loopback; configs and logs in {}", dir.display());
-    let mut group = Nodes { children: Vec::new() };
+    let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
+    let peer_ports: Vec<u16> = (0..nodes).map(|i| port + 100 + i).collect();
+    ports_free(&[ports.as_slice(), peer_ports.as_slice()].concat())?;
+    let mut group = Nodes { children: Vec::new(), ports: ports.clone(), dir: dir.clone() };
     let mut configs = Vec::new();
     for i in 0..nodes {
         let seeds: Vec<String> = (0..nodes).filter(|j| *j != i).map(|j| format!("\"{}\"", peer(j))).collect();
@@ -411,11 +481,10 @@ fn demo(
         let child = spawn_node(&exe, &path, &dir, i)?;
         configs.push(path);
         println!("  node {}: redis on 127.0.0.1:{}, peers on 127.0.0.1:{}", i + 1, port + i, port + 100 + i);
-        group.children.push(child);
+        group.children.push(Some(child));
     }
-    let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
-    for p in &ports {
-        wait_ready(*p, nodes, Duration::from_secs(30))?;
+    for i in 0..ports.len() {
+        group.wait_ready(i, nodes, Duration::from_secs(30))?;
     }
     println!("all {nodes} nodes are in one view; every node is active");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -426,11 +495,8 @@ fn demo(
         let vport = ports[victim];
         println!();
         println!("[demo] SIGKILL node {} (port {vport})", victim + 1);
-        if let Some(c) = group.children.get_mut(victim) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        wait_members(ports[0], nodes - 1, Duration::from_secs(20))?;
+        group.kill(victim);
+        wait_members(&mut group, 0, nodes - 1, Duration::from_secs(20))?;
         println!("[demo] the others installed a view without it (suspected by timeout, removed)");
         rt.block_on(async {
             let mut w = Client::connect(("127.0.0.1", ports[0])).await?;
@@ -442,8 +508,8 @@ fn demo(
             "[demo] restart node {}: it joins as a new member and loads the state from a donor",
             victim + 1
         );
-        group.children[victim] = spawn_node(&exe, &configs[victim], &dir, victim as u16)?;
-        wait_ready(vport, nodes, Duration::from_secs(30))?;
+        group.children[victim] = Some(spawn_node(&exe, &configs[victim], &dir, victim as u16)?);
+        group.wait_ready(victim, nodes, Duration::from_secs(30))?;
         rt.block_on(async {
             let mut r = Client::connect(("127.0.0.1", vport)).await?;
             let v = r.cmd(&["GET", "demo:while-down"]).await?;
@@ -453,7 +519,7 @@ fn demo(
             }
             anyhow::Ok(())
         })?;
-        let infos = converged(&ports, Duration::from_secs(20))?;
+        let infos = converged(&mut group, Duration::from_secs(20))?;
         for (p, i) in ports.iter().zip(&infos) {
             println!(
                 "[{p}] view {} member {} applied {} state digest {}",
@@ -528,12 +594,33 @@ fn members(i: &Info) -> usize {
     i.get("members").map_or(0, |m| m.split(',').filter(|s| !s.is_empty()).count())
 }
 
-/// Polls `ready` every 100 ms for `within`; fails with `what` and the last state it saw.
-fn wait<T>(what: &str, within: Duration, mut ready: impl FnMut() -> Result<T, String>) -> anyhow::Result<T> {
+/// INFO group of the node on `port`, and the process id it reports (INFO server).
+fn info_and_pid(port: u16) -> anyhow::Result<(Info, Option<u32>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut c = Client::connect(("127.0.0.1", port)).await?;
+        let group = c.info_group().await?;
+        let server = match c.cmd(&["INFO", "server"]).await? {
+            chorus_kv::resp_client::Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            _ => String::new(),
+        };
+        let pid =
+            server.lines().find_map(|l| l.trim().strip_prefix("process_id:")).and_then(|v| v.parse().ok());
+        Ok((group, pid))
+    })
+}
+
+/// Polls `ready` every 100 ms for `within`: `Ok(Ok(v))` ends the wait, `Ok(Err(state))` goes
+/// on, `Err` fails at once (a node exited). Fails with `what` and the last state it saw.
+fn wait<T>(
+    what: &str,
+    within: Duration,
+    mut ready: impl FnMut() -> anyhow::Result<Result<T, String>>,
+) -> anyhow::Result<T> {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < within {
-        match ready() {
+        match ready()? {
             Ok(v) => return Ok(v),
             Err(e) => last = e,
         }
@@ -542,47 +629,35 @@ fn wait<T>(what: &str, within: Duration, mut ready: impl FnMut() -> Result<T, St
     bail!("{what} within {within:?} (last: {last}); see the nodes' logs")
 }
 
-/// Waits until the node on `port` is in a view of exactly `want` members.
-fn wait_members(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
+/// Waits until node `i` is in a view of exactly `want` members.
+fn wait_members(group: &mut Nodes, i: usize, want: u16, within: Duration) -> anyhow::Result<()> {
+    let port = group.ports[i];
     wait(&format!("the node on port {port} did not reach a view of {want} members"), within, || {
-        let i = info(port).map_err(|e| e.to_string())?;
-        if members(&i) == usize::from(want) {
-            Ok(())
-        } else {
-            Err(format!("{} members", members(&i)))
-        }
+        group.check_running()?;
+        let i = match info(port) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        Ok(if members(&i) == usize::from(want) { Ok(()) } else { Err(format!("{} members", members(&i))) })
     })
 }
 
 /// Waits until every node reports the same applied index with an up-to-date state digest.
-fn converged(ports: &[u16], within: Duration) -> anyhow::Result<Vec<Info>> {
+fn converged(group: &mut Nodes, within: Duration) -> anyhow::Result<Vec<Info>> {
+    let ports = group.ports.clone();
     wait("the replicas did not converge", within, || {
-        let infos =
-            ports.iter().map(|p| info(*p)).collect::<anyhow::Result<Vec<_>>>().map_err(|e| e.to_string())?;
+        group.check_running()?;
+        let infos = match ports.iter().map(|p| info(*p)).collect::<anyhow::Result<Vec<_>>>() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         let key = |i: &Info, k: &str| i.get(k).cloned().unwrap_or_default();
         let same = infos.iter().all(|i| {
             key(i, "applied_index") == key(&infos[0], "applied_index")
                 && key(i, "state_digest_index") == key(i, "applied_index")
                 && key(i, "state_digest") == key(&infos[0], "state_digest")
         });
-        if same {
-            Ok(infos)
-        } else {
-            Err(format!("{infos:?}"))
-        }
-    })
-}
-
-/// Waits until the node on `port` answers and is active in a view of `want` members.
-fn wait_ready(port: u16, want: u16, within: Duration) -> anyhow::Result<()> {
-    wait(&format!("the node on port {port} was not ready"), within, || {
-        let i = info(port).map_err(|e| e.to_string())?;
-        let role = i.get("role").cloned().unwrap_or_default();
-        if role == "active" && members(&i) >= usize::from(want) {
-            Ok(())
-        } else {
-            Err(format!("role {role}, {} members", members(&i)))
-        }
+        Ok(if same { Ok(infos) } else { Err(format!("{infos:?}")) })
     })
 }
 
