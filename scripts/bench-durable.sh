@@ -11,6 +11,8 @@
 #   bash scripts/bench-durable.sh              # everything (~4 min; etcd needs root for apt-get)
 #   SKIP_ETCD=1 bash scripts/bench-durable.sh  # without etcd
 #   N=200000 RUNS=3 ...                        # requests per test, runs per figure (median kept)
+#   RAND=100000 ...                            # random keys among 100,000 (-r); default: the
+#                                              # issue's command, one key (redis-benchmark's default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
@@ -35,7 +37,7 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else print a[int((
 bench() {
     local name=$1 port=$2 run out
     for ((run = 1; run <= RUNS; run++)); do
-        out=$(redis-benchmark -p "$port" -t set -n "$N" -c 50 -P 16 -r 100000 --csv 2>>"$OUT/$name.err")
+        out=$(redis-benchmark -p "$port" -t set -n "$N" -c 50 -P 16 ${RAND:+-r "$RAND"} --csv 2>>"$OUT/$name.err")
         echo "$out" >>"$OUT/$name.csv"
         printf '%s\n' "$out" | grep -i '^"set"' | tr -d '"' | awk -F, -v k="$name" '{print k, $2}' >>"$OUT/runs"
     done

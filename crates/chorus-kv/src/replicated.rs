@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chorus::{Event, Events, Member, MemberId, Order, ViewId};
-use chorus_smr::storage::{Dir, StorageError};
+use chorus_smr::storage::{Dir, StorageError, WalSync, WalSynced};
 use chorus_smr::{
     Action, Consistency, DurableOptions, Frozen, Replica, ReplicaConfig, ReplicaError, ReplicaStatus,
     SnapshotJob, StateMachine, StorageStatus, Ticket,
@@ -251,6 +251,7 @@ where
         let in_flight = Arc::new(AtomicU64::new(0));
         let idle = Arc::new(Notify::new());
         let (snap_tx, snap_rx) = mpsc::unbounded_channel();
+        let (sync_jobs, sync_done) = spawn_syncer();
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
         let driver = Driver {
             replica,
@@ -269,12 +270,13 @@ where
             storage: storage.clone(),
             durable: None,
             snap_tx,
+            sync_jobs,
             save_waiters: Vec::new(),
             started: std::time::Instant::now(),
             stop_tx,
             fatal: None,
         };
-        tokio::spawn(driver.run(events, rx, snap_rx));
+        tokio::spawn(driver.run(events, rx, snap_rx, sync_done));
         Replicated { tx, status, digest, member, machine, gate, last_now_ms, applied, storage, stopped }
     }
 }
@@ -408,6 +410,8 @@ struct Driver<S: StateMachine> {
     durable: Option<u64>,
     /// Snapshot jobs report here when they end.
     snap_tx: mpsc::UnboundedSender<SnapResult>,
+    /// Syncs of the log go to the sync thread (`spawn_syncer`); `None` once it is gone.
+    sync_jobs: Option<std::sync::mpsc::Sender<WalSync>>,
     /// SAVE commands waiting for the snapshot being written.
     save_waiters: Vec<oneshot::Sender<Result<SaveOutcome, String>>>,
     /// For fsync timings.
@@ -416,6 +420,28 @@ struct Driver<S: StateMachine> {
     stop_tx: tokio::sync::watch::Sender<Option<String>>,
     /// The fatal error that stops it, if any.
     fatal: Option<String>,
+}
+
+/// The thread that syncs the write-ahead log (one fsync at a time: group commit), so that the
+/// driver goes on applying and logging while the disk works. Jobs in, results out; at most one
+/// job is out at a time (`Replica::sync_start`).
+fn spawn_syncer() -> (Option<std::sync::mpsc::Sender<WalSync>>, mpsc::UnboundedReceiver<WalSynced>) {
+    let (jobs, job_rx) = std::sync::mpsc::channel::<WalSync>();
+    let (done_tx, done) = mpsc::unbounded_channel();
+    let spawned = std::thread::Builder::new().name("chorus-wal-sync".into()).spawn(move || {
+        while let Ok(job) = job_rx.recv() {
+            if done_tx.send(job.run()).is_err() {
+                break;
+            }
+        }
+    });
+    match spawned {
+        Ok(_) => (Some(jobs), done),
+        Err(e) => {
+            tracing::warn!("cannot start the log's sync thread ({e}): syncing on the driver's");
+            (None, done)
+        }
+    }
 }
 
 /// A finished snapshot job: its result.
@@ -432,6 +458,7 @@ where
         mut events: Events,
         mut rx: mpsc::Receiver<Req<S>>,
         mut snaps: mpsc::UnboundedReceiver<SnapResult>,
+        mut synced: mpsc::UnboundedReceiver<WalSynced>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
@@ -450,6 +477,12 @@ where
                         self.snapshot_done(result);
                     }
                 }
+                done = synced.recv(), if self.sync_jobs.is_some() => {
+                    if let Some(done) = done {
+                        let started = self.started;
+                        self.replica.sync_finish(done, &|| started.elapsed().as_micros() as u64);
+                    }
+                }
                 req = rx.recv() => {
                     let Some(req) = req else { break };
                     self.request(req);
@@ -463,10 +496,22 @@ where
                     self.refresh_digest();
                 }
             }
-            // Group commit: one sync for everything this pass logged, then the position to the
-            // group (replies under `appendfsync always` wait for every member's).
+            // Group commit: one sync for everything logged since the last one began, on the
+            // sync thread, while this goes on applying and logging; the position goes to the
+            // group when it ends (replies under `appendfsync always` wait for every member's).
             let started = self.started;
-            self.replica.sync(now_ms(), &|| started.elapsed().as_micros() as u64);
+            let clock = || started.elapsed().as_micros() as u64;
+            if let Some(job) = self.replica.sync_start(now_ms(), &clock) {
+                let here = match &self.sync_jobs {
+                    Some(t) => t.send(job).err().map(|std::sync::mpsc::SendError(job)| job),
+                    None => Some(job),
+                };
+                if let Some(job) = here {
+                    // No sync thread (it could not start, or it is gone): sync here.
+                    self.sync_jobs = None;
+                    self.replica.sync_finish(job.run(), &clock);
+                }
+            }
             if !self.actions() {
                 break;
             }

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::Frozen;
 use crate::storage::{
-    read_atomic, write_atomic, Dir, SnapshotInfo, SnapshotWriter, StorageError, Wal, WalOptions,
+    read_atomic, write_atomic, Dir, SnapshotInfo, SnapshotWriter, StorageError, Wal, WalOptions, WalSync,
+    WalSynced,
 };
 
 /// When the log is synced to disk, as Redis's `appendfsync` names it.
@@ -159,6 +160,8 @@ pub struct Stored {
     /// Position reported stored to the group.
     pub(crate) reported: u64,
     pub(crate) last_sync_ms: u64,
+    /// A sync of the log is running on another thread, since this time (clock, µs).
+    pub(crate) sync_out: Option<u64>,
     /// A snapshot job is out.
     pub(crate) snapshotting: bool,
     pub(crate) latest: Option<SnapshotInfo>,
@@ -220,18 +223,71 @@ impl Stored {
         if due && self.wal.synced_pos() < self.wal.last_pos() {
             let t0 = clock();
             self.wal.sync()?;
-            let took = clock().saturating_sub(t0);
             self.last_sync_ms = now_ms;
-            self.status.fsyncs += 1;
-            self.status.fsync_last_us = took;
-            self.status.fsync_max_us = self.status.fsync_max_us.max(took);
+            self.count_sync(clock().saturating_sub(t0));
         }
+        Ok(self.report())
+    }
+
+    /// [`Stored::sync`] off the caller's thread: starts a sync if the policy says so now and
+    /// none is out, and returns it to run elsewhere (see [`Wal::start_sync`]); also returns
+    /// the position to report stored, if it rose.
+    pub(crate) fn sync_start(
+        &mut self,
+        now_ms: u64,
+        clock: &dyn Fn() -> u64,
+    ) -> Result<(Option<u64>, Option<WalSync>), StorageError> {
+        if self.sync_out.is_some() {
+            return Ok((None, None));
+        }
+        let due = match self.opts.fsync {
+            Fsync::Always => true,
+            Fsync::EverySec => now_ms.saturating_sub(self.last_sync_ms) >= 1000,
+            Fsync::No => false,
+        };
+        let mut job = None;
+        if due && self.wal.synced_pos() < self.wal.last_pos() {
+            let t0 = clock();
+            job = self.wal.start_sync()?;
+            self.last_sync_ms = now_ms;
+            match job {
+                Some(_) => self.sync_out = Some(t0),
+                None => self.count_sync(clock().saturating_sub(t0)),
+            }
+        }
+        Ok((self.report(), job))
+    }
+
+    /// A sync from [`Stored::sync_start`] ended; returns the position to report stored, if it
+    /// rose.
+    pub(crate) fn sync_finish(
+        &mut self,
+        done: WalSynced,
+        clock: &dyn Fn() -> u64,
+    ) -> Result<Option<u64>, StorageError> {
+        let t0 = self.sync_out.take();
+        self.wal.finish_sync(done)?;
+        if let Some(t0) = t0 {
+            self.count_sync(clock().saturating_sub(t0));
+        }
+        Ok(self.report())
+    }
+
+    fn count_sync(&mut self, took_us: u64) {
+        self.status.fsyncs += 1;
+        self.status.fsync_last_us = took_us;
+        self.status.fsync_max_us = self.status.fsync_max_us.max(took_us);
+    }
+
+    /// The synced position, if it rose past what was reported (and the state is this
+    /// replica's own).
+    fn report(&mut self) -> Option<u64> {
         let synced = self.wal.synced_pos();
         if self.valid && synced > self.reported {
             self.reported = synced;
-            return Ok(Some(synced));
+            return Some(synced);
         }
-        Ok(None)
+        None
     }
 
     pub(crate) fn status(&self) -> StorageStatus {

@@ -32,6 +32,7 @@ use crate::machine::{Ctx, Frozen, StateMachine};
 use crate::session::Sessions;
 use crate::storage::{
     latest_snapshot, Dir, OpenError, SnapshotInfo, SnapshotReader, SnapshotWriter, StorageError, Wal,
+    WalSync, WalSynced,
 };
 
 /// Names one client request waiting at this replica, for the caller to route the reply.
@@ -1102,6 +1103,7 @@ where
             valid: false,
             reported: 0,
             last_sync_ms: 0,
+            sync_out: None,
             snapshotting: false,
             latest,
             load: None,
@@ -1135,6 +1137,37 @@ where
     pub fn sync(&mut self, now_ms: u64, clock_us: &dyn Fn() -> u64) {
         let Some(st) = &mut self.store else { return };
         match st.sync(now_ms, clock_us) {
+            Ok(Some(pos)) => self.actions.push_back(Action::Durable { pos }),
+            Ok(None) => {}
+            Err(e) => self.storage_failed(&e),
+        }
+    }
+
+    /// [`Replica::sync`] without waiting for the disk: starts a sync of the log if the policy
+    /// says so now and none is out, and returns it to run on another thread (appends go on
+    /// meanwhile); hand its result to [`Replica::sync_finish`], which queues
+    /// [`Action::Durable`]. Returns `None` when there is nothing to sync, a sync is already out,
+    /// or the storage synced here (it cannot sync from another thread).
+    pub fn sync_start(&mut self, now_ms: u64, clock_us: &dyn Fn() -> u64) -> Option<WalSync> {
+        let st = self.store.as_mut()?;
+        match st.sync_start(now_ms, clock_us) {
+            Ok((pos, job)) => {
+                if let Some(pos) = pos {
+                    self.actions.push_back(Action::Durable { pos });
+                }
+                job
+            }
+            Err(e) => {
+                self.storage_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// A sync from [`Replica::sync_start`] ended (`clock_us` as there, for its timing).
+    pub fn sync_finish(&mut self, done: WalSynced, clock_us: &dyn Fn() -> u64) {
+        let Some(st) = &mut self.store else { return };
+        match st.sync_finish(done, clock_us) {
             Ok(Some(pos)) => self.actions.push_back(Action::Durable { pos }),
             Ok(None) => {}
             Err(e) => self.storage_failed(&e),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use chorus_core::{
     Config, Incarnation, Instant, Node, NodeId, Order, Persisted, Recovery, SendError, Status,
 };
-use chorus_smr::storage::{read_atomic, write_atomic, Dir, SimDir, WalOptions};
+use chorus_smr::storage::{read_atomic, write_atomic, Dir, SimDir, WalOptions, WalSync};
 use chorus_smr::{
     Action, Consistency, Ctx, DurableOptions, Fsync, Replica, ReplicaConfig, ReplicaError, RestoreError,
     Role, StateMachine, Ticket, WholeSnapshot,
@@ -100,9 +100,9 @@ struct Host {
     paused: bool,
     /// Tickets of this life -> (client, op).
     waiting: BTreeMap<Ticket, (usize, usize)>,
-    /// A disk is slow: the next sync happens no sooner than this (ns), so that entries wait
-    /// unsynced for a while, as they do on a real disk.
-    next_sync: u64,
+    /// The sync of the log out on the "sync thread", and when it ends (ns): a disk is slow, so
+    /// entries wait unsynced for a while, and appends go on meanwhile, as in the kv driver.
+    sync_out: Option<(WalSync, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -223,7 +223,7 @@ impl World {
             outbox: VecDeque::new(),
             paused: false,
             waiting: BTreeMap::new(),
-            next_sync: 0,
+            sync_out: None,
         };
         self.hosts.insert(id, Some(host));
     }
@@ -276,11 +276,17 @@ impl World {
                     h.replica.on_event(ev);
                     progress = true;
                 }
-                // Group commit: one sync per pass, as the kv driver does, on a disk that takes
-                // 1-10 ms per sync.
-                if self.now >= h.next_sync {
-                    h.replica.sync(self.now / MS, &|| 0);
-                    h.next_sync = self.now + MS + self.rng.below(9 * MS);
+                // Group commit off the replica's thread, as the kv driver does, on a disk that
+                // takes 1-10 ms per sync: a sync covers what was appended before it started.
+                if h.sync_out.as_ref().is_some_and(|(_, due)| self.now >= *due) {
+                    if let Some((job, _)) = h.sync_out.take() {
+                        h.replica.sync_finish(job.run(), &|| 0);
+                    }
+                }
+                if h.sync_out.is_none() {
+                    if let Some(job) = h.replica.sync_start(self.now / MS, &|| 0) {
+                        h.sync_out = Some((job, self.now + MS + self.rng.below(9 * MS)));
+                    }
                 }
                 while let Some(a) = h.replica.poll_action() {
                     progress = true;
@@ -438,8 +444,10 @@ impl World {
             .values()
             .flatten()
             .filter(|h| !h.paused)
-            .filter_map(|h| h.node.poll_timeout())
-            .map(|t| t.as_nanos())
+            .flat_map(|h| {
+                let sync = h.sync_out.as_ref().map(|(_, due)| *due);
+                h.node.poll_timeout().map(|t| t.as_nanos()).into_iter().chain(sync)
+            })
             .min()
             .unwrap_or(u64::MAX)
     }

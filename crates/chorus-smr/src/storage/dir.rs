@@ -39,6 +39,18 @@ pub trait Dir: Send + Sync + fmt::Debug {
 pub trait DirFile: Write + Send {
     /// Makes everything written so far durable (fsync; fdatasync where that suffices).
     fn sync(&mut self) -> io::Result<()>;
+
+    /// A handle that syncs this file from another thread while this one goes on writing
+    /// (group commit off the writer's thread), if the file has one.
+    fn sync_handle(&self) -> Option<Arc<dyn SyncHandle>> {
+        None
+    }
+}
+
+/// Syncs a file from another thread: see [`DirFile::sync_handle`].
+pub trait SyncHandle: Send + Sync + fmt::Debug {
+    /// Makes at least the file's first `len` bytes (all written before this call) durable.
+    fn sync_to(&self, len: u64) -> io::Result<()>;
 }
 
 /// Rejects names that are not plain file names, so that no caller reaches outside the
@@ -217,6 +229,21 @@ impl Write for FsFile {
 impl DirFile for FsFile {
     fn sync(&mut self) -> io::Result<()> {
         // Data and the file's size; the rest of the metadata does not matter to a reader.
+        self.0.sync_data()
+    }
+
+    fn sync_handle(&self) -> Option<Arc<dyn SyncHandle>> {
+        // Another descriptor of the same open file: fdatasync on it covers what this one wrote.
+        self.0.try_clone().ok().map(|f| Arc::new(FsSync(f)) as Arc<dyn SyncHandle>)
+    }
+}
+
+/// A duplicated descriptor of a file being written, for syncing it from another thread.
+#[derive(Debug)]
+struct FsSync(File);
+
+impl SyncHandle for FsSync {
+    fn sync_to(&self, _len: u64) -> io::Result<()> {
         self.0.sync_data()
     }
 }

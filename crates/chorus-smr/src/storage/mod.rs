@@ -36,8 +36,8 @@ mod wal;
 mod tests;
 
 pub use atomic::{read_atomic, write_atomic, MAX_ATOMIC};
-pub use dir::{DataDir, Dir, DirFile, FsDir};
+pub use dir::{DataDir, Dir, DirFile, FsDir, SyncHandle};
 pub use error::StorageError;
 pub use sim::SimDir;
 pub use snapshot::{latest_snapshot, SnapshotInfo, SnapshotReader, SnapshotWriter};
-pub use wal::{OpenError, OpenReport, TornTail, Wal, WalOptions};
+pub use wal::{OpenError, OpenReport, TornTail, Wal, WalOptions, WalSync, WalSynced};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::dir::{check_name, Dir, DirFile};
+use super::dir::{check_name, Dir, DirFile, SyncHandle};
 
 /// A simulated disk holding one directory: deterministic, in memory, cheap to clone (clones
 /// share the same disk).
@@ -290,12 +290,41 @@ impl Write for SimFile {
 }
 
 impl DirFile for SimFile {
+    fn sync_handle(&self) -> Option<Arc<dyn SyncHandle>> {
+        Some(Arc::new(SimSync { disk: self.disk.clone(), inode: self.inode, epoch: self.epoch }))
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         let inode = self.inode;
         let mut disk = self.disk()?;
         let node = disk.inodes.get_mut(&inode).ok_or_else(removed)?;
         let pending = std::mem::take(&mut node.pending);
         node.durable.extend_from_slice(&pending);
+        disk.syncs += 1;
+        Ok(())
+    }
+}
+
+/// Syncs a simulated file from elsewhere: only the bytes written before the request (the
+/// first `len`), as a real fdatasync started then would.
+#[derive(Debug)]
+struct SimSync {
+    disk: Arc<Mutex<Disk>>,
+    inode: u64,
+    epoch: u64,
+}
+
+impl SyncHandle for SimSync {
+    fn sync_to(&self, len: u64) -> io::Result<()> {
+        let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        if disk.epoch != self.epoch {
+            return Err(crashed());
+        }
+        let node = disk.inodes.get_mut(&self.inode).ok_or_else(removed)?;
+        let durable = node.durable.len() as u64;
+        let take = (len.saturating_sub(durable) as usize).min(node.pending.len());
+        let moved: Vec<u8> = node.pending.drain(..take).collect();
+        node.durable.extend_from_slice(&moved);
         disk.syncs += 1;
         Ok(())
     }

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
 
-use super::{Dir, DirFile, StorageError};
+use super::{Dir, DirFile, StorageError, SyncHandle};
 
 /// Bytes before a record's payload.
 pub(crate) const HEADER: usize = 16;
@@ -110,10 +110,42 @@ pub struct Wal {
     segments: VecDeque<Segment>,
     /// The last segment, open for appending (None while the log has no segment).
     writer: Option<WalFile>,
+    /// Syncs the last segment from another thread, if its file can ([`Wal::start_sync`]).
+    sync_handle: Option<Arc<dyn SyncHandle>>,
+    /// Counts restarts of the log: a background sync started before one says nothing of it.
+    generation: u64,
     buf: Vec<u8>,
     last_pos: u64,
     synced_pos: u64,
     poisoned: Option<Arc<StorageError>>,
+}
+
+/// A sync of the log to run on another thread ([`Wal::start_sync`]): then hand the result to
+/// [`Wal::finish_sync`].
+#[derive(Debug)]
+pub struct WalSync {
+    handle: Arc<dyn SyncHandle>,
+    file: String,
+    len: u64,
+    pos: u64,
+    generation: u64,
+}
+
+impl WalSync {
+    /// Syncs (fdatasync): every record appended before [`Wal::start_sync`] becomes durable.
+    pub fn run(self) -> WalSynced {
+        let result = self.handle.sync_to(self.len);
+        WalSynced { file: self.file, pos: self.pos, generation: self.generation, result }
+    }
+}
+
+/// A finished [`WalSync`].
+#[derive(Debug)]
+pub struct WalSynced {
+    file: String,
+    pos: u64,
+    generation: u64,
+    result: io::Result<()>,
 }
 
 /// `Box<dyn DirFile>` with a `Debug` the trait object lacks.
@@ -331,6 +363,8 @@ impl Wal {
             opts,
             segments,
             writer: None,
+            sync_handle: None,
+            generation: 0,
             buf: Vec::new(),
             last_pos: on_disk,
             synced_pos: on_disk,
@@ -348,6 +382,7 @@ impl Wal {
             // A crash of the process (not the machine) leaves written but unsynced records,
             // which we just handed out: make them durable before anyone acts on them.
             file.sync().map_err(|e| StorageError::io(&name, "fsync", e))?;
+            wal.sync_handle = file.sync_handle();
             wal.writer = Some(WalFile(file));
         }
         report.last_pos = wal.last_pos;
@@ -412,6 +447,7 @@ impl Wal {
         }
         let name = segment_name(first);
         let file = self.dir.create(&name).map_err(|e| StorageError::io(&name, "create", e))?;
+        self.sync_handle = file.sync_handle();
         self.writer = Some(WalFile(file));
         self.segments.push_back(Segment { first, name, bytes: 0 });
         Ok(())
@@ -465,6 +501,49 @@ impl Wal {
         Ok(())
     }
 
+    /// Writes out the buffer and returns a sync of the segment being written to run on another
+    /// thread, so that appends go on meanwhile: group commit without stalling the writer. Once
+    /// [`WalSync::run`] returns, hand its result to [`finish_sync`](Wal::finish_sync): only then
+    /// does [`synced_pos`](Wal::synced_pos) move. `None` if nothing is unsynced, or if the
+    /// file cannot be synced from elsewhere: then this synced it here, as [`sync`](Wal::sync).
+    /// A failure poisons the log.
+    pub fn start_sync(&mut self) -> Result<Option<WalSync>, StorageError> {
+        self.check_poison()?;
+        if self.synced_pos == self.last_pos && self.buf.is_empty() {
+            return Ok(None);
+        }
+        let Some(handle) = self.sync_handle.clone().filter(|_| self.writer.is_some()) else {
+            self.sync_inner().map_err(|e| self.poison(e))?;
+            return Ok(None);
+        };
+        self.write_buf().map_err(|e| self.poison(e))?;
+        let Some(seg) = self.segments.back() else { return Ok(None) };
+        Ok(Some(WalSync {
+            handle,
+            file: seg.name.clone(),
+            len: seg.bytes,
+            pos: self.last_pos,
+            generation: self.generation,
+        }))
+    }
+
+    /// A sync from [`start_sync`](Wal::start_sync) ended: what it covered is durable. A failed
+    /// sync poisons the log (the records may or may not be on disk).
+    pub fn finish_sync(&mut self, done: WalSynced) -> Result<(), StorageError> {
+        if done.generation != self.generation {
+            return Ok(()); // A sync of files the log has since removed: it says nothing.
+        }
+        if let Err(e) = done.result {
+            let e = StorageError::io(&done.file, "fsync", e);
+            return Err(self.poison(e));
+        }
+        self.check_poison()?;
+        if done.pos <= self.last_pos {
+            self.synced_pos = self.synced_pos.max(done.pos);
+        }
+        Ok(())
+    }
+
     /// The last position appended (or recovered, or restarted at).
     pub fn last_pos(&self) -> u64 {
         self.last_pos
@@ -507,6 +586,8 @@ impl Wal {
 
     fn remove_all(&mut self) -> Result<(), StorageError> {
         self.writer = None;
+        self.sync_handle = None;
+        self.generation += 1;
         self.buf.clear();
         // Oldest first, so that a crash half way leaves a contiguous log.
         while let Some(seg) = self.segments.front() {

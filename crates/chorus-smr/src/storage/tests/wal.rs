@@ -485,3 +485,51 @@ fn empty_segment_left_by_a_crash_is_reused() {
     let (_, _, got) = open_ok(&sim, small(), 0);
     assert_eq!(got, expected(1..=7));
 }
+
+/// Group commit off the writer's thread: a sync started after record 2 makes 1 and 2 durable,
+/// whatever was appended while it ran; the synced position moves only when it is finished.
+#[test]
+fn a_background_sync_covers_what_was_appended_before_it() {
+    let sim = SimDir::new();
+    let (mut wal, _, _) = open_ok(&sim, small(), 0);
+    wal.append(1, &payload(1, 100)).unwrap();
+    wal.append(2, &payload(2, 100)).unwrap();
+    let job = wal.start_sync().unwrap().expect("a sync to run elsewhere");
+    wal.append(3, &payload(3, 100)).unwrap();
+    assert_eq!(wal.synced_pos(), 0, "not durable before the sync ran");
+    let done = job.run();
+    assert_eq!(wal.synced_pos(), 0, "not reported before it is finished");
+    wal.finish_sync(done).unwrap();
+    assert_eq!((wal.synced_pos(), wal.last_pos()), (2, 3));
+    // A power cut loses record 3 (written after the sync began), never 1 or 2.
+    sim.crash(&mut || 0);
+    drop(wal);
+    let (_, _, got) = open_ok(&sim, small(), 0);
+    assert_eq!(got, expected(1..=2));
+}
+
+#[test]
+fn a_background_sync_from_before_a_restart_is_ignored() {
+    let sim = SimDir::new();
+    let (mut wal, _, _) = open_ok(&sim, small(), 0);
+    wal.append(1, &payload(1, 100)).unwrap();
+    let job = wal.start_sync().unwrap().expect("a sync to run elsewhere");
+    // A snapshot from a donor replaces the log: position 50 now.
+    wal.restart_at(50).unwrap();
+    wal.append(51, &payload(51, 100)).unwrap();
+    wal.finish_sync(job.run()).unwrap();
+    assert_eq!((wal.synced_pos(), wal.last_pos()), (50, 51), "the old sync says nothing of 51");
+}
+
+#[test]
+fn a_failed_background_sync_poisons_the_log() {
+    let sim = SimDir::new();
+    let (mut wal, _, _) = open_ok(&sim, small(), 0);
+    wal.append(1, &payload(1, 100)).unwrap();
+    let job = wal.start_sync().unwrap().expect("a sync to run elsewhere");
+    sim.crash(&mut || 0);
+    let err = wal.finish_sync(job.run()).unwrap_err();
+    assert!(err.to_string().contains("fsync"), "{err}");
+    assert_eq!(wal.synced_pos(), 0);
+    assert!(matches!(wal.append(2, &payload(2, 100)), Err(StorageError::Poisoned(_))));
+}
