@@ -42,6 +42,9 @@ cargo fmt --all --check
 step "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "the fuzz targets compile (fuzz/ is outside the workspace, so clippy and test do not see it)"
+cargo check -q --manifest-path fuzz/Cargo.toml --bins
+
 step "cargo test (with the mutants feature, so every mutant is shown to be caught)"
 cargo test --workspace --all-features --release
 

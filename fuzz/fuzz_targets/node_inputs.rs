@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use chorus_core::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal};
-use chorus_core::{Config, Incarnation, Instant, MemberId, Node, NodeId, View, ViewId};
+use chorus_core::wire::{self, Ack, Ballot, Data, FrameBody, Msg, Proposal, Rejoin};
+use chorus_core::{Config, GroupId, Incarnation, Instant, MemberId, Node, NodeId, View, ViewId};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -25,12 +25,12 @@ enum Input {
 #[derive(Arbitrary, Debug)]
 enum FuzzMsg {
     Data { view: u8, sender: u16, seq: u64, len: u8 },
-    Ack { view: u8, received: Vec<u64>, sent: u64, suspects: Vec<u16>, wedged: bool },
+    Ack { view: u8, received: Vec<u64>, sent: u64, suspects: Vec<u16>, wedged: bool, durable: u64 },
     Nak { view: u8, sender: u16, from: u64, to: u64 },
-    Join { node: u8, inc: u8 },
+    Join { node: u8, inc: u8, group: Option<bool>, founding: bool },
     Leave { view: u8 },
     Prepare { view: u8, round: u64, coord: u8, received: Vec<u64> },
-    Promise { view: u8, round: u64, received: Vec<u64>, accepted: bool, msgs: u8 },
+    Promise { view: u8, round: u64, received: Vec<u64>, accepted: bool, msgs: u8, rejoin: Option<(u8, Option<u64>)> },
     Preempted { view: u8, round: u64, coord: u8 },
     Accept { view: u8, round: u64, members: Vec<u8>, cut: Vec<u64> },
     Accepted { view: u8, round: u64 },
@@ -45,12 +45,21 @@ fn member(n: u8) -> MemberId {
     MemberId::new(u64::from(n % 5), 0)
 }
 
+/// The node's own group (true) or a stranger's.
+fn group(ours: bool) -> GroupId {
+    GroupId(if ours { OUR_GROUP } else { OUR_GROUP + 1 })
+}
+
+const OUR_GROUP: u64 = 0xc0ffee;
+
 fn proposal(prev: u8, next: u8, members: &[u8], cut: Vec<u64>) -> Proposal {
     Proposal {
         prev: ViewId(u64::from(prev % 6)),
         next: View { id: ViewId(u64::from(next % 6)), members: members.iter().take(8).map(|m| member(*m)).collect() },
         cut,
         loading: members.iter().skip(1).take(2).map(|m| member(*m)).collect(),
+        recovered: members.iter().skip(3).take(1).map(|m| MemberId::new(u64::from(m % 5), 1)).collect(),
+        group: group(next % 8 != 7),
     }
 }
 
@@ -67,16 +76,27 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             deps: if len % 2 == 0 { vec![u64::from(len % 5); usize::from(len % 4)] } else { Vec::new() },
             payload: Bytes::from(vec![7u8; usize::from(len)]),
         }),
-        FuzzMsg::Ack { view, received, sent, suspects, wedged } => {
-            Msg::Ack(Ack { view: v(view), received, sent, suspects, wedged, clock: sent % 100, holds_state: !wedged })
-        }
+        FuzzMsg::Ack { view, received, sent, suspects, wedged, durable } => Msg::Ack(Ack {
+            view: v(view),
+            received,
+            sent,
+            suspects,
+            wedged,
+            clock: sent % 100,
+            holds_state: !wedged,
+            durable: durable % 64,
+        }),
         FuzzMsg::Nak { view, sender, from, to } => Msg::Nak { view: v(view), sender, from, to },
-        FuzzMsg::Join { node, inc } => Msg::Join { joiner: MemberId::new(u64::from(node % 5), u64::from(inc % 3)) },
+        FuzzMsg::Join { node, inc, group: g, founding } => Msg::Join {
+            joiner: MemberId::new(u64::from(node % 5), u64::from(inc % 3)),
+            group: g.map(group),
+            founding,
+        },
         FuzzMsg::Leave { view } => Msg::Leave { view: v(view) },
         FuzzMsg::Prepare { view, round, coord, received } => {
             Msg::Prepare { view: v(view), ballot: ballot(round, member(coord)), coord_received: received }
         }
-        FuzzMsg::Promise { view, round, received, accepted, msgs } => Msg::Promise {
+        FuzzMsg::Promise { view, round, received, accepted, msgs, rejoin } => Msg::Promise {
             view: v(view),
             ballot: ballot(round, MemberId::new(0, 0)),
             received: received.clone(),
@@ -93,6 +113,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
                 })
                 .collect(),
             holds_state: msgs % 2 == 0,
+            rejoin: rejoin.map(|(inc, state)| Rejoin { new: MemberId::new(from.node.0, u64::from(inc % 3) + 1), state }),
         },
         FuzzMsg::Preempted { view, round, coord } => Msg::Preempted { view: v(view), ballot: ballot(round, member(coord)) },
         FuzzMsg::Accept { view, round, members, cut } => Msg::Accept {
@@ -122,12 +143,13 @@ fn setup(now: Instant) -> Node {
     let mut c = Config::new(NodeId(0), Incarnation(0));
     c.bootstrap = true;
     c.state_transfer = true;
+    c.new_group = GroupId(OUR_GROUP);
     let mut node = match Node::new(c, now) {
         Ok(n) => n,
         Err(_) => unreachable!("default config is valid"),
     };
     for j in [1u64, 2] {
-        let join = FrameBody { from: MemberId::new(j, 0), to: None, msgs: vec![Msg::Join { joiner: MemberId::new(j, 0) }] };
+        let join = FrameBody { from: MemberId::new(j, 0), to: None, msgs: vec![Msg::Join { joiner: MemberId::new(j, 0), group: None, founding: false }] };
         let _ = node.handle_frame(now, NodeId(j), &wire::encode(&join));
     }
     node
