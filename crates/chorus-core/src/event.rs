@@ -46,6 +46,8 @@ pub enum Event {
     Suspected {
         /// The member.
         member: MemberId,
+        /// Why.
+        reason: SuspectReason,
     },
     /// This incarnation was removed from the group while alive (false suspicion or partition).
     /// The node forgets its group state and joins again as `rejoin_as`; the application must
@@ -127,6 +129,25 @@ pub enum Event {
         /// The checkpoint's length in bytes.
         len: u64,
     },
+}
+
+/// Why the failure detector suspects a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspectReason {
+    /// Nothing heard from it for `Config::suspect_timeout`.
+    Silent,
+    /// It heartbeats, but its acknowledgements of this member's messages stood still for
+    /// `Config::lag_timeout`: it cannot keep up, and it holds every window full.
+    Lagging,
+}
+
+impl std::fmt::Display for SuspectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SuspectReason::Silent => "silent for longer than the suspicion timeout",
+            SuspectReason::Lagging => "its acknowledgements stood still for longer than the lag timeout",
+        })
+    }
 }
 
 /// Why a member is blocked.

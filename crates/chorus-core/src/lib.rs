@@ -40,7 +40,7 @@ pub mod wire;
 
 pub use config::Config;
 pub use error::{CheckpointError, ConfigError, DecodeError, FrameError, SendError};
-pub use event::{BlockReason, Event};
+pub use event::{BlockReason, Event, SuspectReason};
 pub use id::{GroupId, Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 pub use marks::{Mark, Marks};
 pub use node::{Node, Status, Transmit};

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{ConfigError, FrameError, SendError};
-use crate::event::{BlockReason, Event};
+use crate::event::{BlockReason, Event, SuspectReason};
 use crate::gms::Coord;
 use crate::id::{GroupId, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 use crate::marks::{Mark, Marks};
@@ -970,7 +970,8 @@ impl Node {
             p.suspected = silent || lagging;
             if p.suspected && !p.announced {
                 p.announced = true;
-                newly.push(m.view.members[r]);
+                let reason = if silent { SuspectReason::Silent } else { SuspectReason::Lagging };
+                newly.push((m.view.members[r], reason));
             }
         }
         m.pending_joins.retain(|_, t| now.since(*t) <= join_ttl);
@@ -1032,8 +1033,8 @@ impl Node {
         } else {
             Vec::new()
         };
-        for member in newly {
-            self.events.push_back(Event::Suspected { member });
+        for (member, reason) in newly {
+            self.events.push_back(Event::Suspected { member, reason });
         }
         for _ in 0..stalled {
             self.marks.hit(Mark::AcksStalled);

@@ -63,7 +63,8 @@ pub struct KvPartial {
     /// When the write-ahead log is synced (with `group.data_dir`): `always` (default: a write
     /// is acknowledged once on every member's disk), `everysec` or `no`. See docs/kv.md.
     pub appendfsync: Option<String>,
-    /// A snapshot is taken once the log holds this many MiB (default 64).
+    /// A snapshot is taken once the log holds this many MiB (default 64) and half as
+    /// much as the last snapshot.
     pub snapshot_log_mb: Option<u64>,
     /// The log is kept in files of this many KiB (default 65536); files wholly behind a
     /// snapshot are deleted.

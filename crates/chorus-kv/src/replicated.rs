@@ -262,6 +262,7 @@ where
             last_now_ms: last_now_ms.clone(),
             applied: applied.clone(),
             idle_at: u64::MAX,
+            digesting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             waiting: HashMap::new(),
             sender: spawn_sender(member.clone(), in_flight.clone(), idle.clone()),
             in_flight,
@@ -398,6 +399,8 @@ struct Driver<S: StateMachine> {
     /// The applied index at the previous status tick: when it has not moved for a tick, the
     /// state digest is brought up to date (it reads the whole state).
     idle_at: u64,
+    /// A digest is being computed (`refresh_digest`).
+    digesting: Arc<std::sync::atomic::AtomicBool>,
     waiting: HashMap<Ticket, ReplyTx<S::Output>>,
     sender: mpsc::UnboundedSender<(Order, Bytes)>,
     /// Multicasts handed to the sender task and not yet taken by the member.
@@ -444,6 +447,16 @@ fn spawn_syncer() -> (Option<std::sync::mpsc::Sender<WalSync>>, mpsc::UnboundedR
     }
 }
 
+/// Runs `f`, which may block on the disk for long, without stalling the other tasks of this
+/// worker (the member's driver, whose heartbeats must go on: a member silent for the suspicion
+/// timeout is excluded): on a multi-threaded runtime they move to another thread meanwhile.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// A finished snapshot job: its result.
 type SnapResult = Result<chorus_smr::storage::SnapshotInfo, StorageError>;
 
@@ -467,7 +480,13 @@ where
                     let Some(ev) = ev else { break };
                     let important =
                         !matches!(ev, Event::Delivered { .. } | Event::StateChunk { .. } | Event::Durable { .. });
-                    self.replica.on_event(ev);
+                    if matches!(ev, Event::StateLoaded { .. }) {
+                        // Reads the loaded state back from disk into the store: seconds for a
+                        // large one. Off this worker, so that the member's heartbeats go on.
+                        off_worker(|| self.replica.on_event(ev));
+                    } else {
+                        self.replica.on_event(ev);
+                    }
                     if important {
                         self.publish_status();
                     }
@@ -543,14 +562,29 @@ where
         self.publish_status();
     }
 
+    /// Brings the state digest (INFO's `state_digest`) up to date once the replica is idle: it
+    /// reads the whole state (half a second for 1 GiB), so it runs on a blocking thread from a
+    /// frozen copy, one at a time, never on this worker (the member's heartbeats share it).
     fn refresh_digest(&mut self) {
         let s = self.replica.status();
         let quiet = s.applied == self.idle_at;
         self.idle_at = s.applied;
-        let Ok(mut d) = self.digest.lock() else { return };
-        if quiet && d.0 != s.applied && s.phase == chorus_smr::Phase::Ready {
-            *d = (s.applied, self.replica.digest());
+        let stale = self.digest.lock().is_ok_and(|d| d.0 != s.applied);
+        if !(quiet && stale && s.phase == chorus_smr::Phase::Ready) {
+            return;
         }
+        if self.digesting.swap(true, AtomicOrdering::SeqCst) {
+            return;
+        }
+        let (applied, frozen) = self.replica.frozen_machine();
+        let (digest, busy) = (self.digest.clone(), self.digesting.clone());
+        tokio::task::spawn_blocking(move || {
+            let hash = chorus_smr::frozen_digest(applied, frozen);
+            if let Ok(mut d) = digest.lock() {
+                *d = (applied, hash);
+            }
+            busy.store(false, AtomicOrdering::SeqCst);
+        });
     }
 
     fn publish_status(&mut self) {
@@ -583,7 +617,9 @@ where
                 Err(format!("snapshot failed: {e}"))
             }
         };
-        self.replica.snapshot_done(result, now_ms());
+        // Deletes the log files the snapshot covers: slow on a filesystem that discards blocks
+        // as it frees them (hundreds of ms per 64 MiB seen), so off this worker.
+        off_worker(|| self.replica.snapshot_done(result, now_ms()));
         for w in self.save_waiters.drain(..) {
             let _ = w.send(outcome.clone());
         }

@@ -512,6 +512,17 @@ fn digest_and_snapshot_bytes_are_unchanged() {
     assert_eq!(back.digest(), 0x6f1e_9e05_a2ce_bb66);
 }
 
+/// INFO's state digest is computed off the driver's thread from a frozen copy
+/// (`chorus_smr::frozen_digest`): it must be the digest the replica computes in place.
+#[test]
+fn the_digest_of_a_frozen_copy_is_the_digest() {
+    let r = populated();
+    for applied in [0, 7, u64::MAX] {
+        let want = r.m.digest() ^ applied.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        assert_eq!(chorus_smr::frozen_digest(applied, r.m.freeze()), want);
+    }
+}
+
 /// Records larger than a piece are split, so no piece is longer than asked; `restore_from`
 /// reads them back through tiny reads.
 #[test]

@@ -1103,7 +1103,7 @@ impl Cluster {
                 };
                 self.record(Some(p), Ev::Blocked { reason: reason.to_string() });
             }
-            Event::Suspected { member } => self.record(Some(p), Ev::Suspect { member: proc_of(member) }),
+            Event::Suspected { member, .. } => self.record(Some(p), Ev::Suspect { member: proc_of(member) }),
             // With disks: a restart that offered its stored state speaks for `member` with it.
             Event::Recovering { member, .. } if self.o.disks.on && l.app.holds => {
                 if let Some(d) = self.disks.get_mut(node as usize) {

@@ -72,7 +72,8 @@ impl std::str::FromStr for Fsync {
 pub struct DurableOptions {
     /// When the log is synced.
     pub fsync: Fsync,
-    /// A snapshot is taken (and the log behind it dropped) once the log holds this many bytes.
+    /// A snapshot is taken (and the log behind it dropped) once the log holds this many bytes,
+    /// and half as many as the last snapshot.
     pub snapshot_log_bytes: u64,
     /// The log's settings.
     pub wal: WalOptions,

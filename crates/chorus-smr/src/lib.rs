@@ -25,5 +25,6 @@ pub mod storage;
 pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus, Stored};
 pub use machine::{Ctx, Frozen, RestoreError, StateMachine, WholeSnapshot};
 pub use replica::{
-    Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role, Ticket,
+    frozen_digest, Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role,
+    Ticket,
 };

@@ -435,6 +435,12 @@ where
         self.sm.digest() ^ self.applied.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The machine's state frozen now, with the applied index, for [`frozen_digest`] off the
+    /// replica's thread (a digest reads the whole state).
+    pub fn frozen_machine(&self) -> (u64, S::Frozen) {
+        (self.applied, self.sm.freeze())
+    }
+
     fn pending(&self) -> usize {
         self.writes.len()
             + self.reads_next.len()
@@ -1183,7 +1189,12 @@ where
         }
         let pos = self.pos;
         let st = self.store.as_ref().filter(|st| st.valid && !st.snapshotting)?;
-        let due = st.wal.bytes() >= st.opts.snapshot_log_bytes;
+        // As Redis rewrites its AOF (auto-aof-rewrite-percentage): once the log is half as large
+        // as the last snapshot too, so that writing snapshots costs about twice what writing
+        // the log does whatever the state's size (a snapshot every 64 MiB of a 1 GiB state would
+        // write 8 GiB), and a restart replays at most half a snapshot's worth of log.
+        let last = st.latest.as_ref().map_or(0, |l| l.size);
+        let due = st.wal.bytes() >= st.opts.snapshot_log_bytes.max(last / 2);
         if !(force || due) || st.latest.as_ref().is_some_and(|l| l.pos >= pos) {
             return None;
         }
@@ -1227,6 +1238,22 @@ where
     pub fn storage_status(&self) -> Option<StorageStatus> {
         self.store.as_ref().map(Stored::status)
     }
+}
+
+/// [`Replica::digest`] of a state frozen by [`Replica::frozen_machine`], for a machine whose
+/// `digest` is FNV-1a over its snapshot bytes (as `chorus-kv`'s is): the same value, computed
+/// from the frozen copy wherever the caller likes.
+pub fn frozen_digest(applied: u64, mut state: impl Frozen) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut piece = Vec::with_capacity(64 << 10);
+    while state.next_piece(&mut piece, 64 << 10) {
+        for &c in &piece {
+            h ^= u64::from(c);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        piece.clear();
+    }
+    h ^ applied.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn encode(msg: &Msg<'_>) -> Bytes {

@@ -322,8 +322,8 @@ fn on_event(
             };
             tracer.write(t, *me, Ev::Blocked { reason: reason.into() });
         }
-        Event::Suspected { member: m } => {
-            println!("n{n} suspects n{}", m.node.0);
+        Event::Suspected { member: m, reason } => {
+            println!("n{n} suspects n{}: {reason}", m.node.0);
             tracer.write(t, *me, Ev::Suspect { member: proc_of(m) });
         }
         // A restarted node that stood in for its earlier life and was not let back that way

@@ -845,6 +845,9 @@ impl Driver {
             Event::Excluded { rejoin_as, .. } => {
                 info!(node = self.me, rejoin_as = %rejoin_as, "excluded from the group; re-joining");
             }
+            Event::Suspected { member, reason } => {
+                warn!(node = self.me, member = %member, "suspects {member}: {reason}");
+            }
             _ => {}
         }
     }

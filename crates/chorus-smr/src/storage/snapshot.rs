@@ -86,9 +86,17 @@ pub struct SnapshotWriter {
     out: BufWriter<Box<dyn DirFile>>,
     crc: crc32fast::Hasher,
     body_len: u64,
+    /// Body bytes at the last write-behind sync ([`SYNC_EVERY`]).
+    synced_at: u64,
     /// The first write error: a body with a hole must never be finished.
     failed: Option<StorageError>,
 }
+
+/// A snapshot being written is synced every this many bytes (write-behind), so that its dirty
+/// pages never pile up: a kernel with gigabytes to write back throttles every writer of the
+/// machine, the log's appends included, and a member stalled for the suspicion timeout is
+/// excluded (seen loading 1 GiB into a 3-node store).
+const SYNC_EVERY: u64 = 16 << 20;
 
 impl std::fmt::Debug for SnapshotWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +120,16 @@ impl SnapshotWriter {
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&pos.to_le_bytes());
         out.write_all(&header).map_err(|e| StorageError::io(&tmp, "write", e))?;
-        Ok(SnapshotWriter { dir, pos, tmp, out, crc: crc32fast::Hasher::new(), body_len: 0, failed: None })
+        Ok(SnapshotWriter {
+            dir,
+            pos,
+            tmp,
+            out,
+            crc: crc32fast::Hasher::new(),
+            body_len: 0,
+            synced_at: 0,
+            failed: None,
+        })
     }
 
     /// Body bytes written so far.
@@ -200,6 +217,15 @@ impl Write for SnapshotWriter {
             Ok(n) => {
                 self.crc.update(&buf[..n]);
                 self.body_len += n as u64;
+                if self.body_len - self.synced_at >= SYNC_EVERY {
+                    self.synced_at = self.body_len;
+                    if let Err(e) = self.out.flush() {
+                        return Err(self.fail("write", e));
+                    }
+                    if let Err(e) = self.out.get_mut().sync() {
+                        return Err(self.fail("fsync", e));
+                    }
+                }
                 Ok(n)
             }
             Err(e) => Err(self.fail("write", e)),
