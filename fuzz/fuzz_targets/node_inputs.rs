@@ -24,7 +24,8 @@ enum Input {
 
 #[derive(Arbitrary, Debug)]
 enum FuzzMsg {
-    Data { view: u8, sender: u16, seq: u64, len: u8 },
+    /// `wild`: the clock is taken as is (up to u64::MAX), else kept small.
+    Data { view: u8, sender: u16, seq: u64, len: u8, wild: bool },
     Ack { view: u8, received: Vec<u64>, sent: u64, suspects: Vec<u16>, wedged: bool, durable: u64 },
     Nak { view: u8, sender: u16, from: u64, to: u64 },
     Join { node: u8, inc: u8, group: Option<bool>, founding: bool },
@@ -37,7 +38,8 @@ enum FuzzMsg {
     Install { prev: u8, next: u8, members: Vec<u8>, cut: Vec<u64> },
     InstallReq { have: u8 },
     NotMember { view: u8 },
-    StateChunk { view: u8, offset: u64, len: u8, last: bool },
+    /// `wild`: the offset is taken as is (up to u64::MAX), else kept small.
+    StateChunk { view: u8, offset: u64, len: u8, last: bool, wild: bool },
     StateAck { view: u8, offset: u64, done: bool },
 }
 
@@ -67,12 +69,12 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
     let v = |x: u8| ViewId(u64::from(x % 6));
     let ballot = |round: u64, c: MemberId| Ballot { round: round % 8, coord: c };
     match m {
-        FuzzMsg::Data { view, sender, seq, len } => Msg::Data(Data {
+        FuzzMsg::Data { view, sender, seq, len, wild } => Msg::Data(Data {
             view: v(view),
             sender: sender % 4,
             seq: seq % 64,
             order: chorus_core::Order::ALL[usize::from(len % 4)],
-            lamport: seq % 100,
+            lamport: if wild { seq } else { seq % 100 },
             deps: if len % 2 == 0 { vec![u64::from(len % 5); usize::from(len % 4)] } else { Vec::new() },
             payload: Bytes::from(vec![7u8; usize::from(len)]),
         }),
@@ -82,7 +84,7 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             sent,
             suspects,
             wedged,
-            clock: sent % 100,
+            clock: if wedged { sent } else { sent % 100 },
             holds_state: !wedged,
             durable: durable % 64,
         }),
@@ -128,9 +130,9 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
         }
         FuzzMsg::InstallReq { have } => Msg::InstallReq { have: v(have) },
         FuzzMsg::NotMember { view } => Msg::NotMember { view: v(view) },
-        FuzzMsg::StateChunk { view, offset, len, last } => Msg::StateChunk {
+        FuzzMsg::StateChunk { view, offset, len, last, wild } => Msg::StateChunk {
             view: v(view),
-            offset: offset % 1024,
+            offset: if wild { offset } else { offset % 1024 },
             data: Bytes::from(vec![3u8; usize::from(len)]),
             last,
         },

@@ -71,6 +71,16 @@ pub enum DecodeError {
     /// Bytes left over after the body.
     #[error("{0} trailing bytes")]
     Trailing(usize),
+    /// A field holds a value no correct peer sends (the sender's fault).
+    #[error("implausible {what}: {value} (the most a correct peer sends is {max})")]
+    Implausible {
+        /// The field.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The bound.
+        max: u64,
+    },
 }
 
 /// Why a multicast was not accepted. The first four are "not now": the message was not taken,

@@ -413,7 +413,8 @@ impl Node {
         let Some(m) = self.member_mut() else { return Err(SendError::NotMember) };
         let me = m.me;
         let seq = m.senders[me].received + 1;
-        m.clock += 1;
+        // Peers' clocks are at most `wire::MAX_CLOCK` (checked at decode), far from overflow.
+        m.clock = m.clock.saturating_add(1);
         let deps = if order.carries_deps() {
             m.senders.iter().enumerate().map(|(r, st)| if r == me { seq - 1 } else { st.delivered }).collect()
         } else {

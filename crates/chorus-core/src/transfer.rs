@@ -273,7 +273,7 @@ impl Node {
             return;
         }
         if any_offset {
-            let received = offset.max(inc.received) + data.len() as u64;
+            let received = offset.max(inc.received).saturating_add(data.len() as u64);
             self.take_piece(view, offset, data, last, received);
             return;
         }
@@ -287,7 +287,9 @@ impl Node {
         if offset > inc.received {
             // Ahead of a gap: keep it if it fits in the window (the donor sends no further).
             let len = data.len() as u64;
-            if offset + len <= inc.received + window && inc.ahead_bytes + len <= window {
+            // Checked: `offset` is the donor's word, and may be anything.
+            let fits = offset.checked_add(len).is_some_and(|end| end <= inc.received.saturating_add(window));
+            if fits && inc.ahead_bytes + len <= window {
                 if let Some((old, _)) = inc.ahead.insert(offset, (data, last)) {
                     inc.ahead_bytes -= old.len() as u64;
                 }
@@ -339,7 +341,9 @@ impl Node {
     /// The application took `ev` from the queue: acknowledge state it consumed.
     pub(crate) fn consumed(&mut self, ev: &Event) {
         let (view, offset, done) = match ev {
-            Event::StateChunk { view, offset, data } => (*view, offset + data.len() as u64, false),
+            Event::StateChunk { view, offset, data } => {
+                (*view, offset.saturating_add(data.len() as u64), false)
+            }
             Event::StateLoaded { view, len } => (*view, *len, true),
             _ => return,
         };

@@ -403,7 +403,33 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
     if !trailing.is_empty() {
         return Err(DecodeError::Trailing(trailing.len()));
     }
+    check_clocks(&body)?;
     Ok(body)
+}
+
+/// The most a Lamport clock (a message's `lamport`, an ack's `clock`) may be: a member's clock
+/// grows by one per multicast and by merging its peers', so a correct group never comes near;
+/// a peer claiming more would make the next multicast's clock overflow (a wrap breaks the
+/// total order's keys).
+pub const MAX_CLOCK: u64 = 1 << 62;
+
+fn check_clocks(body: &FrameBody) -> Result<(), DecodeError> {
+    let check = |what, value: u64| {
+        if value > MAX_CLOCK {
+            return Err(DecodeError::Implausible { what, value, max: MAX_CLOCK });
+        }
+        Ok(())
+    };
+    let data = |msgs: &[Data]| msgs.iter().try_for_each(|d| check("message clock (lamport)", d.lamport));
+    for msg in &body.msgs {
+        match msg {
+            Msg::Data(d) => check("message clock (lamport)", d.lamport)?,
+            Msg::Ack(a) => check("acknowledged clock", a.clock)?,
+            Msg::Promise { msgs, .. } | Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => data(msgs)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -418,7 +444,7 @@ mod tests {
     fn data() -> impl Strategy<Value = Data> {
         (
             (0u64..5, 0u16..7, 1u64..1000),
-            (0usize..4, any::<u64>(), proptest::collection::vec(0u64..100, 0..4)),
+            (0usize..4, 0..=MAX_CLOCK, proptest::collection::vec(0u64..100, 0..4)),
             proptest::collection::vec(any::<u8>(), 0..64),
         )
             .prop_map(|((v, s, q), (o, l, deps), p)| Data {
@@ -541,5 +567,36 @@ mod tests {
         let mut long = bytes.to_vec();
         long.push(0);
         assert_eq!(decode(&long, 100), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn a_clock_near_overflow_is_refused_at_decode() {
+        let data = |lamport| Data {
+            view: ViewId(1),
+            sender: 0,
+            seq: 1,
+            order: crate::Order::Total,
+            lamport,
+            deps: Vec::new(),
+            payload: Bytes::new(),
+        };
+        let frame = |msgs| encode(&FrameBody { from: MemberId::new(1, 0), to: None, msgs });
+        assert!(decode(&frame(vec![Msg::Data(data(MAX_CLOCK))]), 1 << 20).is_ok());
+        let err = decode(&frame(vec![Msg::Data(data(u64::MAX))]), 1 << 20).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Implausible { what: "message clock (lamport)", value: u64::MAX, max: MAX_CLOCK }
+        );
+        let ack = Ack {
+            view: ViewId(1),
+            received: vec![0],
+            sent: 0,
+            suspects: Vec::new(),
+            wedged: false,
+            clock: MAX_CLOCK + 1,
+            holds_state: true,
+            durable: 0,
+        };
+        assert!(matches!(decode(&frame(vec![Msg::Ack(ack)]), 1 << 20), Err(DecodeError::Implausible { .. })));
     }
 }

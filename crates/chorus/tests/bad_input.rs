@@ -646,7 +646,9 @@ async fn a_non_member_cannot_change_the_view_or_inject_messages() {
             sent: u64::MAX,
             suspects: vec![0, 1, 2, 3, u16::MAX],
             wedged: true,
-            clock: u64::MAX,
+            // The highest clock a frame may claim (beyond it the frame is malformed: see
+            // `a_clock_near_overflow_is_refused_at_decode`).
+            clock: chorus_core::wire::MAX_CLOCK,
             holds_state: false,
             durable: 0,
         }),
