@@ -373,8 +373,22 @@ impl<B: Backend> Conn<B> {
                         r = join_ordered(futs) => r,
                         _ = stop.wait_for(|s| *s) => return,
                     };
+                    // Encoded one by one, the output limit checked and the buffer written out
+                    // as it fills: a client that pipelines reads of a large value and never
+                    // reads its replies blocks on its own socket, and its replies are never all
+                    // in memory at once (they share the stored value until encoded).
                     for r in results {
                         r.unwrap_or_else(err_reply).encode(self.proto, &mut out);
+                        if out.len() > max_out {
+                            tracing::info!(
+                                client = self.id,
+                                "closing a client whose output buffer passed {max_out} bytes"
+                            );
+                            return;
+                        }
+                        if out.len() >= FLUSH_AT && !write_out(&mut stream, &mut out, &mut stop).await {
+                            return;
+                        }
                     }
                     Flow::Continue
                 } else {

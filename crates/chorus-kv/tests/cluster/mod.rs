@@ -51,6 +51,8 @@ pub struct Store {
     pub durable: Option<&'static str>,
     /// More `[kv]` lines for every node's config.
     pub kv_extra: String,
+    /// Extra environment for a node's process (its index), from its next start on.
+    pub env: BTreeMap<u16, Vec<(String, String)>>,
 }
 
 impl Store {
@@ -109,6 +111,7 @@ impl Store {
             .args(["node", "--config"])
             .arg(cfg)
             .env("CHORUS_LOG", "info")
+            .envs(self.env.get(&i).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -239,6 +242,7 @@ impl Store {
             n,
             durable,
             kv_extra: kv_extra.into(),
+            env: BTreeMap::new(),
         };
         // All at once, as an operator starts a new store: node 1 founds the group once a
         // majority of the nodes answer that they belong to none.
@@ -252,6 +256,11 @@ impl Store {
     /// The Redis ports.
     pub fn ports(&self) -> Vec<u16> {
         (0..self.n).map(|i| self.port(i)).collect()
+    }
+
+    /// Node `i`'s process id, if it runs.
+    pub fn pid(&self, i: u16) -> Option<u32> {
+        self.children[i as usize].as_ref().map(Child::id)
     }
 
     /// Whether node `i`'s process runs.
