@@ -36,6 +36,18 @@ if [ "${CHORUS_SKIP_REDIS:-0}" != 1 ]; then
     echo "$(redis-server --version | cut -d' ' -f1-3); redis-py $(python3 -c 'import redis; print(redis.__version__)')"
 fi
 
+step "test dependency: libfaketime (Debian's faketime), for the clock-skew test"
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+fi
+if [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+    export CHORUS_REQUIRE_FAKETIME=1
+    echo "libfaketime present: the clock-skew test runs"
+else
+    echo "libfaketime missing (not root, or no apt-get): the clock-skew test will say it did not run"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -177,9 +177,13 @@ impl<S: StateMachine> std::fmt::Debug for Replicated<S> {
     }
 }
 
-/// Wall-clock milliseconds since the epoch: the time a command carries.
+/// Wall-clock milliseconds since the epoch: the time a command or a read carries. Never
+/// lower than a value it returned before in this process, so that a wall clock stepped back
+/// does not make this node's reads see an expired key alive again.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    static HIGHEST: AtomicU64 = AtomicU64::new(0);
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    HIGHEST.fetch_max(wall, AtomicOrdering::Relaxed).max(wall)
 }
 
 impl<S> Replicated<S>

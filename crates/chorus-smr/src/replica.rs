@@ -239,10 +239,18 @@ enum Msg<'a> {
         #[serde(borrow)]
         cmds: Vec<Cmd<'a>>,
     },
-    /// A read barrier.
+    /// A read barrier. Its time moves every replica's read clock (`read_floor`) forward, so
+    /// that the reads it serves, and every read ordered after it, judge expiry at least at that
+    /// time: a key a linearizable read saw expired is never seen alive again by a later one.
+    /// Not logged: a barrier is in total order, not safe, so a member that crashes may have
+    /// delivered one the others never do, and logged entries must be the same at every member
+    /// (positions are compared across members).
     Barrier {
         /// The sender's barrier number.
         id: u64,
+        /// The sender's clock when it sent the barrier (ms since the epoch): not before any
+        /// of the reads it serves was asked.
+        now_ms: u64,
     },
     /// A member's role.
     SetRole {
@@ -314,6 +322,13 @@ pub struct Replica<S: StateMachine> {
     batch: Vec<(u64, u64, u64, Vec<u8>)>,
     batch_bytes: usize,
     batch_now_ms: u64,
+    /// The highest wall-clock time this replica was given (submit, read): local reads and the
+    /// barriers it sends use it, so that this replica's reads never go back in time even if
+    /// the wall clock steps back.
+    clock_ms: u64,
+    /// The highest time of a read barrier delivered here (anyone's): reads judge expiry no
+    /// earlier, and commands sent from here carry no earlier time.
+    read_floor: u64,
     hold_batch: bool,
     actions: VecDeque<Action<S::Output>>,
     bad_messages: u64,
@@ -359,6 +374,8 @@ where
             batch: Vec::new(),
             batch_bytes: 0,
             batch_now_ms: 0,
+            clock_ms: 0,
+            read_floor: 0,
             hold_batch: false,
             actions: VecDeque::new(),
             bad_messages: 0,
@@ -519,7 +536,8 @@ where
         self.writes.insert(req, ticket);
         self.batch.push((req, session, seq, cmd.to_vec()));
         self.batch_bytes += cmd.len() + 32;
-        self.batch_now_ms = self.batch_now_ms.max(now_ms);
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.batch_now_ms = self.batch_now_ms.max(self.clock_ms).max(self.read_floor);
         Ok(ticket)
     }
 
@@ -531,10 +549,11 @@ where
         consistency: Consistency,
         now_ms: u64,
     ) -> Result<Result<S::Output, Ticket>, ReplicaError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
         match (consistency, self.serving()) {
             (Consistency::Local, _) => {
                 self.local_reads()?;
-                Ok(Ok(self.sm.query(&q, now_ms.max(self.last_now_ms))))
+                Ok(Ok(self.sm.query(&q, self.clock_ms.max(self.last_now_ms).max(self.read_floor))))
             }
             (_, Err(e)) => Err(e),
             (Consistency::Linearizable, Ok(())) => {
@@ -557,8 +576,8 @@ where
         let id = self.next_barrier;
         self.next_barrier += 1;
         self.barrier = Some((id, std::mem::take(&mut self.reads_next)));
-        self.actions
-            .push_back(Action::Multicast { order: Order::Total, payload: encode(&Msg::Barrier { id }) });
+        let barrier = Msg::Barrier { id, now_ms: self.clock_ms };
+        self.actions.push_back(Action::Multicast { order: Order::Total, payload: encode(&barrier) });
     }
 
     /// Promotes `member` (a standby) to active, through the group.
@@ -785,11 +804,13 @@ where
                     self.reply(ticket, result);
                 }
             }
-            Msg::Barrier { id } if order.is_total() => {
+            Msg::Barrier { id, now_ms } if order.is_total() => {
+                // Whoever sent it: reads ordered after it judge expiry at that time or later.
+                self.read_floor = self.read_floor.max(now_ms);
                 if mine && self.barrier.as_ref().is_some_and(|b| b.0 == id) {
                     if let Some((_, reads)) = self.barrier.take() {
                         for (ticket, q) in reads {
-                            let out = self.sm.query(&q, self.last_now_ms);
+                            let out = self.sm.query(&q, self.last_now_ms.max(self.read_floor));
                             self.reply(ticket, Ok(out));
                         }
                     }

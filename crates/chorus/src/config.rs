@@ -11,6 +11,7 @@
 //! state_transfer = true
 //! heartbeat_ms = 100
 //! suspect_timeout_ms = 500
+//! max_clock_skew_ms = 1000        # refuse peers whose wall clock differs more (0: no check)
 //! trace = "node-1.trace.jsonl"    # write the checker's trace
 //! data_dir = "/var/lib/chorus/1"  # keep the membership on disk (recovery, founding once)
 //! ```
@@ -21,6 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// Default of `max_clock_skew_ms`: NTP keeps hosts within milliseconds; a second is a clock
+/// that is wrong, not one that drifts.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 1000;
 
 /// A seed: a member to ask when joining, as `id@host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +72,10 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Silence after which a member is suspected.
     pub suspect_timeout: Duration,
+    /// The most a peer's wall clock may differ from ours: a peer further off is refused at the
+    /// handshake, both ways, and told why (None: no check). Applications that judge time
+    /// through the group (the store's key expiry) rely on it: see docs/kv.md, "Time".
+    pub max_clock_skew: Option<Duration>,
     /// Where to write the trace the checker reads (JSON lines), if anywhere.
     pub trace: Option<PathBuf>,
     /// The data directory: the group this node belongs to and its last membership, so that a
@@ -134,6 +143,8 @@ pub struct Partial {
     pub heartbeat_ms: Option<u64>,
     /// See [`NodeConfig::suspect_timeout`], in milliseconds.
     pub suspect_timeout_ms: Option<u64>,
+    /// See [`NodeConfig::max_clock_skew`], in milliseconds (default 1000; 0 turns the check off).
+    pub max_clock_skew_ms: Option<u64>,
     /// See [`NodeConfig::trace`].
     pub trace: Option<PathBuf>,
     /// See [`NodeConfig::data_dir`].
@@ -159,8 +170,8 @@ impl Partial {
 
     /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
     /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
-    /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_TRACE`, `CHORUS_DATA_DIR`
-    /// from `get`.
+    /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_MAX_CLOCK_SKEW_MS`,
+    /// `CHORUS_TRACE`, `CHORUS_DATA_DIR` from `get`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Partial, ConfigError> {
         let num = |key: &'static str, field: &'static str| -> Result<Option<u64>, ConfigError> {
             get(key)
@@ -195,6 +206,7 @@ impl Partial {
             state_transfer: flag("CHORUS_STATE_TRANSFER", "state_transfer")?,
             heartbeat_ms: num("CHORUS_HEARTBEAT_MS", "heartbeat_ms")?,
             suspect_timeout_ms: num("CHORUS_SUSPECT_TIMEOUT_MS", "suspect_timeout_ms")?,
+            max_clock_skew_ms: num("CHORUS_MAX_CLOCK_SKEW_MS", "max_clock_skew_ms")?,
             trace: get("CHORUS_TRACE").map(PathBuf::from),
             data_dir: get("CHORUS_DATA_DIR").map(PathBuf::from),
         })
@@ -213,6 +225,7 @@ impl Partial {
             state_transfer: other.state_transfer.or(self.state_transfer),
             heartbeat_ms: other.heartbeat_ms.or(self.heartbeat_ms),
             suspect_timeout_ms: other.suspect_timeout_ms.or(self.suspect_timeout_ms),
+            max_clock_skew_ms: other.max_clock_skew_ms.or(self.max_clock_skew_ms),
             trace: other.trace.or(self.trace),
             data_dir: other.data_dir.or(self.data_dir),
         }
@@ -287,6 +300,10 @@ impl Partial {
             state_transfer: self.state_transfer.unwrap_or(true),
             heartbeat,
             suspect_timeout,
+            max_clock_skew: match self.max_clock_skew_ms.unwrap_or(DEFAULT_MAX_CLOCK_SKEW_MS) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             trace: self.trace,
             data_dir: self.data_dir,
             recover_all: false,

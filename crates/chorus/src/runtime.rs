@@ -288,6 +288,8 @@ impl Member {
             listen: listen.to_string(),
             group: group.clone(),
             refusals: Arc::default(),
+            max_clock_skew: cfg.max_clock_skew,
+            wall_clock: handshake::system_clock_ms,
         });
         let mut book = BTreeMap::new();
         for s in &cfg.seeds {
@@ -905,8 +907,12 @@ impl Driver {
                         .send(NetEvent::Up { node: to, listen: peer.listen, dialer: identity.node, conn })
                         .await;
                 }
-                Err(e) => {
-                    debug!(peer = to, addr = %addr, "cannot connect: {e}");
+                Err((e, act)) => {
+                    if act {
+                        warn!(peer = to, addr = %addr, "connection refused at the handshake: {e}");
+                    } else {
+                        debug!(peer = to, addr = %addr, "cannot connect: {e}");
+                    }
                     let _ = net.send(NetEvent::DialFailed { node: to }).await;
                 }
             }
@@ -992,14 +998,21 @@ impl Driver {
     }
 }
 
-async fn connect(addr: &str, to: u64, me: &Identity) -> Result<(TcpStream, handshake::PeerInfo), String> {
+/// Why a dial failed, and whether an operator must act (a refusal at the handshake, as
+/// opposed to a peer that is down or slow, which the backoff handles).
+type DialError = (String, bool);
+
+async fn connect(addr: &str, to: u64, me: &Identity) -> Result<(TcpStream, handshake::PeerInfo), DialError> {
     let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ("connect timed out".to_string(), false))?
+        .map_err(|e| (e.to_string(), false))?;
     let _ = stream.set_nodelay(true);
-    let peer =
-        handshake::dial(&mut stream, me, Some(to), HANDSHAKE_TIMEOUT).await.map_err(|e| e.to_string())?;
+    let peer = handshake::dial(&mut stream, me, Some(to), HANDSHAKE_TIMEOUT).await.map_err(|e| {
+        use handshake::HandshakeError as E;
+        let act = !matches!(e, E::Io(_) | E::Timeout(_) | E::Closed);
+        (e.to_string(), act)
+    })?;
     Ok((stream, peer))
 }
 

@@ -9,20 +9,26 @@
 //!
 //! ```text
 //! dialer                                   acceptor
-//!   Hello { magic, version, cluster, node, listen, group_d, nonce_d } ->
+//!   Hello { magic, version, cluster, node, listen, group_d, clock_d, nonce_d } ->
 //!                                          checks magic, version, cluster, node != own
-//!                   <- Challenge { node, listen, group_a, nonce_a, HMAC(secret, "chorus/accept" | T) }
+//!                   <- Challenge { node, listen, group_a, clock_a, nonce_a, HMAC(secret, "chorus/accept" | T) }
 //!                      (or Reject { reason } and close)
-//!   checks the acceptor's MAC, then its node id if one was expected, then the groups
+//!   checks the acceptor's MAC, then its node id if one was expected, the groups, the clocks
 //!   Proof { HMAC(secret, "chorus/dial" | T) } ->
-//!                                          checks the dialer's MAC, then the groups
+//!                                          checks the dialer's MAC, then the groups, the clocks
 //!                   <- Welcome (or Reject { reason } and close)
 //! ```
 //!
 //! The transcript `T` is `len(cluster) u32 BE | cluster | nonce_d | nonce_a | node_d u64 BE |
 //! node_a u64 BE | len(listen_d) u32 BE | listen_d | len(listen_a) u32 BE | listen_a |
-//! group_d u64 BE | group_a u64 BE`: the listen addresses are covered too, so nobody on the
-//! path can substitute the address a peer will later be dialed at.
+//! group_d u64 BE | group_a u64 BE | clock_d u64 BE | clock_a u64 BE`: the listen addresses are
+//! covered too, so nobody on the path can substitute the address a peer will later be dialed at.
+//!
+//! Clocks: each end sends its wall clock (ms since the epoch) and checks the other's against
+//! its own when the message arrives; a peer off by more than `Identity::max_clock_skew` is
+//! refused, and told by how much. The group judges time through its members' clocks (the
+//! store's key expiry), so one host whose clock is wrong must not join it. The error is the
+//! network delay of one message at most, far below any sensible bound.
 //!
 //! Groups: each end says which group it belongs to (0 if none yet: a new node). Two nodes of
 //! different groups refuse each other once both are authenticated (the cluster name and
@@ -53,7 +59,7 @@ use super::frame::{read_frame, write_frame, FrameError};
 /// First bytes of a Hello: tells a chorus node from anything else that connects.
 pub const MAGIC: [u8; 4] = *b"CHRS";
 /// Handshake version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest handshake frame payload. A Hello at its limits takes about 250 bytes.
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// Longest cluster name, in bytes.
@@ -84,12 +90,30 @@ pub struct Identity {
     pub group: Arc<AtomicU64>,
     /// Handshakes refused because the peer belongs to another group.
     pub refusals: Arc<AtomicU64>,
+    /// The most a peer's wall clock may differ from ours (None: not checked).
+    pub max_clock_skew: Option<Duration>,
+    /// Our wall clock, in ms since the epoch (a parameter so that tests can shift it).
+    pub wall_clock: fn() -> u64,
+}
+
+/// The system's wall clock in ms since the epoch (0 if it reads before 1970).
+pub fn system_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Identity {
     /// An identity outside any group yet.
     pub fn new(cluster: String, secret: Arc<[u8]>, node: u64, listen: String) -> Identity {
-        Identity { cluster, secret, node, listen, group: Arc::default(), refusals: Arc::default() }
+        Identity {
+            cluster,
+            secret,
+            node,
+            listen,
+            group: Arc::default(),
+            refusals: Arc::default(),
+            max_clock_skew: None,
+            wall_clock: system_clock_ms,
+        }
     }
 
     fn group(&self) -> u64 {
@@ -106,6 +130,7 @@ impl fmt::Debug for Identity {
             .field("node", &self.node)
             .field("listen", &self.listen)
             .field("group", &self.group())
+            .field("max_clock_skew", &self.max_clock_skew)
             .finish()
     }
 }
@@ -221,6 +246,20 @@ pub enum HandshakeError {
     /// The peer has our own node id: we reached ourselves, or two nodes share an id.
     #[error("peer claims our own node id {0} (connected to ourselves, or two nodes share an id)")]
     SelfConnect(u64),
+    /// The peer's wall clock is too far from ours: one of the two hosts has a wrong clock.
+    #[error(
+        "node {peer}'s clock is {} ours, more than max_clock_skew ({} ms) allows: refused \
+         (fix the clocks, e.g. with NTP)",
+        skew_text(*.ahead_ms), .max.as_millis()
+    )]
+    ClockSkew {
+        /// The peer.
+        peer: u64,
+        /// How far the peer's clock is ahead of ours (negative: behind), in ms.
+        ahead_ms: i64,
+        /// The bound.
+        max: Duration,
+    },
     /// The peer refused us, for the reason it gave.
     #[error("peer refused the handshake: {reason:?}")]
     Rejected {
@@ -247,6 +286,8 @@ pub enum Message {
         listen: String,
         /// The dialer's group (0: none yet).
         group: u64,
+        /// The dialer's wall clock, ms since the epoch.
+        clock: u64,
         /// The dialer's fresh nonce.
         nonce: [u8; NONCE_LEN],
     },
@@ -263,6 +304,8 @@ pub enum Message {
         listen: String,
         /// The acceptor's group (0: none yet).
         group: u64,
+        /// The acceptor's wall clock, ms since the epoch.
+        clock: u64,
         /// The acceptor's fresh nonce.
         nonce: [u8; NONCE_LEN],
         /// `HMAC(secret, "chorus/accept" | transcript)`.
@@ -341,6 +384,7 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<PeerInfo, HandshakeError> {
     let nonce_d = nonce()?;
     let group_d = me.group();
+    let clock_d = (me.wall_clock)();
     send(
         stream,
         &Message::Hello {
@@ -350,13 +394,16 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
             node: me.node,
             listen: me.listen.clone(),
             group: group_d,
+            clock: clock_d,
             nonce: nonce_d,
         },
     )
     .await?;
 
-    let (node, listen, group_a, nonce_a, mac) = match recv(stream).await? {
-        Message::Challenge { node, listen, group, nonce, mac } => (node, listen, group, nonce, mac),
+    let (node, listen, group_a, clock_a, nonce_a, mac) = match recv(stream).await? {
+        Message::Challenge { node, listen, group, clock, nonce, mac } => {
+            (node, listen, group, clock, nonce, mac)
+        }
         Message::Reject { reason } => return Err(HandshakeError::Rejected { reason }),
         other => return Err(HandshakeError::Unexpected { expected: "Challenge", got: other.name() }),
     };
@@ -377,6 +424,8 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
         listen_a: &listen,
         group_d,
         group_a,
+        clock_d,
+        clock_a,
     }
     .bytes();
     if keyed(&me.secret, ACCEPT_LABEL, &transcript)?.verify_slice(&mac).is_err() {
@@ -398,6 +447,9 @@ async fn dial_inner<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(err) = same_group(me, group_a) {
         return Err(refuse(stream, &err.to_string(), err).await);
     }
+    if let Err((err, reason)) = close_clocks(me, node, clock_a, (me.wall_clock)()) {
+        return Err(refuse(stream, &reason, err).await);
+    }
     let proof = sign(keyed(&me.secret, DIAL_LABEL, &transcript)?);
     send(stream, &Message::Proof { mac: proof }).await?;
 
@@ -415,9 +467,9 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Identity,
 ) -> Result<PeerInfo, HandshakeError> {
-    let (magic, version, cluster, node, listen, group_d, nonce_d) = match recv(stream).await {
-        Ok(Message::Hello { magic, version, cluster, node, listen, group, nonce }) => {
-            (magic, version, cluster, node, listen, group, nonce)
+    let (magic, version, cluster, node, listen, group_d, clock_d, nonce_d) = match recv(stream).await {
+        Ok(Message::Hello { magic, version, cluster, node, listen, group, clock, nonce }) => {
+            (magic, version, cluster, node, listen, group, clock, nonce)
         }
         Ok(other) => {
             let err = HandshakeError::Unexpected { expected: "Hello", got: other.name() };
@@ -453,6 +505,8 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
 
     let nonce_a = nonce()?;
     let group_a = me.group();
+    // Our clock when the dialer's arrived: checked once the dialer has proved who it is.
+    let clock_a = (me.wall_clock)();
     let transcript = Transcript {
         cluster: &me.cluster,
         nonce_d: &nonce_d,
@@ -463,11 +517,19 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
         listen_a: &me.listen,
         group_d,
         group_a,
+        clock_d,
+        clock_a,
     }
     .bytes();
     let mac = sign(keyed(&me.secret, ACCEPT_LABEL, &transcript)?);
-    let challenge =
-        Message::Challenge { node: me.node, listen: me.listen.clone(), group: group_a, nonce: nonce_a, mac };
+    let challenge = Message::Challenge {
+        node: me.node,
+        listen: me.listen.clone(),
+        group: group_a,
+        clock: clock_a,
+        nonce: nonce_a,
+        mac,
+    };
     send(stream, &challenge).await?;
 
     let proof = match recv(stream).await? {
@@ -485,6 +547,9 @@ async fn accept_inner<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(err) = same_group(me, group_d) {
         return Err(refuse(stream, &err.to_string(), err).await);
     }
+    if let Err((err, reason)) = close_clocks(me, node, clock_d, clock_a) {
+        return Err(refuse(stream, &reason, err).await);
+    }
     send(stream, &Message::Welcome).await?;
     tracing::debug!(peer = node, %listen, "handshake done (acceptor)");
     Ok(PeerInfo { node, listen })
@@ -498,6 +563,29 @@ fn same_group(me: &Identity, theirs: u64) -> Result<(), HandshakeError> {
         return Err(HandshakeError::ForeignGroup { ours, theirs });
     }
     Ok(())
+}
+
+/// The peer's clock (`theirs`, read when its message arrived at `ours`) is within the bound.
+/// On refusal: the error for our logs and the reason for the peer's.
+fn close_clocks(me: &Identity, peer: u64, theirs: u64, ours: u64) -> Result<(), (HandshakeError, String)> {
+    let Some(max) = me.max_clock_skew else { return Ok(()) };
+    let ahead_ms = i64::try_from(i128::from(theirs) - i128::from(ours)).unwrap_or(i64::MAX);
+    if ahead_ms.unsigned_abs() <= max.as_millis() as u64 {
+        return Ok(());
+    }
+    let reason = format!(
+        "your clock is {} node {}'s, more than its max_clock_skew ({} ms) allows (fix the clocks, e.g. with NTP)",
+        skew_text(ahead_ms),
+        me.node,
+        max.as_millis()
+    );
+    Err((HandshakeError::ClockSkew { peer, ahead_ms, max }, reason))
+}
+
+/// "1.500 s ahead of" / "600.000 s behind".
+fn skew_text(ahead_ms: i64) -> String {
+    let way = if ahead_ms >= 0 { "ahead of" } else { "behind" };
+    format!("{}.{:03} s {way}", ahead_ms.unsigned_abs() / 1000, ahead_ms.unsigned_abs() % 1000)
 }
 
 /// Refuses our own identity before anything is sent, rather than let the peer find out.
@@ -526,12 +614,14 @@ struct Transcript<'a> {
     listen_a: &'a str,
     group_d: u64,
     group_a: u64,
+    clock_d: u64,
+    clock_a: u64,
 }
 
 impl Transcript<'_> {
     fn bytes(&self) -> Vec<u8> {
         let mut t = Vec::with_capacity(
-            3 * 4 + 2 * NONCE_LEN + 4 * 8 + self.cluster.len() + self.listen_d.len() + self.listen_a.len(),
+            3 * 4 + 2 * NONCE_LEN + 6 * 8 + self.cluster.len() + self.listen_d.len() + self.listen_a.len(),
         );
         put_str(&mut t, self.cluster);
         t.extend_from_slice(self.nonce_d);
@@ -542,6 +632,8 @@ impl Transcript<'_> {
         put_str(&mut t, self.listen_a);
         t.extend_from_slice(&self.group_d.to_be_bytes());
         t.extend_from_slice(&self.group_a.to_be_bytes());
+        t.extend_from_slice(&self.clock_d.to_be_bytes());
+        t.extend_from_slice(&self.clock_a.to_be_bytes());
         t
     }
 }
@@ -647,6 +739,7 @@ mod tests {
             node,
             listen: "x:1".into(),
             group: 0,
+            clock: 0,
             nonce: [7; 32],
         }
     }
@@ -920,7 +1013,9 @@ mod tests {
         let (mut cd, mut ca) = duplex(4096);
         let script = async {
             let hello = read_frame(&mut ca, MAX_HANDSHAKE_FRAME).await.unwrap().unwrap();
-            let Message::Hello { nonce: nonce_d, listen, .. } = postcard::from_bytes(&hello).unwrap() else {
+            let Message::Hello { nonce: nonce_d, listen, clock: clock_d, .. } =
+                postcard::from_bytes(&hello).unwrap()
+            else {
                 panic!("expected Hello");
             };
             let nonce_a = [9u8; 32];
@@ -934,11 +1029,19 @@ mod tests {
                 listen_a: &a.listen,
                 group_d: 0,
                 group_a: 0,
+                clock_d,
+                clock_a: 5,
             }
             .bytes();
             let mac = sign(keyed(secret, ACCEPT_LABEL, &t).unwrap());
-            let challenge =
-                Message::Challenge { node: 2, listen: a.listen.clone(), group: 0, nonce: nonce_a, mac };
+            let challenge = Message::Challenge {
+                node: 2,
+                listen: a.listen.clone(),
+                group: 0,
+                clock: 5,
+                nonce: nonce_a,
+                mac,
+            };
             ca.write_all(&framed(&challenge)).await.unwrap();
             read_frame(&mut ca, MAX_HANDSHAKE_FRAME).await.unwrap().unwrap();
             let mut both = framed(&Message::Welcome);
@@ -961,11 +1064,13 @@ mod tests {
                 node: 1,
                 listen: d.listen.clone(),
                 group: 0,
+                clock: 7,
                 nonce: nonce_d,
             };
             cd.write_all(&framed(&h)).await.unwrap();
             let c = read_frame(&mut cd, MAX_HANDSHAKE_FRAME).await.unwrap().unwrap();
-            let Message::Challenge { nonce: nonce_a, .. } = postcard::from_bytes(&c).unwrap() else {
+            let Message::Challenge { nonce: nonce_a, clock: clock_a, .. } = postcard::from_bytes(&c).unwrap()
+            else {
                 panic!("expected Challenge");
             };
             let t = Transcript {
@@ -978,6 +1083,8 @@ mod tests {
                 listen_a: &a.listen,
                 group_d: 0,
                 group_a: 0,
+                clock_d: 7,
+                clock_a,
             }
             .bytes();
             let mac = sign(keyed(secret, DIAL_LABEL, &t).unwrap());
@@ -989,6 +1096,45 @@ mod tests {
         assert_eq!(res.unwrap().node, 1);
         let mut r = FrameReader::new(&mut ca, 1 << 20);
         assert_eq!(r.next().await.unwrap().unwrap(), &b"eager"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_peer_whose_clock_is_off_is_refused_both_ways_and_told_why() {
+        fn ten_minutes_ahead() -> u64 {
+            system_clock_ms() + 600_000
+        }
+        fn half_a_second_ahead() -> u64 {
+            system_clock_ms() + 500
+        }
+        let max = Some(Duration::from_secs(1));
+        let good = |node| Identity { max_clock_skew: max, ..id(node, b"s3cret") };
+        let fast = |node| Identity { wall_clock: ten_minutes_ahead, ..good(node) };
+        // Within the bound: accepted.
+        let (rd, ra) = run(&good(1), &Identity { wall_clock: half_a_second_ahead, ..good(2) }, Some(2)).await;
+        assert!(rd.is_ok() && ra.is_ok(), "{rd:?} {ra:?}");
+        // The acceptor's clock is ahead: the dialer refuses, and the acceptor hears why.
+        let (rd, ra) = run(&good(1), &fast(2), Some(2)).await;
+        match rd {
+            Err(HandshakeError::ClockSkew { peer: 2, ahead_ms, .. }) => {
+                assert!((599_000..601_000).contains(&ahead_ms))
+            }
+            other => panic!("{other:?}"),
+        }
+        let told = ra.unwrap_err().to_string();
+        assert!(told.contains("your clock is 6") && told.contains("s ahead of node 1's"), "{told}");
+        // The dialer's clock is ahead: it sees the acceptor's behind, and refuses first.
+        let (rd, ra) = run(&fast(1), &good(2), Some(2)).await;
+        assert!(
+            matches!(rd, Err(HandshakeError::ClockSkew { peer: 2, ahead_ms, .. }) if ahead_ms < -599_000),
+            "{rd:?}"
+        );
+        assert!(ra.unwrap_err().to_string().contains("s behind node 1's"));
+        // A dialer without the check is still refused by an acceptor with it.
+        let (rd, ra) = run(&Identity { max_clock_skew: None, ..fast(1) }, &good(2), Some(2)).await;
+        assert!(rd.is_err() && matches!(ra, Err(HandshakeError::ClockSkew { .. })), "{rd:?} {ra:?}");
+        let shown =
+            HandshakeError::ClockSkew { peer: 3, ahead_ms: -1500, max: Duration::from_secs(1) }.to_string();
+        assert_eq!(shown, "node 3's clock is 1.500 s behind ours, more than max_clock_skew (1000 ms) allows: refused (fix the clocks, e.g. with NTP)");
     }
 
     #[tokio::test]
@@ -1033,6 +1179,8 @@ mod tests {
                 listen_a,
                 group_d,
                 group_a,
+                clock_d: 1,
+                clock_a: 2,
             }
             .bytes()
         };
