@@ -170,6 +170,9 @@ impl Checker {
                 }
             }
         }
+        if result.is_ok() {
+            result = self.total.finish(t);
+        }
         if let Err(v) = &result {
             self.failed = Some(v.clone());
         }

@@ -21,6 +21,12 @@
 //! must see increasing positions. Then T(p, v)'s own position map is kept for the ones still to
 //! come. Time is O(length × processes) per view, memory one map per process and view.
 //! Sequences shorter than two cannot disagree with anything and are not kept.
+//!
+//! Pairwise agreement is not enough: three processes that each saw two of three messages (a
+//! before b at one, b before c at another, c before a at a third) agree pairwise, yet no common
+//! sequence holds all three orders. So each finished sequence also adds its consecutive pairs
+//! to the view's union graph, and at the end of the run ([`TotalOrder::finish`]) every view's
+//! graph must be acyclic (Kahn's algorithm): then one sequence extends every process's order.
 
 use crate::hash::FastMap;
 use crate::trace::Proc;
@@ -30,6 +36,8 @@ use crate::violation::{Guarantee, MsgId, Violation};
 #[derive(Debug, Default)]
 pub(crate) struct TotalOrder {
     views: FastMap<u64, Vec<Finished>>,
+    /// Per view, the union of the finished sequences' orders: each message's successors.
+    graphs: FastMap<u64, FastMap<MsgId, Vec<MsgId>>>,
 }
 
 #[derive(Debug)]
@@ -73,6 +81,11 @@ impl TotalOrder {
                 last = Some((j, *m));
             }
         }
+        let graph = self.graphs.entry(view).or_default();
+        for pair in seq.windows(2) {
+            graph.entry(pair[0]).or_default().push(pair[1]);
+            graph.entry(pair[1]).or_default();
+        }
         let mut pos = FastMap::default();
         pos.reserve(seq.len());
         for (i, m) in seq.into_iter().enumerate() {
@@ -81,6 +94,79 @@ impl TotalOrder {
         finished.push(Finished { p, pos });
         Ok(())
     }
+
+    /// End of run: in every view, one sequence must extend every process's total order (the
+    /// union of their orders has no cycle). Views in increasing order; each checked once.
+    pub(crate) fn finish(&mut self, t: u64) -> Result<(), Violation> {
+        let mut views: Vec<u64> = self.graphs.keys().copied().collect();
+        views.sort_unstable();
+        for view in views {
+            let Some(graph) = self.graphs.remove(&view) else { continue };
+            if let Some(cycle) = find_cycle(&graph) {
+                return Err(Violation::new(
+                    Guarantee::G9Total,
+                    t,
+                    format!(
+                        "in view {view} no single order extends every process's total order: \
+                         together they put {} in a cycle (each pair of processes agrees)",
+                        crate::violation::msgs(&cycle)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Some messages on a cycle of `graph`, if it has one (Kahn's algorithm: what cannot be
+/// ordered is on a cycle or after one; a walk from there finds the cycle itself).
+fn find_cycle(graph: &FastMap<MsgId, Vec<MsgId>>) -> Option<Vec<MsgId>> {
+    let mut indegree: FastMap<MsgId, usize> = graph.keys().map(|m| (*m, 0)).collect();
+    for next in graph.values().flatten() {
+        *indegree.entry(*next).or_default() += 1;
+    }
+    let mut ready: Vec<MsgId> = indegree.iter().filter(|(_, d)| **d == 0).map(|(m, _)| *m).collect();
+    let mut ordered = 0;
+    while let Some(m) = ready.pop() {
+        ordered += 1;
+        for next in graph.get(&m).into_iter().flatten() {
+            if let Some(d) = indegree.get_mut(next) {
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(*next);
+                }
+            }
+        }
+    }
+    if ordered == indegree.len() {
+        return None;
+    }
+    // Every message left has a predecessor left: walking predecessors backwards from any of
+    // them must revisit one, and the walk from that one back to itself is a cycle.
+    let left: FastMap<MsgId, ()> = indegree.iter().filter(|(_, d)| **d > 0).map(|(m, _)| (*m, ())).collect();
+    let mut pred: FastMap<MsgId, MsgId> = FastMap::default();
+    for (m, nexts) in graph {
+        if left.contains_key(m) {
+            for n in nexts {
+                if left.contains_key(n) {
+                    pred.entry(*n).or_insert(*m);
+                }
+            }
+        }
+    }
+    let mut start = *left.keys().min()?;
+    let mut seen: FastMap<MsgId, ()> = FastMap::default();
+    while seen.insert(start, ()).is_none() {
+        start = *pred.get(&start)?;
+    }
+    let mut cycle = vec![start];
+    let mut m = *pred.get(&start)?;
+    while m != start {
+        cycle.push(m);
+        m = *pred.get(&m)?;
+    }
+    cycle.reverse();
+    Some(cycle)
 }
 
 #[cfg(test)]
@@ -169,6 +255,21 @@ mod tests {
         tr.install(a, 2, &[a, b, c]).ev(Some(b), crate::trace::Ev::Left);
         let v = tr.assert_violates(Guarantee::G9Total);
         assert!(v.detail.contains("(n2.0, v1, #1)"), "{v}");
+    }
+
+    #[test]
+    fn a_cycle_among_three_processes_is_caught_though_each_pair_agrees() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b, c], 1);
+        tr.send_as(a, 1, 1, Order::Total).send_as(b, 1, 1, Order::Total).send_as(c, 1, 1, Order::Total);
+        // x = a's, y = b's, z = c's message: a sees x y, b sees y z, c sees z x; all crash.
+        tr.deliver(a, a, 1, 1).deliver(a, b, 1, 1).crash(a);
+        tr.deliver(b, b, 1, 1).deliver(b, c, 1, 1).crash(b);
+        tr.deliver(c, c, 1, 1).deliver(c, a, 1, 1).crash(c);
+        tr.end();
+        let v = tr.assert_violates(Guarantee::G9Total);
+        assert!(v.detail.contains("in a cycle"), "{v}");
+        assert!(v.detail.contains("(n1.0, v1, #1)") && v.detail.contains("(n3.0, v1, #1)"), "{v}");
     }
 
     #[test]
