@@ -1,7 +1,9 @@
 //! G8 causal (DESIGN §3 G8; TESTING OR2 "Causal"; CKV01 "Causal Delivery"; Birman, Schiper,
 //! Stephenson, *Lightweight causal and atomic group multicast*, TOCS 1991).
 //!
-//! Checkable form: let m2 = (s, v, n) be sent with order `causal`, and let D(m2) be the set of
+//! Checkable form: let m2 = (s, v, n) be sent with order `causal` or `safe` (the core delivers a
+//! safe message only once its causal past is stable and delivered: `chorus_core::Order::Safe`),
+//! and let D(m2) be the set of
 //! messages (r, v, k) that s had delivered in v, or sent in v, before its `send` line of m2.
 //! Every process p that delivers m2 has delivered every message of D(m2) before (in p's line
 //! order).
@@ -26,7 +28,12 @@ use crate::hash::FastMap;
 use crate::trace::{Order, Proc};
 use crate::violation::{Guarantee, MsgId, Violation};
 
-/// The causal past of every causal message sent so far.
+/// The modes delivered after their causal past.
+fn carries_past(order: Order) -> bool {
+    matches!(order, Order::Causal | Order::Safe)
+}
+
+/// The causal past of every causal or safe message sent so far.
 #[derive(Debug, Default)]
 pub(crate) struct Causal {
     /// Per causal message, (sender, highest seq) for every other sender its sender had
@@ -37,7 +44,7 @@ pub(crate) struct Causal {
 impl Causal {
     /// The sender of `id` sends it with `order`, having delivered `delivered` in its view.
     pub(crate) fn on_send(&mut self, id: MsgId, order: Order, delivered: &Delivered) {
-        if order != Order::Causal {
+        if !carries_past(order) {
             return;
         }
         let mut past: Vec<(Proc, u64)> =
@@ -59,7 +66,7 @@ impl Causal {
         order: Order,
         delivered: &Delivered,
     ) -> Result<(), Violation> {
-        if order != Order::Causal {
+        if !carries_past(order) {
             return Ok(());
         }
         let Some(past) = self.past.get(&id) else { return Ok(()) };
@@ -71,9 +78,11 @@ impl Causal {
                     Guarantee::G8Causal,
                     t,
                     format!(
-                        "{p} delivered causal {id} before {missing}: {} had delivered {r}'s \
+                        "{p} delivered {} {id} before {missing}: {} had delivered {r}'s \
                          messages up to #{need} in view {} before sending it, {p} only up to #{have}",
-                        id.sender, id.view
+                        if order == Order::Safe { "safe" } else { "causal" },
+                        id.sender,
+                        id.view
                     ),
                 ));
             }
@@ -123,6 +132,18 @@ mod tests {
         // b delivers a's message only after sending: not part of the causal past.
         tr.deliver(b, a, 1, 1).deliver(c, b, 1, 1).deliver(c, a, 1, 1);
         tr.assert_ok();
+    }
+
+    #[test]
+    fn a_safe_message_delivered_before_its_causal_past_is_caught() {
+        let (a, b, c) = (p(1), p(2), p(3));
+        let mut tr = Trace::group(&[a, b, c], 1);
+        // b delivers a's message, then sends a safe one; c delivers b's before a's.
+        tr.send(a, 1, 1).deliver(b, a, 1, 1);
+        tr.send_as(b, 1, 1, Order::Safe);
+        tr.deliver(c, b, 1, 1).deliver(c, a, 1, 1);
+        let v = tr.assert_violates(Guarantee::G8Causal);
+        assert!(v.detail.contains("delivered safe (n2.0, v1, #1) before (n1.0, v1, #1)"), "{v}");
     }
 
     #[test]
