@@ -267,6 +267,7 @@ impl Checker {
             Ev::Send { view, seq, digest, order } => {
                 let id = MsgId { sender: p, view: *view, seq: *seq };
                 sending_view::on_send(t, state.view, id)?;
+                transfer_atomicity::on_send(t, p, state.transfer, id)?;
                 fifo::on_send(t, state.sent, id)?;
                 self.integrity.on_send(id, *digest, *order);
                 self.causal.on_send(id, *order, &state.delivered);

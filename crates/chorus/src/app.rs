@@ -105,6 +105,21 @@ struct State {
     hash: u64,
     /// The checkpoint being loaded.
     loading: Option<Loader>,
+    /// The current view lists this member in `loading`, and it has not loaded yet.
+    awaiting_state: bool,
+}
+
+impl State {
+    /// The latest view whose sends may be traced: not the one whose state is still loading
+    /// here. The core takes multicasts once the state is loaded, which this application
+    /// learns a moment later; the trace follows the core's order (`state_loaded`, then sends).
+    fn sends_view(&self) -> u64 {
+        if self.awaiting_state {
+            self.view.saturating_sub(1)
+        } else {
+            self.view
+        }
+    }
 }
 
 /// Streams a checkpoint of (applied, hash) with `filler` bytes in 64 KiB pieces.
@@ -151,7 +166,7 @@ pub async fn run_node(
             // after a later-stamped event would be moved to that event's time (the trace is
             // monotonic), after deliveries of it elsewhere.
             biased;
-            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.view, s),
+            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.sends_view(), s),
             e = events.next_stamped() => {
                 let Some((t, e)) = e else { break };
                 // A multicast's reply and the events travel on different channels; put the
@@ -164,7 +179,7 @@ pub async fn run_node(
                 if let Some(key) = wait {
                     while !sends.traced.remove(&key) {
                         match tokio::time::timeout(Duration::from_secs(2), sent_rx.recv()).await {
-                            Ok(Some(s)) => sends.record(&mut tracer, me, state.view, s),
+                            Ok(Some(s)) => sends.record(&mut tracer, me, state.sends_view(), s),
                             _ => break,
                         }
                     }
@@ -182,7 +197,7 @@ pub async fn run_node(
                     sends.flush(&mut tracer, me, u64::MAX);
                 }
                 let done = on_event(&member, &opts, &mut tracer, &mut state, &mut me, t, e);
-                sends.flush(&mut tracer, me, state.view);
+                sends.flush(&mut tracer, me, state.sends_view());
                 if done {
                     break;
                 }
@@ -272,6 +287,7 @@ fn on_event(
             println!("{line}");
             let me_loading = loading.iter().any(|m| proc_of(*m) == *me);
             state.view = view.id.0;
+            state.awaiting_state = me_loading;
             tracer.write(
                 t,
                 *me,
@@ -363,7 +379,12 @@ fn on_event(
         }
         Event::StateIncoming { view, donor } => {
             println!("n{n} loads the group's state from n{} (v{})", donor.node.0, view.0);
-            *state = State { view: state.view, loading: Some(Loader::new()), ..State::default() };
+            *state = State {
+                view: state.view,
+                loading: Some(Loader::new()),
+                awaiting_state: true,
+                ..State::default()
+            };
         }
         Event::StateChunk { offset, data, .. } => {
             if let Some(l) = &mut state.loading {
@@ -371,6 +392,7 @@ fn on_event(
             }
         }
         Event::StateLoaded { view, len } => {
+            state.awaiting_state = false;
             if let Some(l) = state.loading.take() {
                 let (applied, hash, intact) = l.finish(len);
                 let got = l.got();

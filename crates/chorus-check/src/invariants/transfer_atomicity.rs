@@ -2,6 +2,8 @@
 //! JGroups `STATE_TRANSFER`: digest, then state; VS.txt #4; Derecho: joins at view boundaries).
 //!
 //! Checkable form, for a process p and a view v whose `install` lists p in `loading`:
+//! - p sends nothing in v before its `state_loaded` line for v (the core takes no multicast
+//!   from a member without the state: what it sends would be built on nothing).
 //! - p delivers nothing in v before its `state_loaded` line for v. If p never loads in v (its
 //!   next line of that life is an `install` of v+1, or its life or the run ends), it delivers
 //!   nothing in v at all.
@@ -85,6 +87,21 @@ pub(crate) fn on_deliver(t: u64, p: Proc, transfer: Transfer, id: MsgId) -> Resu
     }
 }
 
+/// `p`, whose transfer state is `transfer`, sends `id` (G5 has checked that `id.view` is its
+/// current view).
+pub(crate) fn on_send(t: u64, p: Proc, transfer: Transfer, id: MsgId) -> Result<(), Violation> {
+    match transfer.waiting() {
+        Some(view) => fail(
+            t,
+            format!(
+                "{p} sent {id} in view {view} before loading its state: view {view} lists it in \
+                 `loading` and it has no `state_loaded` there yet"
+            ),
+        ),
+        None => Ok(()),
+    }
+}
+
 /// `p`, whose transfer state is `transfer`, reports a digest for `view` (its current view: the
 /// G11 line checks come first).
 pub(crate) fn on_digest(t: u64, p: Proc, transfer: Transfer, view: u64) -> Result<(), Violation> {
@@ -161,6 +178,15 @@ mod tests {
     }
 
     #[test]
+    fn sending_before_loading_is_caught() {
+        let c = p(3);
+        let mut tr = joining();
+        tr.send(c, 2, 1);
+        let v = tr.assert_violates(Guarantee::ST2TransferAtomicity);
+        assert!(v.detail.contains("n3.0 sent (n3.0, v2, #1) in view 2 before loading its state"), "{v}");
+    }
+
+    #[test]
     fn a_cut_off_transfer_restarts_in_the_next_view() {
         let (a, b, c) = (p(1), p(2), p(3));
         let mut tr = joining();
@@ -225,7 +251,7 @@ mod tests {
     fn a_loader_that_crashes_before_loading_passes() {
         let (a, b, c) = (p(1), p(2), p(3));
         let mut tr = joining();
-        tr.send(c, 2, 1).crash(c).install_all(3, &[a, b]);
+        tr.multicast(a, 2, 1, &[a, b]).crash(c).install_all(3, &[a, b]);
         tr.phase("liveness").end();
         tr.assert_ok();
     }
