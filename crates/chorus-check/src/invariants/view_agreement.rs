@@ -2,7 +2,10 @@
 //!
 //! Checkable form: any two `install` lines with the same `view` carry identical `members`
 //! lists (same processes in the same order). A member list also names no process twice: a
-//! view is a set, and G2's majority arithmetic counts its members.
+//! view is a set, and G2's majority arithmetic counts its members; nor two incarnations of
+//! one node: a node runs one life at a time, and a restarted node joins as its new
+//! incarnation only in a view without its old one (the core removes the old member first, or
+//! in the same view change, where a recovered member stands in for it).
 //!
 //! The `loading` list (the members that wait for a state transfer in the view) is part of the
 //! view too: every install of an id carries the same one, and it names members only, each
@@ -60,6 +63,20 @@ pub(crate) fn on_install(
             format!("{p} installed view {view} {} naming {twice} twice", procs(members)),
         ));
     }
+    let mut nodes = std::collections::HashMap::with_capacity(members.len());
+    for m in members {
+        if let Some(other) = nodes.insert(m.node, *m) {
+            return Err(Violation::new(
+                Guarantee::G1ViewAgreement,
+                t,
+                format!(
+                    "{p} installed view {view} {} naming two lives of node {}: {other} and {m}",
+                    procs(members),
+                    m.node
+                ),
+            ));
+        }
+    }
     let mut seen = HashSet::with_capacity(loading.len());
     for l in loading {
         let problem = if !members.contains(l) {
@@ -86,6 +103,15 @@ pub(crate) fn on_install(
 mod tests {
     use crate::testkit::{p, Trace};
     use crate::Guarantee;
+
+    #[test]
+    fn two_lives_of_one_node_in_a_view_are_caught() {
+        let mut tr = Trace::new();
+        let (a, a1, b) = (p(1), crate::testkit::pi(1, 1), p(2));
+        tr.start(a).start(a1).start(b).install(b, 1, &[a, a1, b]);
+        let v = tr.assert_violates(Guarantee::G1ViewAgreement);
+        assert!(v.detail.contains("naming two lives of node 1: n1.0 and n1.1"), "{v}");
+    }
 
     #[test]
     fn same_members_everywhere_passes() {
