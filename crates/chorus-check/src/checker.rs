@@ -277,6 +277,15 @@ impl Checker {
                 let (id, order) = (MsgId { sender: *sender, view: *view, seq: *seq }, *order);
                 sending_view::on_deliver(t, p, state.view, id)?;
                 transfer_atomicity::on_deliver(t, p, state.transfer, id)?;
+                let listed = state.transfer != transfer_atomicity::Transfer::Unlisted;
+                state_transfer::on_deliver(
+                    t,
+                    p,
+                    id.view,
+                    state.replica.as_ref(),
+                    listed,
+                    state.digest_reported,
+                )?;
                 let so_far = state.delivered.get(sender).copied().unwrap_or(0);
                 self.integrity.on_deliver(t, p, id, *digest, order, so_far)?;
                 fifo::on_deliver(t, p, so_far, id)?;

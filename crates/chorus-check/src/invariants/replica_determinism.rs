@@ -219,21 +219,25 @@ mod tests {
     }
 
     #[test]
-    fn the_replay_runs_across_installs_without_a_digest() {
+    fn the_replay_runs_from_the_last_report() {
+        // (A member that reports its state reports it in every view: G11 checks that; see
+        // `state_transfer::tests::a_member_that_reports_its_state_must_report_it_in_every_view`.)
         let (a, b) = (p(1), p(2));
+        let s3 = state_after(&[(a, 1, 1), (b, 2, 1), (a, 2, 2)]);
         let mut tr = replicated();
-        tr.install_all(3, &[a, b]).multicast_as(a, 3, 1, Order::Total, &[a, b]);
+        tr.install_all(3, &[a, b]).digest(a, 3, s3).digest(b, 3, s3);
+        tr.multicast_as(a, 3, 1, Order::Total, &[a, b]);
         tr.install_all(4, &[a, b]);
-        // a's replay goes on from its view 2 digest; b reports only now.
         let s4 = state_after(&[(a, 1, 1), (b, 2, 1), (a, 2, 2), (a, 3, 1)]);
         tr.digest(a, 4, s4).digest(b, 4, s4);
         tr.assert_ok();
 
         let mut short = replicated();
-        short.install_all(3, &[a, b]).multicast_as(a, 3, 1, Order::Total, &[a, b]);
-        short.install_all(4, &[a, b]).digest(a, 4, state_after(&[(a, 1, 1), (b, 2, 1), (a, 2, 2)]));
+        short.install_all(3, &[a, b]).digest(a, 3, s3).digest(b, 3, s3);
+        short.multicast_as(a, 3, 1, Order::Total, &[a, b]);
+        short.install_all(4, &[a, b]).digest(a, 4, s3);
         let v = short.assert_violates(Guarantee::ST3ReplicaDeterminism);
-        assert!(v.detail.contains("from its digest at the start of view 2"), "{v}");
+        assert!(v.detail.contains("from its digest at the start of view 3"), "{v}");
     }
 
     #[test]

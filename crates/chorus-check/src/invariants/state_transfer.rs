@@ -13,7 +13,10 @@
 //!
 //! How: the first report of each view is its reference; every later one is compared with it
 //! (equality is transitive). One entry per view; constant time per report. A process that
-//! never reports (state transfer off, or a trace from before it existed) is not judged.
+//! never reports (state transfer off, or a trace from before it existed) is not judged; one
+//! that did report its state (a `digest` or a `state_loaded` line) must go on doing so: in
+//! every later view that does not list it in `loading`, its `digest` comes before its first
+//! `deliver` there (else its state at that boundary escapes the comparison).
 
 use crate::checker::AppState;
 use crate::hash::FastMap;
@@ -94,11 +97,48 @@ pub(crate) fn on_digest_line(
     ))
 }
 
+/// `p` delivers in `view`, holding the state `replica` (from its reports, if any), listed in
+/// `loading` there if `listed`, with its digest for `view` written if `reported`.
+pub(crate) fn on_deliver(
+    t: u64,
+    p: Proc,
+    view: u64,
+    replica: Option<&crate::invariants::replica_determinism::Replica>,
+    listed: bool,
+    reported: bool,
+) -> Result<(), Violation> {
+    use crate::invariants::replica_determinism::Origin;
+    let reports_state = replica.is_some_and(|r| matches!(r.origin, Origin::Digest(_) | Origin::Loaded(_)));
+    if !reports_state || listed || reported {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Guarantee::G11StateTransfer,
+        t,
+        format!(
+            "{p} delivered in view {view} without a digest for it: it holds the state (it reported \
+             it before), so its state at the start of view {view} must be reported"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::testkit::{p, state_after, Trace};
     use crate::trace::Order;
     use crate::Guarantee;
+
+    #[test]
+    fn a_member_that_reports_its_state_must_report_it_in_every_view() {
+        let (a, b) = (p(1), p(2));
+        let mut tr = Trace::group(&[a, b], 1);
+        tr.digest(a, 1, (0, 0)).digest(b, 1, (0, 0));
+        // View 2: b reports, a delivers without reporting.
+        tr.install_all(2, &[a, b]).digest(b, 2, (0, 0));
+        tr.send(b, 2, 1).deliver(b, b, 2, 1).deliver(a, b, 2, 1);
+        let v = tr.assert_violates(Guarantee::G11StateTransfer);
+        assert!(v.detail.contains("n1.0 delivered in view 2 without a digest for it"), "{v}");
+    }
 
     /// a and b apply two total messages in view 1 and report at the start of view 2, where c
     /// joins.
