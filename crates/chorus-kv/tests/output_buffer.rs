@@ -6,12 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cluster::{wait_converged, Store};
+use common::Client;
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -24,16 +26,6 @@ fn rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 #[test]
 fn a_client_that_never_reads_cannot_grow_the_nodes_memory() {
     let s = Store::start_with("outbuf", 1, Vec::new(), None);
@@ -43,14 +35,14 @@ fn a_client_that_never_reads_cannot_grow_the_nodes_memory() {
 
     let value = vec![b'v'; 1_000_000];
     let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(&resp(&[b"SET", b"big", &value])).unwrap();
+    c.write_all(&Client::encode(&[b"SET", b"big", &value])).unwrap();
     let mut ok = [0u8; 5];
     std::io::Read::read_exact(&mut c, &mut ok).unwrap();
     assert_eq!(&ok, b"+OK\r\n");
     let before = rss_mib(pid);
 
     // 4,000 GETs (4 GB of replies) sent in the background, never read.
-    let gets = resp(&[b"GET", b"big"]).repeat(4000);
+    let gets = Client::encode(&[b"GET", b"big"]).repeat(4000);
     let mut w = c.try_clone().unwrap();
     w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     let writer = std::thread::spawn(move || {
@@ -78,7 +70,7 @@ fn a_client_that_never_reads_cannot_grow_the_nodes_memory() {
 
     // And it still serves.
     let mut c = TcpStream::connect(addr).unwrap();
-    c.write_all(&resp(&[b"STRLEN", b"big"])).unwrap();
+    c.write_all(&Client::encode(&[b"STRLEN", b"big"])).unwrap();
     let mut reply = [0u8; 10];
     std::io::Read::read_exact(&mut c, &mut reply).unwrap();
     assert_eq!(&reply, b":1000000\r\n");

@@ -5,10 +5,10 @@
 
 mod cluster;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_kv::resp_client::{Client, Value};
-use cluster::{info, Store};
+use cluster::{info, wait_for, Store};
 
 fn cmd(port: u16, args: &[&str]) -> Value {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -20,17 +20,6 @@ fn cmd(port: u16, args: &[&str]) -> Value {
 
 fn role(port: u16) -> String {
     info(port).and_then(|i| i.get("role").cloned()).unwrap_or_default()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn is_error(v: &Value, prefix: &str) -> bool {

@@ -10,10 +10,10 @@
 mod cluster;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_kv::resp_client::{Client, Value};
-use cluster::{info, wait_converged, Store};
+use cluster::{info, wait_converged, wait_for, Store};
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -82,17 +82,6 @@ fn an_expired_key_is_never_read_back_by_any_read_at_any_node() {
 
 fn log_has(path: &Path, needle: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|l| l.contains(needle))
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

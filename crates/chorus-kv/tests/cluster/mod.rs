@@ -192,6 +192,18 @@ pub fn wait_converged(s: &Store, within: Duration, same_state: bool) -> Vec<BTre
     );
 }
 
+/// Polls `f` every 100 ms until it holds; panics naming `what` after `within`.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 pub fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
