@@ -93,7 +93,7 @@ pub(crate) enum LogEntry<'a> {
         /// Its sender.
         sender: MemberId,
         /// Its payload.
-        #[serde(borrow)]
+        #[serde(borrow, serialize_with = "crate::as_bytes")]
         payload: &'a [u8],
     },
     /// A view installed: the roles of departed members pass on.

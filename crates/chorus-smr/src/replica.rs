@@ -271,7 +271,7 @@ struct Cmd<'a> {
     /// The request's number within the session.
     seq: u64,
     /// The command.
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "crate::as_bytes")]
     cmd: &'a [u8],
 }
 
