@@ -1163,7 +1163,14 @@ where
     /// `everysec`), `clock_us` a monotonic clock in microseconds (fsync timings).
     pub fn sync(&mut self, now_ms: u64, clock_us: &dyn Fn() -> u64) {
         let Some(st) = &mut self.store else { return };
-        match st.sync(now_ms, clock_us) {
+        let r = st.sync(now_ms, clock_us);
+        self.synced(r);
+    }
+
+    /// A sync's outcome: the stored position, if it rose, goes to the member; a failure stops
+    /// the replica.
+    fn synced(&mut self, r: Result<Option<u64>, StorageError>) {
+        match r {
             Ok(Some(pos)) => self.actions.push_back(Action::Durable { pos }),
             Ok(None) => {}
             Err(e) => self.storage_failed(&e),
@@ -1194,11 +1201,8 @@ where
     /// A sync from [`Replica::sync_start`] ended (`clock_us` as there, for its timing).
     pub fn sync_finish(&mut self, done: WalSynced, clock_us: &dyn Fn() -> u64) {
         let Some(st) = &mut self.store else { return };
-        match st.sync_finish(done, clock_us) {
-            Ok(Some(pos)) => self.actions.push_back(Action::Durable { pos }),
-            Ok(None) => {}
-            Err(e) => self.storage_failed(&e),
-        }
+        let r = st.sync_finish(done, clock_us);
+        self.synced(r);
     }
 
     /// A snapshot to write now, if the log has grown past `snapshot_log_bytes` (or `force`, for
