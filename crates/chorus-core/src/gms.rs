@@ -31,7 +31,7 @@ use crate::wire::{Ballot, Data, Msg, Proposal, Rejoin};
 #[derive(Debug)]
 pub(crate) struct Coord {
     ballot: Ballot,
-    started: Instant,
+    pub(crate) started: Instant,
     last_send: Instant,
     phase: Phase,
 }

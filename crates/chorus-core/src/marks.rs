@@ -64,11 +64,14 @@ pub enum Mark {
     ForeignGroup,
     /// A founder waited because a node with a lower id is a founder too.
     FoundingDeferred,
+    /// This node did not run for longer than twice the heartbeat interval (paused): the time
+    /// was not held against its peers.
+    LocalPause,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 25] = [
+    pub const ALL: [Mark; 26] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -94,6 +97,7 @@ impl Mark {
         Mark::IncompleteInstall,
         Mark::ForeignGroup,
         Mark::FoundingDeferred,
+        Mark::LocalPause,
     ];
 }
 

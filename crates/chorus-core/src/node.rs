@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
+use core::time::Duration;
+
 use crate::config::Config;
 use crate::error::{ConfigError, FrameError, SendError};
 use crate::event::{BlockReason, Event, SuspectReason};
@@ -88,6 +90,19 @@ pub struct Node {
     ack_wanted: bool,
     pub(crate) ack_due: Option<Instant>,
     rng: u64,
+    /// The latest `now` any entry point was called with (see `attend`).
+    attended: Instant,
+    /// This node's own pauses: how many were seen, and the last one's length.
+    pauses: LocalPauses,
+}
+
+/// Times this node itself did not run (see [`Node::local_pauses`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalPauses {
+    /// Pauses longer than twice the heartbeat interval.
+    pub count: u64,
+    /// The length of the last of them.
+    pub last: Duration,
 }
 
 #[derive(Debug)]
@@ -251,6 +266,8 @@ impl Node {
             ack_wanted: false,
             ack_due: None,
             rng: rng | 1,
+            attended: now,
+            pauses: LocalPauses::default(),
         };
         if let Some(r) = recovery {
             node.recover_into(now, r.membership, Rejoin { new: me, state: r.state });
@@ -293,6 +310,46 @@ impl Node {
         match &self.state {
             State::Member(m) => !m.wedged && !m.awaiting_state && self.window_allows(m, 0),
             _ => false,
+        }
+    }
+
+    /// The times this node itself did not run for longer than twice the heartbeat interval
+    /// (stopped, swapped out, starved of CPU): the runtime logs them.
+    pub fn local_pauses(&self) -> LocalPauses {
+        self.pauses
+    }
+
+    /// Called first by every entry point that is given the time. The node asks to be called at
+    /// least every `tick_interval` (`poll_timeout`); a longer gap means this process did not
+    /// run, and meanwhile its peers' frames waited unread in its sockets. Time this node did
+    /// not listen is not held against them: their silence, their standing acknowledgements and
+    /// a round's deadline count only the time it listened. Otherwise a node that stalls (for a
+    /// long flush, a swap, a starved CPU) accuses every peer at once when it resumes, before it
+    /// reads what they sent (Cassandra's failure detector ignores local pauses for the same
+    /// reason). Its peers, who did run, still judge it by its own silence.
+    pub(crate) fn attend(&mut self, now: Instant) {
+        let gap = now.since(self.attended);
+        if now > self.attended {
+            self.attended = now;
+        }
+        let Some(pause) = gap.checked_sub(self.cfg.tick_interval).filter(|p| !p.is_zero()) else {
+            return;
+        };
+        if gap > self.cfg.heartbeat_interval * 2 {
+            self.pauses.count += 1;
+            self.pauses.last = gap;
+            self.marks.hit(Mark::LocalPause);
+        }
+        let State::Member(m) = &mut self.state else { return };
+        let later = |t: &mut Instant| *t = (*t + pause).min(now);
+        for p in &mut m.peers {
+            later(&mut p.last_heard);
+            if let Some((_, since)) = &mut p.lag {
+                later(since);
+            }
+        }
+        if let Some(c) = &mut m.coord {
+            later(&mut c.started);
         }
     }
 
@@ -352,6 +409,7 @@ impl Node {
 
     /// Runs timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.attend(now);
         if self.ack_due.is_some_and(|t| t <= now) {
             self.ack_due = None;
             self.flush_acks();
@@ -387,10 +445,11 @@ impl Node {
     /// every mode; this member delivers its own message too, when its order allows.
     pub fn multicast_ordered(
         &mut self,
-        _now: Instant,
+        now: Instant,
         payload: Bytes,
         order: Order,
     ) -> Result<MsgId, SendError> {
+        self.attend(now);
         if payload.len() > self.cfg.max_payload {
             return Err(SendError::TooLarge { len: payload.len(), max: self.cfg.max_payload });
         }
@@ -441,6 +500,7 @@ impl Node {
     /// Asks to leave the group gracefully. The node goes on taking part in view changes until
     /// a view without it is installed, then emits `Event::Left`.
     pub fn leave(&mut self, now: Instant) {
+        self.attend(now);
         if self.leaving {
             return;
         }
@@ -479,6 +539,7 @@ impl Node {
     }
 
     fn handle_body(&mut self, now: Instant, from: NodeId, body: FrameBody) -> Result<(), FrameError> {
+        self.attend(now);
         if body.from.node != from {
             return Err(FrameError::Impersonation { from, claimed: body.from.node });
         }

@@ -143,6 +143,7 @@ impl Node {
     /// growing as it applies more). The node reports it to the others in its acknowledgements;
     /// [`Event::Durable`] says when every member of the view reported at least some position.
     pub fn set_durable(&mut self, now: Instant, pos: u64) {
+        self.attend(now);
         if pos <= self.durable_pos {
             return;
         }

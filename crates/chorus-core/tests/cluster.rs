@@ -711,3 +711,29 @@ fn durable_positions_travel_in_acknowledgements() {
         assert_eq!(ups.last(), Some(&7), "node {i}: {ups:?}");
     }
 }
+
+/// A node that did not run for three suspicion timeouts (a stopped process, a starved CPU) does
+/// not accuse its peers when it resumes: it was not listening, and their frames wait unread.
+/// Its peers, who ran, judge it by its silence and remove it.
+#[test]
+fn a_paused_node_does_not_accuse_its_peers_when_it_resumes() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(2), Some(vec![0, 1, 2]));
+    let mut paused = c.nodes[2].take().expect("node 2 runs");
+    while paused.poll_event().is_some() {}
+    c.run(Duration::from_millis(1500));
+    assert_eq!(c.view_of(0), Some(vec![0, 1]), "the peers that ran removed the silent one");
+    // It resumes with its timer first, before it reads anything.
+    paused.handle_timeout(c.now);
+    let mut accused = Vec::new();
+    while let Some(e) = paused.poll_event() {
+        if let Event::Suspected { member, .. } = e {
+            accused.push(member);
+        }
+    }
+    assert!(accused.is_empty(), "a paused node accused {accused:?}");
+    let pauses = paused.local_pauses();
+    assert_eq!(pauses.count, 1);
+    assert!(pauses.last >= Duration::from_millis(1500), "{pauses:?}");
+}

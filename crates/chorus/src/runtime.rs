@@ -317,6 +317,7 @@ impl Member {
             store,
             group,
             stopped: false,
+            pauses_logged: 0,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
@@ -580,6 +581,8 @@ struct Driver {
     group: Arc<std::sync::atomic::AtomicU64>,
     /// The record could not be stored: the member stops without sending anything more.
     stopped: bool,
+    /// This node's own pauses already logged.
+    pauses_logged: u64,
 }
 
 impl Driver {
@@ -682,6 +685,16 @@ impl Driver {
         self.run_due();
         self.drain_events().await;
         self.flush();
+        let pauses = self.node.local_pauses();
+        if pauses.count > self.pauses_logged {
+            self.pauses_logged = pauses.count;
+            warn!(
+                node = self.me,
+                paused_ms = pauses.last.as_millis() as u64,
+                "this node did not run for {:?} (stopped, swapped or starved of CPU); its peers may suspect it",
+                pauses.last
+            );
+        }
     }
 
     /// Runs the core's timers that are due now.

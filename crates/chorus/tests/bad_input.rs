@@ -66,7 +66,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn capture_logs() {
     LOG_INIT.call_once(|| {
         let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
+            .with_max_level(match std::env::var("CHORUS_TEST_LOG").as_deref() {
+                Ok("debug") => tracing::Level::DEBUG,
+                Ok("info") => tracing::Level::INFO,
+                _ => tracing::Level::WARN,
+            })
             .with_ansi(false)
             .with_writer(|| LogWriter)
             .try_init();
@@ -171,7 +175,17 @@ fn record(mut events: Events) -> Arc<Mutex<Log>> {
 async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool, state: impl Fn() -> String) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}; state: {}", state());
+        if start.elapsed() >= limit {
+            // The captured log is shared by every test of this binary: the tail shows what the
+            // members logged around the failure (CHORUS_TEST_LOG=info for more).
+            let logs = String::from_utf8_lossy(&lock(&LOGS)).into_owned();
+            let tail: Vec<&str> = logs.lines().rev().take(200).collect();
+            eprintln!("captured log, last {} lines:", tail.len());
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+            panic!("timed out after {limit:?} waiting for {what}; state: {}", state());
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
