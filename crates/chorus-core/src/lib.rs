@@ -84,12 +84,15 @@ pub enum Mutant {
     /// Take checkpoint chunks at whatever offset they arrive (duplicates, gaps), so the loaded
     /// state is corrupt (breaks G11).
     ChunkOutOfOrder,
+    /// Name another node as the sender of one frame in a hundred (an encoding bug: the receiver
+    /// rejects the frame as an impersonation, and the simulator fails the seed for it).
+    WrongSender,
 }
 
 #[cfg(feature = "mutants")]
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::SkipFlush,
         Mutant::DeliverStaleView,
         Mutant::DropFifo,
@@ -104,5 +107,6 @@ impl Mutant {
         Mutant::CheckpointBeforeCut,
         Mutant::DeliverBeforeLoaded,
         Mutant::ChunkOutOfOrder,
+        Mutant::WrongSender,
     ];
 }

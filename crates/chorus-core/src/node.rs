@@ -403,7 +403,13 @@ impl Node {
                 }
             }
         }
-        let frame = wire::encode(&FrameBody { from: self.me, to, msgs });
+        #[allow(unused_mut)]
+        let mut from = self.me;
+        #[cfg(feature = "mutants")]
+        if self.cfg.mutant == Some(crate::Mutant::WrongSender) && self.random().is_multiple_of(100) {
+            from.node = NodeId(from.node.0 ^ 1);
+        }
+        let frame = wire::encode(&FrameBody { from, to, msgs });
         Some(Transmit { to: node, frame })
     }
 

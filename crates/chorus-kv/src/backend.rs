@@ -32,8 +32,10 @@ pub struct GroupInfo {
     pub role: String,
     /// The log index of the last command applied here.
     pub applied_index: u64,
-    /// How many commands this node is behind the group's latest known index.
-    pub lag: u64,
+    /// This node's commands and reads waiting for the group. Not a replication lag: a replica
+    /// learns of commands only as they are delivered, in one order at every member, so it
+    /// knows no later index to measure a lag against (compare `applied_index` across nodes).
+    pub pending_requests: u64,
     /// More `name:value` lines for the section.
     pub extra: Vec<(String, String)>,
 }

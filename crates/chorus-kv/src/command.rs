@@ -232,6 +232,34 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     COMMANDS.iter().find(|s| s.name.len() == name.len() && s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// The Redis version that introduced the command (COMMAND DOCS' `since`), as redis-server
+/// 7.0's own COMMAND DOCS gives it; `None` for commands Redis does not have (PROMOTE).
+pub fn since(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "get" | "set" | "setnx" | "getset" | "mget" | "incr" | "decr" | "incrby" | "decrby" | "del"
+        | "exists" | "expire" | "ttl" | "type" | "keys" | "dbsize" | "flushall" | "flushdb" | "lpush"
+        | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" | "sadd" | "srem" | "smembers"
+        | "sismember" | "scard" | "ping" | "echo" | "auth" | "select" | "quit" | "info" | "save"
+        | "bgsave" | "lastsave" => "1.0.0",
+        "mset" | "msetnx" => "1.0.1",
+        "expireat" | "multi" | "exec" => "1.2.0",
+        "setex" | "append" | "hset" | "hmset" | "hsetnx" | "hget" | "hmget" | "hdel" | "hgetall"
+        | "hkeys" | "hvals" | "hexists" | "hincrby" | "hlen" | "config" | "discard" => "2.0.0",
+        "strlen" | "persist" | "lpushx" | "rpushx" | "watch" | "unwatch" => "2.2.0",
+        "client" => "2.4.0",
+        "psetex" | "pexpire" | "pexpireat" | "pttl" | "time" => "2.6.0",
+        "scan" => "2.8.0",
+        "command" => "2.8.13",
+        "wait" | "readonly" | "readwrite" => "3.0.0",
+        "hstrlen" => "3.2.0",
+        "unlink" => "4.0.0",
+        "hello" => "6.0.0",
+        "getdel" | "smismember" | "reset" => "6.2.0",
+        "expiretime" | "pexpiretime" => "7.0.0",
+        _ => return None,
+    })
+}
+
 /// Whether `n` arguments (the name included) satisfy `arity`.
 pub fn arity_ok(arity: i32, n: usize) -> bool {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
@@ -940,6 +968,17 @@ mod tests {
             "ERR invalid expire time in 'expire' command"
         );
         assert!(matches!(classify(&args("lindex k x")), Classified::Read(Cmd::LIndex(_, None))));
+    }
+
+    #[test]
+    fn every_redis_command_has_its_since() {
+        // A command added to the table without its version would silently lose `since`.
+        let ours = ["promote"];
+        for s in COMMANDS {
+            assert_eq!(since(s.name).is_none(), ours.contains(&s.name), "since({})", s.name);
+        }
+        assert_eq!(since("get"), Some("1.0.0"));
+        assert_eq!(since("getdel"), Some("6.2.0"));
     }
 
     #[test]

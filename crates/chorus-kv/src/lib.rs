@@ -31,7 +31,7 @@
 //! - Only the `default` user; INFO has the Server, Clients, Stats, Group and Keyspace sections;
 //!   CLIENT LIST shows the calling connection only; CONFIG GET knows a few parameters and CONFIG
 //!   SET none; COMMAND's flags and categories are simplified and COMMAND DOCS has no argument
-//!   lists (redis-cli shows no hints); CLIENT SETINFO is accepted (a 7.2 command).
+//!   lists (redis-cli shows no hints); CLIENT SETINFO (a 7.2 command) is stored and shown by CLIENT LIST/INFO.
 //! - Not implemented (an unknown-command error): other types (sorted sets, streams, ...),
 //!   Pub/Sub, scripting, blocking commands, RENAME, INCRBYFLOAT, OBJECT, maxmemory and eviction.
 

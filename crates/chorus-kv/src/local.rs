@@ -88,7 +88,7 @@ impl Backend for LocalBackend {
             members: vec!["local".to_owned()],
             role: "standalone".to_owned(),
             applied_index: g.index,
-            lag: 0,
+            pending_requests: 0,
             extra: Vec::new(),
         }
     }

@@ -939,7 +939,7 @@ impl Backend for Replicated<KvMachine> {
             }),
             role,
             applied_index: self.applied.load(AtomicOrdering::Relaxed).max(s.applied),
-            lag: s.pending as u64,
+            pending_requests: s.pending as u64,
             extra: vec![
                 ("member".into(), format!("{}.{}", s.me.node.0, s.me.inc.0)),
                 ("phase".into(), format!("{:?}", s.phase).to_lowercase()),
@@ -951,7 +951,6 @@ impl Backend for Replicated<KvMachine> {
                         .collect::<Vec<_>>()
                         .join(","),
                 ),
-                ("pending".into(), s.pending.to_string()),
                 ("sessions".into(), s.sessions.to_string()),
                 ("last_applied_ms".into(), s.last_now_ms.to_string()),
                 ("state_digest".into(), format!("{:016x}", digest.1)),

@@ -6,7 +6,8 @@
 //! the replies into one buffer and writes it with one call (also whenever it passes 64 KiB), so
 //! a pipeline costs one read and one write per batch.
 //!
-//! Per connection: the protocol version (HELLO), authentication, name, id, the MULTI queue, the
+//! Per connection: the protocol version (HELLO), authentication, name, id, the client library's
+//! name and version (CLIENT SETINFO), its local address (CLIENT LIST), the MULTI queue, the
 //! WATCHed keys with their versions, the read consistency (`READONLY`: local reads;
 //! `READWRITE`: linearizable; the default from [`ServerConfig::read_consistency`]) and the
 //! session id and sequence number given to the backend with every write.
@@ -42,6 +43,10 @@ pub const REDIS_VERSION: &str = "7.0.0";
 const FLUSH_AT: usize = 64 << 10;
 /// At most this many requests are parsed ahead of handling.
 const MAX_BATCH: usize = 1024;
+/// INFO's `avg_ttl` looks at every key of a store this small, else at this many consecutive
+/// keys in hash order from a random hash (the hash spreads keys evenly: a fair sample), so
+/// that INFO costs a bounded number of reads whatever the store's size.
+const AVG_TTL_SAMPLE: u64 = 1000;
 
 /// The server's settings (`Debug` does not show the password).
 #[derive(Clone)]
@@ -121,6 +126,7 @@ struct Shared {
     next_id: AtomicU64,
     started: Instant,
     port: u16,
+    /// INFO's Stats counters: CONFIG RESETSTAT zeroes them.
     connections: AtomicU64,
     rejected: AtomicU64,
     commands: AtomicU64,
@@ -172,7 +178,10 @@ pub async fn serve<B: Backend>(
                     shared.connections.fetch_add(1, Ordering::Relaxed);
                     let slot = ClientSlot(shared.clone());
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let conn = Conn::new(id, peer, backend.clone(), shared.clone());
+                    // The address this connection reached (the listener may be bound to a
+                    // wildcard address): CLIENT LIST's laddr.
+                    let local = stream.local_addr().ok();
+                    let conn = Conn::new(id, peer, local, backend.clone(), shared.clone());
                     let stop = stop_rx.clone();
                     tasks.spawn(async move {
                         let _slot = slot;
@@ -217,6 +226,7 @@ enum Flow {
 struct Conn<B> {
     id: u64,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     backend: B,
     shared: Arc<Shared>,
     session: u64,
@@ -224,6 +234,10 @@ struct Conn<B> {
     proto: Protocol,
     authed: bool,
     name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER (kept across RESET, as Redis does: they describe the
+    /// client library behind the connection).
+    lib_name: Option<Bytes>,
+    lib_ver: Option<Bytes>,
     consistency: Consistency,
     multi: Option<Multi>,
     watched: Vec<(Bytes, u64)>,
@@ -277,13 +291,14 @@ async fn join_ordered<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
 }
 
 impl<B: Backend> Conn<B> {
-    fn new(id: u64, peer: SocketAddr, backend: B, shared: Arc<Shared>) -> Self {
+    fn new(id: u64, peer: SocketAddr, local: Option<SocketAddr>, backend: B, shared: Arc<Shared>) -> Self {
         let session = shared.cfg.session_base | (id & 0xFFFF_FFFF);
         let authed = shared.cfg.password.is_none();
         let consistency = shared.cfg.read_consistency;
         Conn {
             id,
             peer,
+            local,
             backend,
             shared,
             session,
@@ -291,6 +306,8 @@ impl<B: Backend> Conn<B> {
             proto: Protocol::Resp2,
             authed,
             name: None,
+            lib_name: None,
+            lib_ver: None,
             consistency,
             multi: None,
             watched: Vec::new(),
@@ -785,15 +802,20 @@ impl<B: Backend> Conn<B> {
     }
 
     fn client_line(&self) -> String {
+        let text = |b: &Option<Bytes>| {
+            b.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
+        };
         format!(
-            "id={} addr={} laddr=127.0.0.1:{} name={} db=0 multi={} watch={} resp={} lib-name= lib-ver=\n",
+            "id={} addr={} laddr={} name={} db=0 multi={} watch={} resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
-            self.shared.port,
-            self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default(),
+            self.local.map(|a| a.to_string()).unwrap_or_default(),
+            text(&self.name),
             self.multi.as_ref().map_or(-1, |m| m.queue.len() as i64),
             self.watched.len(),
             self.proto.version(),
+            text(&self.lib_name),
+            text(&self.lib_ver),
         )
     }
 
@@ -814,11 +836,23 @@ impl<B: Backend> Conn<B> {
                 }
             }),
             "setinfo" => need(n == 4).unwrap_or_else(|| {
-                if eq(&args[2], "lib-name") || eq(&args[2], "lib-ver") {
-                    Reply::ok()
+                let attr = String::from_utf8_lossy(&args[2][..args[2].len().min(128)]).into_owned();
+                let value = &args[3];
+                let slot = if eq(&args[2], "lib-name") {
+                    &mut self.lib_name
+                } else if eq(&args[2], "lib-ver") {
+                    &mut self.lib_ver
                 } else {
-                    Reply::error(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(&args[2])))
+                    return Reply::error(format!("ERR Unrecognized option '{attr}'"));
+                };
+                // The same characters as a name: the value goes into CLIENT LIST's line.
+                if valid_name(value).is_err() {
+                    return Reply::error(format!(
+                        "ERR {attr} cannot contain spaces, newlines or special characters."
+                    ));
                 }
+                *slot = if value.is_empty() { None } else { Some(value.clone()) };
+                Reply::ok()
             }),
             "info" => need(n == 2).unwrap_or_else(|| {
                 Reply::Verbatim("txt".into(), Bytes::from(self.client_line().into_bytes()))
@@ -845,7 +879,9 @@ impl<B: Backend> Conn<B> {
                     "SETNAME <name>",
                     "    Assign the name <name> to the current connection.",
                     "SETINFO <option> <value>",
-                    "    Accepted and ignored.",
+                    "    Set client meta attr. Options are:",
+                    "    * LIB-NAME: the client lib name.",
+                    "    * LIB-VER: the client lib version.",
                 ]
                 .iter()
                 .map(|s| Reply::Simple((*s).into()))
@@ -889,10 +925,66 @@ impl<B: Backend> Conn<B> {
                 String::from_utf8_lossy(&args[2])
             ))
         } else if eq(sub, "resetstat") {
+            if args.len() != 2 {
+                return sub_arity("config", sub);
+            }
+            // Every counter INFO's Stats section shows (gauges such as connected_clients
+            // stay); the Persistence section's belong to the storage layer and stay too.
+            let sh = &self.shared;
+            for c in [&sh.connections, &sh.rejected, &sh.commands] {
+                c.store(0, Ordering::Relaxed);
+            }
             Reply::ok()
         } else {
             unknown_sub("config", sub)
         }
+    }
+
+    /// Up to `count` keys from hash `from` on, in hash order (a local SCAN); the next cursor.
+    async fn scan_keys(&self, from: u64, count: u64) -> (Vec<Bytes>, u64) {
+        let q = Query(Cmd::Scan { cursor: from, pattern: None, count, typ: None });
+        match self.backend.read(q, Consistency::Local).await {
+            Ok(Reply::Array(v)) => match &v[..] {
+                [Reply::Bulk(next), Reply::Array(keys)] => {
+                    let next = std::str::from_utf8(next).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    let keys = keys.iter().filter_map(|k| match k {
+                        Reply::Bulk(k) => Some(k.clone()),
+                        _ => None,
+                    });
+                    (keys.collect(), next)
+                }
+                _ => (Vec::new(), 0),
+            },
+            _ => (Vec::new(), 0),
+        }
+    }
+
+    /// INFO's `avg_ttl`: the mean time to live, in ms, of the keys with an expiry, over every
+    /// key when the store holds at most [`AVG_TTL_SAMPLE`] (`keys`), else over a sample of
+    /// that many (Redis estimates it from the keys its expiry cycle samples). 0 when none of
+    /// the keys looked at has an expiry.
+    async fn avg_ttl(&self, keys: i64) -> u64 {
+        let all = u64::try_from(keys).is_ok_and(|k| k <= AVG_TTL_SAMPLE);
+        let start = if all { 0 } else { random_u64() };
+        let (mut sample, next) = self.scan_keys(start, AVG_TTL_SAMPLE).await;
+        let short = AVG_TTL_SAMPLE.saturating_sub(sample.len() as u64);
+        if next == 0 && start != 0 && short > 0 {
+            // Reached the end of the hash space: go on from its start, up to `start`.
+            let (more, _) = self.scan_keys(0, short).await;
+            sample.extend(more.into_iter().filter(|k| crate::store::key_hash(k) < start));
+        }
+        let (mut sum, mut n) = (0u128, 0u128);
+        for key in sample {
+            let q = Query(Cmd::Ttl { key, ms: true, absolute: false });
+            // -1: no expiry; -2: gone (or expired) since the scan.
+            if let Ok(Reply::Int(ms)) = self.backend.read(q, Consistency::Local).await {
+                if let Ok(ms) = u128::try_from(ms) {
+                    sum += ms;
+                    n += 1;
+                }
+            }
+        }
+        sum.checked_div(n).map_or(0, |avg| u64::try_from(avg).unwrap_or(u64::MAX))
     }
 
     async fn info(&self, args: &[Bytes]) -> Reply {
@@ -956,7 +1048,7 @@ impl<B: Backend> Conn<B> {
             s("members", g.members.join(",")),
             s("role", g.role.clone()),
             s("applied_index", g.applied_index.to_string()),
-            s("replication_lag", g.lag.to_string()),
+            s("pending_requests", g.pending_requests.to_string()),
         ];
         group.extend(g.extra.iter().cloned());
         section("Group", group);
@@ -967,7 +1059,8 @@ impl<B: Backend> Conn<B> {
             {
                 if let [Reply::Int(keys), Reply::Int(expires)] = v[..] {
                     if keys > 0 {
-                        lines.push(s("db0", format!("keys={keys},expires={expires},avg_ttl=0")));
+                        let avg_ttl = if expires > 0 { self.avg_ttl(keys).await } else { 0 };
+                        lines.push(s("db0", format!("keys={keys},expires={expires},avg_ttl={avg_ttl}")));
                     }
                 }
             }
@@ -975,6 +1068,15 @@ impl<B: Backend> Conn<B> {
         }
         Reply::Verbatim("txt".into(), Bytes::from(t.into_bytes()))
     }
+}
+
+/// A random u64: std's hasher keys are random per process and change at every
+/// `RandomState::new`; no cryptographic quality needed (a sampling point).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.finish()
 }
 
 /// Compares in time independent of where the first difference is.
@@ -1019,11 +1121,12 @@ fn command_info(s: &Spec) -> Reply {
 }
 
 fn command_docs(s: &Spec) -> Reply {
-    Reply::Map(vec![
-        (Reply::bulk_str("summary"), Reply::bulk_str(s.summary)),
-        (Reply::bulk_str("since"), Reply::bulk_str("1.0.0")),
-        (Reply::bulk_str("group"), Reply::bulk_str(s.group)),
-    ])
+    let mut docs = vec![(Reply::bulk_str("summary"), Reply::bulk_str(s.summary))];
+    if let Some(v) = crate::command::since(s.name) {
+        docs.push((Reply::bulk_str("since"), Reply::bulk_str(v)));
+    }
+    docs.push((Reply::bulk_str("group"), Reply::bulk_str(s.group)));
+    Reply::Map(docs)
 }
 
 fn command_cmd(args: &[Bytes]) -> Reply {

@@ -235,7 +235,7 @@ fn resp3_and_connection_commands() {
         "members:local",
         "role:standalone",
         "applied_index:",
-        "replication_lag:0",
+        "pending_requests:0",
         "db0:keys=2",
     ] {
         assert!(info.contains(needle), "INFO lacks {needle}: {info}");

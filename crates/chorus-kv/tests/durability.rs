@@ -121,11 +121,10 @@ fn assert_all_there(s: &Store, acked: &BTreeMap<String, String>) {
     }
 }
 
+#[cfg_attr(redis_tools_missing, ignore = "CHORUS_SKIP_REDIS=1 and a Redis tool is missing (see build.rs)")]
 #[test]
 fn whole_store_crashes_under_load_lose_no_acknowledged_write() {
-    if !python_ready() {
-        return;
-    }
+    python_ready();
     let mut rng = Rng::from_env("whole_store_crashes");
     let mut s = Store::start_with("durable-whole", 3, Vec::new(), Some("always"));
     wait_converged(&s, Duration::from_secs(30), false);
@@ -160,11 +159,10 @@ fn whole_store_crashes_under_load_lose_no_acknowledged_write() {
 /// The trap, with a workload running: node 3 is SIGKILLed (restarted 4 s later); 1.5 s
 /// after the first crash node 2 is SIGKILLed and restarted within 1 s. Before recovery the
 /// store refused everything for good; now it comes back by itself.
+#[cfg_attr(redis_tools_missing, ignore = "CHORUS_SKIP_REDIS=1 and a Redis tool is missing (see build.rs)")]
 #[test]
 fn two_quick_crashes_recover_without_an_operator() {
-    if !python_ready() {
-        return;
-    }
+    python_ready();
     let mut s = Store::start_with("durable-two-crashes", 3, Vec::new(), Some("always"));
     wait_converged(&s, Duration::from_secs(30), false);
     let history = s.dir.join("history.jsonl");
@@ -357,13 +355,9 @@ fn damaged_files_recover_or_stop_with_a_clear_error() {
 /// A full disk (a small tmpfs as node 3's data directory): the node stops with a clear error,
 /// the others go on; with room again it recovers. Needs root (mount); skipped otherwise, saying
 /// so.
+#[cfg_attr(not_root, ignore = "mounting a small tmpfs needs root")]
 #[test]
 fn a_full_disk_stops_the_node_with_a_clear_error() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    if !root {
-        eprintln!("SKIPPED: mounting a small tmpfs needs root: this test did not run");
-        return;
-    }
     let mut s = Store::start_with("durable-full", 3, Vec::new(), Some("always"));
     let dir = s.data_dir(2);
     std::fs::create_dir_all(&dir).unwrap();

@@ -91,6 +91,9 @@ pub enum Failure {
     Livelock(String),
     /// `handle_frame` accepted random bytes.
     GarbageAccepted(String),
+    /// `handle_frame` rejected a frame a core produced: an encoding bug or an oversized frame.
+    /// (Stale frames, from old lives or old views, are accepted and ignored, not rejected.)
+    FrameRejected(String),
     /// A node could not be built.
     Config(String),
     /// The core (or the harness) panicked.
@@ -104,6 +107,7 @@ impl core::fmt::Display for Failure {
             Failure::NoConvergence(s) => write!(f, "no convergence: {s}"),
             Failure::Livelock(s) => write!(f, "livelock: {s}"),
             Failure::GarbageAccepted(s) => write!(f, "garbage frame accepted: {s}"),
+            Failure::FrameRejected(s) => write!(f, "a frame a core produced was rejected: {s}"),
             Failure::Config(s) => write!(f, "node config rejected: {s}"),
             Failure::Panic(s) => write!(f, "panic: {s}"),
         }
@@ -700,8 +704,10 @@ impl Cluster {
             l.inbox.push((f.from, f.frame));
             return;
         }
-        // An error is the core rejecting a frame (stale, from an old life); it must not matter.
-        let _ = l.node.handle_frame(now, NodeId(f.from), &f.frame);
+        // Every frame here was produced by a core (garbage comes as `Fault::Garbage`).
+        if let Err(e) = l.node.handle_frame(now, NodeId(f.from), &f.frame) {
+            self.reject(f.to, e);
+        }
         self.drain(f.to);
     }
 
@@ -1382,14 +1388,27 @@ impl Cluster {
         let inbox = core::mem::take(&mut l.inbox);
         self.record(Some(p), Ev::Resume);
         let Some(l) = life_of(&mut self.slots, node) else { return };
+        let mut rejected = None;
         for (from, frame) in inbox {
-            let _ = l.node.handle_frame(now, NodeId(from), &frame);
+            if let Err(e) = l.node.handle_frame(now, NodeId(from), &frame) {
+                rejected = rejected.or(Some(e));
+            }
         }
         if l.timer_at.is_some_and(|due| due <= t) {
             l.timer_at = None;
             l.node.handle_timeout(now);
         }
+        if let Some(e) = rejected {
+            self.reject(node, e);
+        }
         self.drain(node);
+    }
+
+    /// A core rejected a frame another core produced: the seed fails.
+    fn reject(&mut self, node: u64, e: chorus_core::FrameError) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure::FrameRejected(format!("n{node} at {}: {e}", self.now)));
+        }
     }
 
     fn heal(&mut self) {

@@ -41,7 +41,7 @@ pub use options::SimOptions;
 
 /// Every mutant of `chorus-core` (the tests check that each one is caught).
 #[cfg(feature = "mutants")]
-pub const ALL_MUTANTS: [chorus_core::Mutant; 14] = chorus_core::Mutant::ALL;
+pub const ALL_MUTANTS: [chorus_core::Mutant; 15] = chorus_core::Mutant::ALL;
 
 /// The mutant called `name` (its variant name, e.g. `SkipFlush`; case, `-` and `_` ignored).
 #[cfg(feature = "mutants")]

@@ -70,18 +70,18 @@ impl SimMark {
     ];
 }
 
-/// Marks that count a situation worth knowing about but not a coverage goal of every batch:
-/// `NoStateHolder` (the only members holding the state were cut off by a partition; the group
-/// waits for them) and `AcksStalled` (a member heartbeats but its acknowledgements stand still:
-/// rare here, 2 seeds in 25,000, probably one-way partitions; `tests/bad_input.rs` in
-/// `crates/chorus` makes it on purpose).
-pub const OPTIONAL: &[&str] = &[
-    "core::NoStateHolder",
-    "core::AcksStalled",
-    "core::IncompleteInstall",
-    "core::ForeignGroup",
-    "core::FoundingDeferred",
-];
+/// Marks that count a situation worth knowing about but not a coverage goal of every batch.
+/// `AcksStalled` (a member heartbeats but its acknowledgements stand still) is a fault of a
+/// peer's code or of its application, not of the network the simulator models: a simulated
+/// core acknowledges what it receives, and a link that loses its data loses its heartbeats too
+/// (they travel in the same frames), while a member that hears nothing suspects everyone and
+/// wedges, and a wedged member's acknowledgements are not judged. It shows in 2 seeds of
+/// 25,000; `a_peer_that_stops_reading_but_heartbeats_does_not_stop_the_group` in
+/// `crates/chorus/tests/bad_input.rs` makes it on purpose with a peer that never reads, and
+/// checks the suspicion's reason. (`NoStateHolder` used to be here; it shows in about 3% of
+/// seeds since the disks joined the mix, so every batch must hit it.)
+pub const OPTIONAL: &[&str] =
+    &["core::AcksStalled", "core::IncompleteInstall", "core::ForeignGroup", "core::FoundingDeferred"];
 
 /// Counts of every core and sim mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -214,7 +214,9 @@ impl Run<'_> {
             busy = true;
             let node = &mut self.nodes[to];
             self.probe.within(to, &mut || {
-                let _ = node.handle_frame(now, NodeId(from as u64), &frame);
+                if let Err(e) = node.handle_frame(now, NodeId(from as u64), &frame) {
+                    panic!("node {to} rejected a frame node {from} produced: {e}");
+                }
             });
             self.drain(to);
         }

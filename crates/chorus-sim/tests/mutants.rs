@@ -161,24 +161,36 @@ fn chunk_out_of_order_breaks_state_transfer() {
     assert_caught_on(Mutant::ChunkOutOfOrder, Guarantee::G11StateTransfer, chunky_lossy_transfers);
 }
 
+/// A core that names the wrong sender in a frame: the receiver rejects the frame, and the
+/// simulator fails the seed (it used to drop the error as "stale", and retransmission hid it).
+#[test]
+fn wrong_sender_frames_fail_the_seed() {
+    let settings = Settings { mutant: Some(Mutant::WrongSender), ..Settings::default() };
+    let report = run_batch(&[1, 2, 3, 4], 2, &settings, |_, _, _| {});
+    let rejected =
+        report.results.iter().filter(|r| matches!(r.failure, Some(Failure::FrameRejected(_)))).count();
+    assert_eq!(rejected, 4, "{:#?}", report.results.iter().map(|r| &r.failure).collect::<Vec<_>>());
+}
+
 /// Every mutant has a test above: a new variant fails to compile here until it gets one.
 #[test]
 fn every_mutant_is_covered() {
     let expected = |m: Mutant| match m {
-        Mutant::SkipFlush => Guarantee::G4VirtualSynchrony,
-        Mutant::DeliverStaleView => Guarantee::G5SendingView,
-        Mutant::DropFifo => Guarantee::G7Fifo,
-        Mutant::InstallMinority => Guarantee::G2OneHistory,
-        Mutant::DuplicateDelivery => Guarantee::G6Integrity,
-        Mutant::SplitView => Guarantee::G1ViewAgreement,
-        Mutant::InstallWithoutSelf => Guarantee::G3SelfInclusion,
-        Mutant::NoRetransmit => Guarantee::G12Liveness,
-        Mutant::IgnoreCausalDeps => Guarantee::G8Causal,
-        Mutant::TotalByArrival => Guarantee::G9Total,
-        Mutant::SafeBeforeStable => Guarantee::G10Safe,
-        Mutant::CheckpointBeforeCut => Guarantee::G11StateTransfer,
-        Mutant::DeliverBeforeLoaded => Guarantee::ST2TransferAtomicity,
-        Mutant::ChunkOutOfOrder => Guarantee::G11StateTransfer,
+        Mutant::SkipFlush => Some(Guarantee::G4VirtualSynchrony),
+        Mutant::DeliverStaleView => Some(Guarantee::G5SendingView),
+        Mutant::DropFifo => Some(Guarantee::G7Fifo),
+        Mutant::InstallMinority => Some(Guarantee::G2OneHistory),
+        Mutant::DuplicateDelivery => Some(Guarantee::G6Integrity),
+        Mutant::SplitView => Some(Guarantee::G1ViewAgreement),
+        Mutant::InstallWithoutSelf => Some(Guarantee::G3SelfInclusion),
+        Mutant::NoRetransmit => Some(Guarantee::G12Liveness),
+        Mutant::IgnoreCausalDeps => Some(Guarantee::G8Causal),
+        Mutant::TotalByArrival => Some(Guarantee::G9Total),
+        Mutant::SafeBeforeStable => Some(Guarantee::G10Safe),
+        Mutant::CheckpointBeforeCut => Some(Guarantee::G11StateTransfer),
+        Mutant::DeliverBeforeLoaded => Some(Guarantee::ST2TransferAtomicity),
+        Mutant::ChunkOutOfOrder => Some(Guarantee::G11StateTransfer),
+        Mutant::WrongSender => None, // Caught as a rejected frame (`wrong_sender_frames_fail_the_seed`).
     };
     for m in chorus_sim::ALL_MUTANTS {
         let _ = expected(m);

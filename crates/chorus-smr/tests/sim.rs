@@ -422,7 +422,11 @@ impl World {
             self.net.push(std::cmp::Reverse((self.now + MS, self.seq, to, from, frame)));
             return;
         }
-        let _ = h.node.handle_frame(now, NodeId(from), &frame);
+        // Every frame here was produced by a core: a rejected one is an encoding bug or an
+        // oversized frame (stale frames are accepted and ignored).
+        if let Err(e) = h.node.handle_frame(now, NodeId(from), &frame) {
+            panic!("n{to} rejected a frame n{from} produced, at {} ms: {e}", self.now / MS);
+        }
         self.pump(to);
     }
 
@@ -485,8 +489,9 @@ fn show(l: &[u64]) -> String {
     format!("{} values, ending {:?}", l.len(), &l[l.len().saturating_sub(4)..])
 }
 
+/// Every node of the scenario back in one view, and every acknowledged write in it.
 fn check(seed: u64, w: &World) {
-    check_with(seed, w, 3, true);
+    check_with(seed, w, w.hosts.len(), true);
 }
 
 /// `want`: members at the end; `durable`: every acknowledged append must be in the end state.
@@ -533,10 +538,21 @@ fn check_with(seed: u64, w: &World, want: usize, durable: bool) {
             (Kind::Append(v), Outcome::Definite) => {
                 assert!(!fin.contains(v), "seed {seed}: op {i} refused, yet {v} is in the final list");
             }
+            // A local read shows what this replica applied, which may not be on any disk yet: a
+            // crash of the majority can lose it (docs/kv.md, "Durability"; redis-server with
+            // `appendfsync always` lets other clients read a write before its fsync too).
+            // Seed 59 of the `always` scenario read such a write. Without disks, a write a
+            // replica applied is held by every member (safe order), so only crashes of every
+            // member could lose it, which these scenarios do not do.
+            (Kind::Read(Consistency::Local), Outcome::Ok(_)) if w.durable.is_some() => {}
             (Kind::Read(_), Outcome::Ok(l)) => {
                 assert!(
                     fin.starts_with(l),
-                    "seed {seed}: op {i} read {}, not a prefix of the final {}",
+                    "seed {seed}: op {i} ({:?} on {}, {}..{} ms) read {}, not a prefix of the final {}",
+                    op.kind,
+                    op.key,
+                    op.start / MS,
+                    op.end / MS,
                     show(l),
                     show(&fin)
                 );
@@ -554,6 +570,9 @@ fn check_with(seed: u64, w: &World, want: usize, durable: bool) {
     // acknowledged writes may be lost: a whole-group crash under `everysec`).
     for a in w.ops.iter().filter(|_| durable) {
         let Outcome::Ok(la) = &a.outcome else { continue };
+        if w.durable.is_some() && matches!(a.kind, Kind::Read(Consistency::Local)) {
+            continue; // It may have seen a write not yet stored (see above).
+        }
         for b in &w.ops {
             let Outcome::Ok(lb) = &b.outcome else { continue };
             let b_linear = matches!(b.kind, Kind::Append(_) | Kind::Read(Consistency::Linearizable));
@@ -569,9 +588,14 @@ fn check_with(seed: u64, w: &World, want: usize, durable: bool) {
             }
         }
     }
+    // Eight clients, an operation every 2 ms or so through the scenario: about 1,100 to 4,700
+    // appends, of which 49% to 100% were acknowledged over seeds 1-150 (the rest were refused
+    // or cut off by the faults: storms of crashes of the majority refuse the most). Fewer
+    // means the workload or the group stalled.
+    let appends = w.ops.iter().filter(|o| matches!(o.kind, Kind::Append(_))).count();
     assert!(
-        acked_appends > 20,
-        "seed {seed}: only {acked_appends} appends acknowledged: the workload did not run"
+        appends >= 1_000 && acked_appends * 3 >= appends,
+        "seed {seed}: {acked_appends} of {appends} appends acknowledged: the workload or the group stalled"
     );
 }
 

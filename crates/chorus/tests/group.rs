@@ -1,5 +1,7 @@
-//! Members in one process on loopback: a group forms, every ordering is delivered everywhere in
-//! the same order where the order asks for it, a member leaves and one is excluded.
+//! Members in one process on loopback: a group of four forms; multicasts in every ordering are
+//! delivered everywhere, each sender's in the order it sent them, and the total and safe ones in
+//! one order at every member; a member that stops (without leaving) is excluded, and one
+//! leaves. (Causal order itself, beyond FIFO, is checked in the simulator, G8.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -40,51 +42,84 @@ async fn wait_view(events: &mut chorus::Events, size: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_form_a_group_and_agree_on_total_order() {
+async fn a_group_delivers_every_ordering_excludes_a_stopped_member_and_lets_one_leave() {
+    const EACH: usize = 40;
+    let orders = [Order::Fifo, Order::Causal, Order::Total, Order::Safe];
     let mut cfg = config(1, &[]);
     cfg.state_transfer = false;
-    let (m1, mut e1) = Member::start(cfg).await.unwrap();
+    let (m1, e1) = Member::start(cfg).await.unwrap();
     let seed = [(1, m1.listen_addr())];
-    let mut c2 = config(2, &seed);
-    c2.state_transfer = false;
-    let mut c3 = config(3, &seed);
-    c3.state_transfer = false;
-    let (m2, mut e2) = Member::start(c2).await.unwrap();
-    let (m3, mut e3) = Member::start(c3).await.unwrap();
-    wait_view(&mut e1, 3).await;
-    wait_view(&mut e2, 3).await;
-    wait_view(&mut e3, 3).await;
-    let members = [m1.clone(), m2.clone(), m3.clone()];
+    let mut members = vec![m1];
+    let mut events = vec![e1];
+    for node in 2..=4 {
+        let mut c = config(node, &seed);
+        c.state_transfer = false;
+        let (m, e) = Member::start(c).await.unwrap();
+        members.push(m);
+        events.push(e);
+    }
+    for e in events.iter_mut() {
+        wait_view(e, 4).await;
+    }
     let mut sends = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let m = m.clone();
         sends.push(tokio::spawn(async move {
-            for k in 0..50 {
-                m.multicast(Order::Total, Bytes::from(format!("{i}:{k}"))).await.unwrap();
+            for k in 0..EACH {
+                let order = orders[k % orders.len()];
+                m.multicast(order, Bytes::from(format!("{i}:{k}"))).await.unwrap();
             }
         }));
     }
     for s in sends {
         s.await.unwrap();
     }
-    let mut orders = Vec::new();
-    for e in [&mut e1, &mut e2, &mut e3] {
-        let mut got = Vec::new();
+    let total = EACH * members.len();
+    let mut seen = Vec::new();
+    for e in events.iter_mut() {
+        let mut got: Vec<(Order, usize, usize)> = Vec::new();
         timeout(Duration::from_secs(10), async {
-            while got.len() < 150 {
-                if let Some(Event::Delivered { payload, .. }) = e.next().await {
-                    got.push(payload);
+            while got.len() < total {
+                if let Some(Event::Delivered { order, payload, .. }) = e.next().await {
+                    let text = String::from_utf8(payload.to_vec()).unwrap();
+                    let (i, k) = text.split_once(':').unwrap();
+                    got.push((order, i.parse().unwrap(), k.parse().unwrap()));
                 }
             }
         })
         .await
-        .expect("all 150 delivered");
-        orders.push(got);
+        .expect("every multicast delivered");
+        seen.push(got);
     }
-    assert_eq!(orders[0], orders[1]);
-    assert_eq!(orders[1], orders[2]);
-    m3.leave().await.unwrap();
-    wait_view(&mut e1, 2).await;
+    for (m, got) in seen.iter().enumerate() {
+        for sender in 0..members.len() {
+            let ks: Vec<usize> = got.iter().filter(|d| d.1 == sender).map(|d| d.2).collect();
+            assert_eq!(
+                ks,
+                (0..EACH).collect::<Vec<_>>(),
+                "member {m}: sender {sender}'s messages out of order"
+            );
+        }
+        for (order, _, k) in got {
+            assert_eq!(*order, orders[k % orders.len()], "member {m}: delivered with another ordering");
+        }
+    }
+    let ordered = |got: &Vec<(Order, usize, usize)>| -> Vec<(usize, usize)> {
+        got.iter().filter(|d| matches!(d.0, Order::Total | Order::Safe)).map(|d| (d.1, d.2)).collect()
+    };
+    for got in &seen[1..] {
+        assert_eq!(ordered(got), ordered(&seen[0]), "total and safe messages in different orders");
+    }
+    // Member 4 stops without leaving: the others suspect it and exclude it.
+    members[3].shutdown().await;
+    for e in events[..3].iter_mut() {
+        wait_view(e, 3).await;
+    }
+    // Member 3 leaves.
+    members[2].leave().await.unwrap();
+    for e in events[..2].iter_mut() {
+        wait_view(e, 2).await;
+    }
     for m in members {
         m.shutdown().await;
     }
