@@ -370,16 +370,19 @@ where
 }
 
 /// Multicasts in the order the replica asked for them, one at a time (the member's
-/// back-pressure applies). Unbounded, but the replica's `max_pending` bounds what it holds.
+/// back-pressure applies), each on behalf of the replica's life that asked for it: if the member
+/// was excluded meanwhile, it is not sent (`MulticastError::Superseded`), since the replica
+/// answered its requests when it heard of the exclusion. Unbounded, but the replica's
+/// `max_pending` bounds what it holds.
 fn spawn_sender(
     member: Member,
     in_flight: Arc<AtomicU64>,
     idle: Arc<Notify>,
-) -> mpsc::UnboundedSender<(Order, Bytes)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Order, Bytes)>();
+) -> mpsc::UnboundedSender<(MemberId, Order, Bytes)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(MemberId, Order, Bytes)>();
     tokio::spawn(async move {
-        while let Some((order, payload)) = rx.recv().await {
-            if let Err(e) = member.multicast(order, payload).await {
+        while let Some((by, order, payload)) = rx.recv().await {
+            if let Err(e) = member.multicast_as(by, order, payload).await {
                 // The member left or shut down: the replica hears of it as an event and fails
                 // what waits.
                 tracing::debug!("multicast failed: {e}");
@@ -406,7 +409,7 @@ struct Driver<S: StateMachine> {
     /// A digest is being computed (`refresh_digest`).
     digesting: Arc<std::sync::atomic::AtomicBool>,
     waiting: HashMap<Ticket, ReplyTx<S::Output>>,
-    sender: mpsc::UnboundedSender<(Order, Bytes)>,
+    sender: mpsc::UnboundedSender<(MemberId, Order, Bytes)>,
     /// Multicasts handed to the sender task and not yet taken by the member.
     in_flight: Arc<AtomicU64>,
     /// Told when the sender task has nothing in flight: the held batch may go.
@@ -693,7 +696,10 @@ where
                 Action::Multicast { order, payload } => {
                     self.in_flight.fetch_add(1, AtomicOrdering::SeqCst);
                     self.replica.hold_batch(true);
-                    if self.sender.send((order, payload)).is_err() {
+                    // The replica drops a life's multicasts when it hears of its exclusion, so
+                    // this one is of its current life.
+                    let by = self.replica.status().me;
+                    if self.sender.send((by, order, payload)).is_err() {
                         return false;
                     }
                 }

@@ -735,6 +735,10 @@ where
     }
 
     fn fail_pending(&mut self, e: ReplicaError) {
+        // Multicasts asked for and not yet taken are never sent: their requests are answered
+        // now, and sending them later (by the member's next life, or in the next view) would
+        // apply commands after their clients were told (docs/kv.md, "Uncertain replies").
+        self.actions.retain(|a| !matches!(a, Action::Multicast { .. }));
         // Commands still in the batch never left: they certainly were not applied.
         self.batch_bytes = 0;
         for (req, ..) in std::mem::take(&mut self.batch) {

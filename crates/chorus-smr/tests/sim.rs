@@ -24,13 +24,21 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use chorus_core::{
-    Config, Incarnation, Instant, Node, NodeId, Order, Persisted, Recovery, SendError, Status,
+    Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery, SendError,
+    Status,
 };
 use chorus_smr::storage::{read_atomic, write_atomic, Dir, SimDir, WalOptions, WalSync};
 use chorus_smr::{
     Action, Consistency, Ctx, DurableOptions, Fsync, Replica, ReplicaConfig, ReplicaError, RestoreError,
     Role, StateMachine, Ticket, WholeSnapshot,
 };
+
+thread_local! {
+    /// The simulated time of the pass under way (the machine has no clock of its own).
+    static NOW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Per appended value, when a replica first applied it (this thread's world).
+    static FIRST_APPLIED: std::cell::RefCell<BTreeMap<u64, u64>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+}
 
 /// Per key, a list of values; a command appends one value and returns the list after it.
 #[derive(Debug, Default)]
@@ -49,6 +57,9 @@ impl StateMachine for ListMachine {
 
     fn apply(&mut self, cmd: &[u8], _ctx: &Ctx) -> Vec<u64> {
         let Ok((key, v)) = postcard::from_bytes::<(String, u64)>(cmd) else { return Vec::new() };
+        FIRST_APPLIED.with(|m| {
+            m.borrow_mut().entry(v).or_insert_with(|| NOW.get());
+        });
         let l = self.lists.entry(key).or_default();
         l.push(v);
         l.clone()
@@ -95,8 +106,11 @@ const MS: u64 = 1_000_000;
 struct Host {
     node: Node,
     replica: Replica<ListMachine>,
-    /// Multicasts the replica asked for that the node could not take yet.
-    outbox: VecDeque<(Order, Bytes)>,
+    /// Multicasts the replica asked for that the node could not take yet, each with the life
+    /// that asked for it (the runtime's `multicast_as`).
+    outbox: VecDeque<(MemberId, Order, Bytes)>,
+    /// This host's current life: the first member id, then each exclusion's `rejoin_as`.
+    life: MemberId,
     paused: bool,
     /// Tickets of this life -> (client, op).
     waiting: BTreeMap<Ticket, (usize, usize)>,
@@ -116,7 +130,10 @@ enum Outcome {
     Pending,
     Ok(Vec<u64>),
     Definite,
+    /// Cut off by its node's crash: it may be applied later (the survivors' flush).
     Unknown,
+    /// Answered uncertain (the node was excluded): applied before the answer, or never.
+    Uncertain,
 }
 
 #[derive(Debug)]
@@ -144,6 +161,8 @@ struct World {
     ops: Vec<Op>,
     clients: Vec<Option<usize>>,
     next_value: u64,
+    /// Each member's window of unstable messages, if not the default.
+    window: Option<u32>,
 }
 
 fn config(node: u64, inc: u64, n: u64, bootstrap: bool) -> Config {
@@ -164,6 +183,17 @@ impl World {
     }
 
     fn with_disks(seed: u64, n: u64, standby: Option<u64>, durable: Option<DurableOptions>) -> World {
+        World::build(seed, n, standby, durable, None)
+    }
+
+    fn build(
+        seed: u64,
+        n: u64,
+        standby: Option<u64>,
+        durable: Option<DurableOptions>,
+        window: Option<u32>,
+    ) -> World {
+        FIRST_APPLIED.with(|m| m.borrow_mut().clear());
         let mut w = World {
             durable,
             disks: BTreeMap::new(),
@@ -178,6 +208,7 @@ impl World {
             ops: Vec::new(),
             clients: vec![None; 8],
             next_value: 1,
+            window,
         };
         for id in 1..=n {
             w.inc.insert(id, 1);
@@ -190,6 +221,9 @@ impl World {
     fn start(&mut self, id: u64, n: u64, bootstrap: bool, role: Role) {
         let inc = self.inc[&id];
         let mut config = config(id, inc, n, bootstrap);
+        if let Some(w) = self.window {
+            config.window_msgs = w;
+        }
         let me = config.member_id();
         let cfg = ReplicaConfig { role, max_pending: 64, ..ReplicaConfig::default() };
         let replica = match &self.durable {
@@ -218,6 +252,7 @@ impl World {
         };
         let node = Node::new(config, Instant::from_nanos(self.now)).unwrap();
         let host = Host {
+            life: me,
             node,
             replica,
             outbox: VecDeque::new(),
@@ -263,6 +298,7 @@ impl World {
     /// Runs one host's outputs: transmits, events into the replica, the replica's actions.
     fn pump(&mut self, id: u64) {
         let now = Instant::from_nanos(self.now);
+        NOW.set(self.now);
         let mut frames = Vec::new();
         let mut replies = Vec::new();
         {
@@ -273,6 +309,9 @@ impl World {
             loop {
                 let mut progress = false;
                 while let Some(ev) = h.node.poll_event() {
+                    if let Event::Excluded { rejoin_as, .. } = &ev {
+                        h.life = *rejoin_as;
+                    }
                     h.replica.on_event(ev);
                     progress = true;
                 }
@@ -291,7 +330,9 @@ impl World {
                 while let Some(a) = h.replica.poll_action() {
                     progress = true;
                     match a {
-                        Action::Multicast { order, payload } => h.outbox.push_back((order, payload)),
+                        Action::Multicast { order, payload } => {
+                            h.outbox.push_back((h.replica.status().me, order, payload))
+                        }
                         Action::Reply { ticket, result } => replies.push((h.waiting.remove(&ticket), result)),
                         Action::Checkpoint { view, mut state } => {
                             let mut data = Vec::new();
@@ -307,7 +348,12 @@ impl World {
                     h.replica.snapshot_done(result, self.now / MS);
                     progress = true;
                 }
-                while let Some((order, payload)) = h.outbox.front().cloned() {
+                while let Some((by, order, payload)) = h.outbox.front().cloned() {
+                    if by != h.life {
+                        // The runtime refuses a multicast asked of an earlier life (`Superseded`).
+                        h.outbox.pop_front();
+                        continue;
+                    }
                     match h.node.multicast_ordered(now, payload, order) {
                         Ok(_) => {
                             h.outbox.pop_front();
@@ -347,13 +393,18 @@ impl World {
         o.end = self.now;
         o.outcome = match result {
             Ok(l) => Outcome::Ok(l),
-            Err(ReplicaError::Uncertain) => Outcome::Unknown,
+            Err(ReplicaError::Uncertain) => Outcome::Uncertain,
             Err(_) => Outcome::Definite,
         };
         self.clients[c] = None;
     }
 
     fn client_op(&mut self) {
+        self.client_op_at(None);
+    }
+
+    /// One operation of a free client: at a random live host, or an append at `target`.
+    fn client_op_at(&mut self, target: Option<u64>) {
         let c = self.rng.below(self.clients.len() as u64) as usize;
         if self.clients[c].is_some() {
             return;
@@ -367,9 +418,9 @@ impl World {
         if live.is_empty() {
             return;
         }
-        let id = live[self.rng.below(live.len() as u64) as usize];
+        let id = target.unwrap_or_else(|| live[self.rng.below(live.len() as u64) as usize]);
         let key = format!("k{}", self.rng.below(3));
-        let r = self.rng.below(10);
+        let r = if target.is_some() { 0 } else { self.rng.below(10) };
         let kind = if r < 6 {
             self.next_value += 1;
             Kind::Append(self.next_value)
@@ -534,6 +585,17 @@ fn check_with(seed: u64, w: &World, want: usize, durable: bool) {
                     show(l),
                     show(&fin)
                 );
+            }
+            // The promise of docs/kv.md, "Uncertain replies".
+            (Kind::Append(v), Outcome::Uncertain) => {
+                if let Some(at) = FIRST_APPLIED.with(|m| m.borrow().get(v).copied()) {
+                    assert!(
+                        at <= op.end,
+                        "seed {seed}: op {i} (append {v}) answered uncertain at {} ms, applied later at {} ms",
+                        op.end / MS,
+                        at / MS
+                    );
+                }
             }
             (Kind::Append(v), Outcome::Definite) => {
                 assert!(!fin.contains(v), "seed {seed}: op {i} refused, yet {v} is in the final list");
@@ -754,6 +816,34 @@ fn with_appendfsync_everysec_the_group_comes_back() {
     }
 }
 
+/// A member cut off alone with a small window: its clients' writes wait in its queue (the
+/// window is full, nothing is acknowledged), it is excluded, and the writes are answered
+/// uncertain. They must never be applied afterwards: its next life does not send them (the
+/// promise of docs/kv.md, "Uncertain replies"; `check` asserts it for every uncertain append).
+#[test]
+fn writes_answered_uncertain_at_an_exclusion_are_never_applied_later() {
+    for seed in seeds(1..9) {
+        let n = 5;
+        let mut w = World::build(seed, n, None, None, Some(2));
+        w.run(3_000 * MS, None);
+        w.run(4_000 * MS, Some(2 * MS));
+        let victim = 2 + w.rng.below(n - 1);
+        // Every free client appends at the victim, and the victim is cut off at once: its
+        // window (2 messages) fills and the rest wait in its queue.
+        for _ in 0..64 {
+            w.client_op_at(Some(victim));
+        }
+        w.cut = vec![victim];
+        w.run(8_000 * MS, Some(MS));
+        w.cut.clear();
+        w.run(12_000 * MS, Some(2 * MS));
+        w.run(18_000 * MS, None);
+        let uncertain = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Uncertain)).count();
+        assert!(uncertain > 0, "seed {seed}: no write was answered uncertain: the scenario tests nothing");
+        check(seed, &w);
+    }
+}
+
 #[test]
 fn replicas_agree_and_acknowledged_writes_survive_faults() {
     for seed in seeds(1..25) {
@@ -830,7 +920,7 @@ fn print_scenarios() {
         let w = scenario(seed);
         let ok = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
         let def = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Definite)).count();
-        let unk = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Unknown)).count();
+        let unk = w.ops.iter().filter(|o| matches!(o.outcome, Outcome::Unknown | Outcome::Uncertain)).count();
         let st: Vec<String> = w
             .hosts
             .values()

@@ -102,6 +102,16 @@ pub enum MulticastError {
     /// The member has shut down.
     #[error(transparent)]
     ShutDown(#[from] ShutDown),
+    /// The incarnation that asked for it was excluded before the message could be sent: it
+    /// was never sent, and never will be (the member re-joins as a new incarnation, which does
+    /// not send what an earlier one was asked to).
+    #[error("not sent: {asked_by} was excluded before sending it (the member is now {now})")]
+    Superseded {
+        /// The incarnation the multicast was asked of.
+        asked_by: MemberId,
+        /// The member's incarnation when the message was due to be sent.
+        now: MemberId,
+    },
 }
 
 /// Why a checkpoint write failed for good (a full window is waited out).
@@ -138,11 +148,27 @@ pub struct MemberStatus {
 }
 
 enum Command {
-    Multicast { order: Order, payload: Bytes, reply: oneshot::Sender<Result<(MsgId, u64), SendError>> },
-    Write { view: ViewId, chunk: Option<Bytes>, reply: oneshot::Sender<Result<(), CheckpointError>> },
-    Leave { reply: oneshot::Sender<()> },
-    Status { reply: oneshot::Sender<MemberStatus> },
-    SetDurable { pos: u64 },
+    Multicast {
+        order: Order,
+        payload: Bytes,
+        /// Only this incarnation may send it.
+        by: MemberId,
+        reply: oneshot::Sender<Result<(MsgId, u64), MulticastError>>,
+    },
+    Write {
+        view: ViewId,
+        chunk: Option<Bytes>,
+        reply: oneshot::Sender<Result<(), CheckpointError>>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    Status {
+        reply: oneshot::Sender<MemberStatus>,
+    },
+    SetDurable {
+        pos: u64,
+    },
     Shutdown,
 }
 
@@ -152,6 +178,8 @@ enum Command {
 pub struct Member {
     cmd: mpsc::Sender<Command>,
     first_id: MemberId,
+    /// The incarnation of the member's current life (see `current_id`), kept by the driver.
+    life_inc: Arc<std::sync::atomic::AtomicU64>,
     listen: SocketAddr,
 }
 
@@ -277,6 +305,7 @@ impl Member {
         // The member this life joins as (a recovering node speaks for its earlier member first).
         let first_id = core.member_id();
         let group = Arc::new(std::sync::atomic::AtomicU64::new(core.group.map_or(0, |g| g.0)));
+        let life_inc = Arc::new(std::sync::atomic::AtomicU64::new(first_id.inc.0));
         let node = Node::new(core, Instant::ZERO)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
@@ -318,10 +347,12 @@ impl Member {
             group,
             stopped: false,
             pauses_logged: 0,
+            life: first_id,
+            life_inc: life_inc.clone(),
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
-            Member { cmd: cmd_tx, first_id, listen },
+            Member { cmd: cmd_tx, first_id, life_inc, listen },
             Events { rx: ev_rx, taken: VecDeque::new(), batch: Vec::new() },
         ))
     }
@@ -338,9 +369,37 @@ impl Member {
 
     /// Multicasts `payload` to the group in `order`. Waits while the member cannot send (joining,
     /// loading state, flushing a view change, or its window is full: back-pressure), then returns
-    /// the message's id. Fails only if the payload is too large, the member left, or it shut down.
+    /// the message's id. Fails if the payload is too large, the member left or shut down, or
+    /// the member was excluded before it could send it (`Superseded`: a multicast asked of one
+    /// incarnation is never sent by a later one).
     pub async fn multicast(&self, order: Order, payload: Bytes) -> Result<MsgId, MulticastError> {
         Ok(self.multicast_stamped(order, payload).await?.0)
+    }
+
+    /// The member's current life: [`Member::first_id`], then `Event::Excluded`'s `rejoin_as`
+    /// after each exclusion. (A node restarted from its data directory speaks for its earlier
+    /// member during the view change that brings it back, without sending anything: that is
+    /// still this life.)
+    pub fn current_id(&self) -> MemberId {
+        let inc = self.life_inc.load(std::sync::atomic::Ordering::SeqCst);
+        MemberId { node: self.first_id.node, inc: chorus_core::Incarnation(inc) }
+    }
+
+    /// [`Member::multicast`] on behalf of incarnation `by` (from [`Member::current_id`] or
+    /// `Event::Excluded`'s `rejoin_as`, taken when the application decided to send): fails with
+    /// `Superseded` if the member is another incarnation by the time the message is due to be
+    /// sent. For an application whose requests wait in queues of its own before they reach the
+    /// member (a replica's batches), so that a request answered as failed when its member was
+    /// excluded is not sent later by the member's next life.
+    pub async fn multicast_as(
+        &self,
+        by: MemberId,
+        order: Order,
+        payload: Bytes,
+    ) -> Result<MsgId, MulticastError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Multicast { order, payload, by, reply }).await.map_err(|_| ShutDown)?;
+        Ok(rx.await.map_err(|_| ShutDown)??.0)
     }
 
     /// [`Member::multicast`], also returning when the member accepted the message (wall-clock
@@ -351,8 +410,9 @@ impl Member {
         payload: Bytes,
     ) -> Result<(MsgId, u64), MulticastError> {
         let (reply, rx) = oneshot::channel();
-        self.cmd.send(Command::Multicast { order, payload, reply }).await.map_err(|_| ShutDown)?;
-        Ok(rx.await.map_err(|_| ShutDown)??)
+        let by = self.current_id();
+        self.cmd.send(Command::Multicast { order, payload, by, reply }).await.map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)?
     }
 
     /// Streams the next piece of the checkpoint asked for by `Event::CheckpointRequest { view }`;
@@ -554,7 +614,7 @@ struct Dial {
     not_before: Option<tokio::time::Instant>,
 }
 
-type PendingSend = (Order, Bytes, oneshot::Sender<Result<(MsgId, u64), SendError>>);
+type PendingSend = (Order, Bytes, MemberId, oneshot::Sender<Result<(MsgId, u64), MulticastError>>);
 type PendingWrite = (ViewId, Option<Bytes>, oneshot::Sender<Result<(), CheckpointError>>);
 
 struct Driver {
@@ -583,6 +643,9 @@ struct Driver {
     stopped: bool,
     /// This node's own pauses already logged.
     pauses_logged: u64,
+    /// The member's current life (`Member::current_id`), and where the handles read it.
+    life: MemberId,
+    life_inc: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -712,8 +775,8 @@ impl Driver {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Multicast { order, payload, reply } => {
-                self.pending_sends.push_back((order, payload, reply))
+            Command::Multicast { order, payload, by, reply } => {
+                self.pending_sends.push_back((order, payload, by, reply))
             }
             Command::Write { view, chunk, reply } => self.pending_writes.push_back((view, chunk, reply)),
             Command::Leave { reply } => {
@@ -750,15 +813,19 @@ impl Driver {
     fn retry(&mut self) {
         let now = self.now();
         let mut stamp = None; // One clock reading for the whole batch.
-        while let Some((order, payload, _)) = self.pending_sends.front() {
-            match self.node.multicast_ordered(now, payload.clone(), *order) {
-                Err(e) if e.is_transient() => break,
-                r => {
-                    if let Some((_, _, reply)) = self.pending_sends.pop_front() {
-                        let at = *stamp.get_or_insert_with(wall_nanos);
-                        let _ = reply.send(r.map(|id| (id, at)));
-                    }
+        let life = self.life;
+        while let Some((order, payload, by, _)) = self.pending_sends.front() {
+            let r = if *by != life {
+                Err(MulticastError::Superseded { asked_by: *by, now: life })
+            } else {
+                match self.node.multicast_ordered(now, payload.clone(), *order) {
+                    Err(e) if e.is_transient() => break,
+                    r => r.map_err(MulticastError::from),
                 }
+            };
+            if let Some((_, _, _, reply)) = self.pending_sends.pop_front() {
+                let at = *stamp.get_or_insert_with(wall_nanos);
+                let _ = reply.send(r.map(|id| (id, at)));
             }
         }
         while let Some((view, chunk, _)) = self.pending_writes.front() {
@@ -858,6 +925,9 @@ impl Driver {
                 }
             }
             Event::Excluded { rejoin_as, .. } => {
+                // A new life: what the last one was asked to send and did not is never sent.
+                self.life = *rejoin_as;
+                self.life_inc.store(rejoin_as.inc.0, std::sync::atomic::Ordering::SeqCst);
                 info!(node = self.me, rejoin_as = %rejoin_as, "excluded from the group; re-joining");
             }
             Event::Suspected { member, reason } => {

@@ -124,3 +124,98 @@ async fn a_group_delivers_every_ordering_excludes_a_stopped_member_and_lets_one_
         m.shutdown().await;
     }
 }
+
+/// A member excluded while alive (its application stopped taking events, so its driver stopped
+/// and it went silent) re-joins as a new incarnation; what its earlier life was asked to send
+/// is refused (`Superseded`), never sent by the new one, while the new life sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multicast_asked_of_an_excluded_life_is_never_sent() {
+    let mut cfg = config(1, &[]);
+    cfg.state_transfer = false;
+    let (m1, mut e1) = Member::start(cfg).await.unwrap();
+    let seed = [(1, m1.listen_addr())];
+    let mut members = vec![m1];
+    let mut rest = Vec::new();
+    for node in 2..=3 {
+        let mut c = config(node, &seed);
+        c.state_transfer = false;
+        let (m, e) = Member::start(c).await.unwrap();
+        members.push(m);
+        rest.push(e);
+    }
+    wait_view(&mut e1, 3).await;
+    for e in rest.iter_mut() {
+        wait_view(e, 3).await;
+    }
+    let (e2, mut e3) = (rest.remove(0), rest.remove(0));
+    let old = members[2].current_id();
+    assert_eq!(old, members[2].first_id());
+    // Member 3's application takes no events: once its event queue is full its driver waits,
+    // and it goes silent. Members 1 and 2 take theirs while member 1 multicasts.
+    let sender = members[0].clone();
+    let flood = tokio::spawn(async move {
+        for k in 0..6000u32 {
+            sender.multicast(Order::Fifo, Bytes::from(k.to_be_bytes().to_vec())).await.unwrap();
+        }
+    });
+    let drain = |mut e: chorus::Events| {
+        tokio::spawn(async move {
+            loop {
+                match e.next().await {
+                    Some(Event::ViewInstalled { view, .. }) if view.members.len() == 2 => return e,
+                    Some(_) => {}
+                    None => panic!("member stopped"),
+                }
+            }
+        })
+    };
+    let (d1, d2) = (drain(e1), drain(e2));
+    let mut e1 = timeout(Duration::from_secs(20), d1).await.expect("member 3 excluded").unwrap();
+    let mut e2 = timeout(Duration::from_secs(20), d2).await.expect("member 3 excluded").unwrap();
+    // Member 3's application wakes up: it hears of its exclusion.
+    let rejoin_as = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(Event::Excluded { rejoin_as, .. }) = e3.next().await {
+                return rejoin_as;
+            }
+        }
+    })
+    .await
+    .expect("member 3 told it was excluded");
+    assert_ne!(rejoin_as, old);
+    assert_eq!(members[2].current_id(), rejoin_as);
+    // A multicast asked of the earlier life is refused, definitely.
+    let r = members[2].multicast_as(old, Order::Fifo, Bytes::from_static(b"from the old life")).await;
+    assert!(
+        matches!(r, Err(chorus::MulticastError::Superseded { asked_by, now }) if asked_by == old && now == rejoin_as),
+        "{r:?}"
+    );
+    // The new life re-joins and sends.
+    members[2].multicast_as(rejoin_as, Order::Fifo, Bytes::from_static(b"from the new life")).await.unwrap();
+    flood.await.unwrap();
+    for e in [&mut e1, &mut e2] {
+        timeout(Duration::from_secs(20), async {
+            loop {
+                match e.next().await {
+                    Some(Event::Delivered { payload, .. }) if payload.as_ref() == b"from the new life" => {
+                        return
+                    }
+                    Some(Event::Delivered { payload, .. }) => {
+                        assert_ne!(
+                            payload.as_ref(),
+                            b"from the old life",
+                            "the old life's multicast was sent"
+                        )
+                    }
+                    Some(_) => {}
+                    None => panic!("member stopped"),
+                }
+            }
+        })
+        .await
+        .expect("the new life's multicast delivered");
+    }
+    for m in members {
+        m.shutdown().await;
+    }
+}
