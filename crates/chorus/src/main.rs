@@ -63,8 +63,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
     },
-    /// Benchmark: 3 members on loopback, every member multicasting, per ordering and payload
-    /// size (throughput, and latency at 1,000 msgs/s per member), next to raw TCP fan-out.
+    /// Benchmark: 3 member processes on loopback, every member multicasting, per ordering and
+    /// payload size (throughput, and latency at 1,000 msgs/s per member), next to raw TCP fan-out.
     Bench {
         /// Seconds measured per figure.
         #[arg(long, default_value_t = 3.0)]
@@ -72,7 +72,16 @@ enum Cmd {
         /// Orderings to run (default: all four).
         #[arg(long, value_delimiter = ',')]
         orders: Vec<String>,
+        /// Run the 3 members in this process, on one tokio runtime (the older figures).
+        #[arg(long)]
+        in_process: bool,
+        /// Turn state transfer on (a joiner gets an empty checkpoint).
+        #[arg(long)]
+        state_transfer: bool,
     },
+    /// One member process of `chorus bench`, driven by it over stdin and stdout.
+    #[command(hide = true)]
+    BenchMember(chorus::bench::MemberArgs),
     /// Check traces written by nodes (merged by time) against the guarantees.
     Check {
         /// Trace files (JSON lines).
@@ -106,7 +115,10 @@ fn main() -> ExitCode {
         }
         Cmd::Check { traces } => check(&traces),
         Cmd::Demo { nodes, dir, rate } => demo(nodes, dir, rate),
-        Cmd::Bench { seconds, orders } => bench(seconds, &orders),
+        Cmd::Bench { seconds, orders, in_process, state_transfer } => {
+            bench(seconds, &orders, in_process, state_transfer)
+        }
+        Cmd::BenchMember(args) => chorus::bench::member_main(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -261,39 +273,54 @@ fn count_deliveries(traces: &[PathBuf]) -> usize {
         .sum()
 }
 
-fn bench(secs: f64, orders: &[String]) -> anyhow::Result<bool> {
-    use chorus::bench::{figure, tcp_fanout};
+fn bench(secs: f64, orders: &[String], in_process: bool, state_transfer: bool) -> anyhow::Result<bool> {
+    use chorus::bench::{figure, order_name, parse_order, tcp_fanout, Mode};
     use chorus::Order;
     let orders: Vec<Order> = if orders.is_empty() {
         Order::ALL.to_vec()
     } else {
-        orders
-            .iter()
-            .map(|o| match o.as_str() {
-                "fifo" => Ok(Order::Fifo),
-                "causal" => Ok(Order::Causal),
-                "total" => Ok(Order::Total),
-                "safe" => Ok(Order::Safe),
-                other => Err(anyhow::anyhow!("unknown ordering {other:?} (fifo, causal, total, safe)")),
-            })
-            .collect::<Result<_, _>>()?
+        orders.iter().map(|o| parse_order(o)).collect::<Result<_, _>>()?
+    };
+    let mode = if in_process {
+        Mode::InProcess
+    } else {
+        Mode::Processes { exe: std::env::current_exe().context("cannot find the chorus executable")? }
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async {
-        println!("chorus bench: 3 members in one process over loopback TCP, every member multicasting;");
-        println!("rate = deliveries/s at one member (all senders), {secs} s per figure; raw TCP fan-out 1->2 in 64 KiB writes");
-        let ms = |d: Option<std::time::Duration>| d.map_or("-".to_string(), |d| format!("{:.0} us", d.as_secs_f64() * 1e6));
+    let run = async {
+        let members = match mode {
+            Mode::InProcess => "3 members in this process (one tokio runtime)",
+            Mode::Processes { .. } => "3 member processes (one tokio runtime each, as `chorus node`)",
+        };
+        println!("chorus bench: {members} over loopback TCP,");
+        println!(
+            "state transfer {}, a fresh group per figure, every member multicasting; rate = deliveries/s at one",
+            if state_transfer { "on" } else { "off" }
+        );
+        println!("member (all senders) over its measured window of {secs} s after 0.5 s warm-up, mean over members;");
+        println!(
+            "latency = delivery minus send time (CLOCK_MONOTONIC); raw TCP fan-out 1->2 in 64 KiB writes"
+        );
+        let ms = |d: Option<std::time::Duration>| {
+            d.map_or("-".to_string(), |d| format!("{:.0} us", d.as_secs_f64() * 1e6))
+        };
         for payload in [64usize, 1024] {
             let tcp = tcp_fanout(payload, secs.min(2.0)).await?;
             println!();
-            println!("payload {payload} B: raw TCP fan-out {:.0} msgs/s, {:.1} MB/s per receiver", tcp.rate, tcp.mbps);
-            println!("  {:<7} {:>12} {:>9} {:>9}   {:>9} {:>9}", "order", "deliv/s", "MB/s", "vs TCP", "p50@1k/s", "p99@1k/s");
+            println!(
+                "payload {payload} B: raw TCP fan-out {:.0} msgs/s, {:.1} MB/s per receiver",
+                tcp.rate, tcp.mbps
+            );
+            println!(
+                "  {:<7} {:>12} {:>9} {:>9}   {:>9} {:>9}",
+                "order", "deliv/s", "MB/s", "vs TCP", "p50@1k/s", "p99@1k/s"
+            );
             for order in &orders {
-                let t = figure(*order, payload, None, secs).await?;
-                let l = figure(*order, payload, Some(1000.0), secs).await?;
+                let t = figure(&mode, *order, payload, None, secs, state_transfer).await?;
+                let l = figure(&mode, *order, payload, Some(1000.0), secs, state_transfer).await?;
                 println!(
                     "  {:<7} {:>12.0} {:>9.1} {:>8.1}%   {:>9} {:>9}",
-                    format!("{order:?}").to_lowercase(),
+                    order_name(*order),
                     t.rate,
                     t.mbps,
                     100.0 * t.mbps / tcp.mbps.max(1e-9),
@@ -303,6 +330,29 @@ fn bench(secs: f64, orders: &[String]) -> anyhow::Result<bool> {
             }
         }
         Ok::<_, anyhow::Error>(())
+    };
+    // On Ctrl-C or SIGTERM, `run` is dropped: that kills the member processes (a signal's
+    // default action would end this process without doing so).
+    let interrupted = async {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { std::future::pending::<()>().await },
+            _ = term.recv() => {}
+        }
+    };
+    rt.block_on(async {
+        let r = tokio::select! {
+            biased;
+            () = interrupted => Err(anyhow::anyhow!("interrupted")),
+            r = run => r,
+        };
+        if r.is_err() {
+            // Member processes killed on the way out: a moment for the runtime to reap them.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        r
     })?;
     Ok(true)
 }
