@@ -98,7 +98,7 @@ rkv() { vals "$1" "$2" | med; } # the median of a system's figure
 keys="one key"
 [ -z "$RAND" ] || keys="random keys among $(fmt "$RAND")"
 : >"$OUT/results.md"
-md "## Durable writes: \`scripts/bench-durable.sh\`"
+md "#### Durable writes: \`scripts/bench-durable.sh\`"
 md ""
 md "$(machine_line)."
 md ""
@@ -128,7 +128,7 @@ for pol in always everysec; do
 done
 
 md ""
-md "### The peers against their reference figures"
+md "##### The peers against their reference figures"
 md ""
 md "Reference: $(ref_source)." \
     "It has no redis-server figure with \`appendonly\`; redis-server without persistence, the same" \

@@ -94,7 +94,7 @@ D=${DSIZE:-3}
 cmdline="redis-benchmark -c $CLIENTS -n $N${RAND:+ -r $RAND}${DSIZE:+ -d $DSIZE} -t set,get"
 rkv() { vals "$1" "$2" | med; } # the median of a system's figure
 : >"$OUT/results.md"
-md "## chorus-kv against redis-server and etcd: \`scripts/bench-kv.sh\`"
+md "#### chorus-kv against redis-server and etcd: \`scripts/bench-kv.sh\`"
 md ""
 md "$(machine_line)."
 md ""
@@ -142,7 +142,7 @@ if [ "${SKIP_LINEAR:-0}" != 1 ]; then
 fi
 
 md ""
-md "### The peers against their reference figures"
+md "##### The peers against their reference figures"
 md ""
 md "Reference: $(ref_source)$([ ! -f "$PEERS/RESULTS.md" ] || echo "; its redis-server runs used one key (no \`-r\`)"). A peer below $(pct "$LOW_PEER") of its reference is" \
     "flagged **low**: a ratio against it flatters chorus-kv, so no target is judged on it (rerun on a" \

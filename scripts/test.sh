@@ -52,6 +52,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "docs: every benchmark figure quoted from the results file its run wrote (scripts/doc-figures.py)"
+python3 scripts/doc-figures.py
+
 step "cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
