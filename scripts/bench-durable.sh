@@ -190,15 +190,4 @@ else
     md ""
     md "etcd: not run (SKIP_ETCD=1)."
 fi
-md ""
-if [ ! -f "$PEERS/RESULTS.md" ]; then
-    md "No reference figures ($PEERS/RESULTS.md not found): no peer could be checked."
-elif [ ${#flags[@]} = 0 ]; then
-    md "No peer ran below $(pct "$LOW_PEER") of its reference figure."
-else
-    md "Peers below $(pct "$LOW_PEER") of their reference figures (ratios against them are not headline figures):"
-    md ""
-    for f in "${flags[@]}"; do md "- $f"; done
-fi
-finish_results
-[ -z "$ETCD_ERROR" ] || die "etcd: $ETCD_ERROR (SKIP_ETCD=1 to run without it)"
+finish_with_peers

@@ -293,3 +293,21 @@ finish_results() { # print the table, name the file, copy it to $RESULTS_TO if s
         echo "==> results table: $OUT/results.md; logs and raw output in $OUT"
     fi
 }
+
+# finish_with_peers: lists the peers that ran low (the caller's `flags` array), writes the
+# results file, and exits 1 if etcd failed (the table is written first).
+# shellcheck disable=SC2154 # flags: set by the calling script
+finish_with_peers() {
+    md ""
+    if [ ! -f "$PEERS/RESULTS.md" ]; then
+        md "No reference figures ($PEERS/RESULTS.md not found): no peer could be checked."
+    elif [ ${#flags[@]} = 0 ]; then
+        md "No peer ran below $(pct "$LOW_PEER") of its reference figure."
+    else
+        md "Peers below $(pct "$LOW_PEER") of their reference figures (ratios against them are not headline figures):"
+        md ""
+        for f in "${flags[@]}"; do md "- $f"; done
+    fi
+    finish_results
+    [ -z "$ETCD_ERROR" ] || die "etcd: $ETCD_ERROR (SKIP_ETCD=1 to run without it)"
+}
