@@ -49,6 +49,11 @@ const WRITE_BUF: usize = 64 << 10;
 const INPUT_BATCH: usize = 256;
 /// Largest frame accepted from a peer (the core's `max_frame`).
 const MAX_FRAME: usize = 64 << 20;
+/// Bytes of frames one connection may have read and not yet seen handled by the driver: its
+/// reader waits beyond this (and TCP pushes back on the peer), so a peer that sends faster than
+/// the member handles, or while the member is stalled, holds at most this much (plus the one
+/// frame being read). Without it the shared inbound queue held up to 1,024 frames of 64 MiB.
+const FRAME_BUDGET: usize = 2 * MAX_FRAME;
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection attempts back off from this to `DIAL_BACKOFF_MAX`.
@@ -475,6 +480,8 @@ enum NetEvent {
         node: u64,
         id: u64,
         bytes: Bytes,
+        /// The frame's share of its connection's `FRAME_BUDGET`, given back once handled.
+        held: tokio::sync::OwnedSemaphorePermit,
     },
     DialFailed {
         node: u64,
@@ -1004,7 +1011,8 @@ impl Driver {
 
     fn net(&mut self, n: NetEvent, now: Instant) {
         match n {
-            NetEvent::Frame { node, id, bytes } => {
+            NetEvent::Frame { node, id, bytes, held } => {
+                let _held = held; // Released when this frame is handled.
                 if self.peers.get(&node).is_none_or(|p| p.conn.id != id) {
                     return; // From a connection already replaced.
                 }
@@ -1155,10 +1163,14 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
                 return; // Not kept (a duplicate), or the member stopped.
             }
             let mut frames = FrameReader::new(rd, MAX_FRAME);
+            let budget = Arc::new(tokio::sync::Semaphore::new(FRAME_BUDGET));
             loop {
                 match frames.next().await {
                     Ok(Some(bytes)) => {
-                        if net.send(NetEvent::Frame { node, id, bytes }).await.is_err() {
+                        // A frame is at most MAX_FRAME, within the budget and a u32.
+                        let n = bytes.len().clamp(1, MAX_FRAME) as u32;
+                        let Ok(held) = budget.clone().acquire_many_owned(n).await else { return };
+                        if net.send(NetEvent::Frame { node, id, bytes, held }).await.is_err() {
                             return;
                         }
                     }

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -1088,4 +1089,72 @@ async fn the_first_frames_after_the_handshake_are_not_lost() {
     assert!(kept_open.is_empty(), "{} of 40 connections kept open: {kept_open:#?}", kept_open.len());
     g.goes_on("first frames").await;
     g.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Frames read faster than the member handles them
+
+/// Node 97, authenticated, sends 200 checksummed frames of 4 MiB while member 1 is stalled (its
+/// application takes no events, so once its event queue is full of its own deliveries its
+/// driver waits, and reads nothing from the inbound queue). The member's
+/// reader for that connection takes frames only within its budget (2 x max_frame, 128 MiB)
+/// and then stops reading, so TCP pushes back on node 97: the member's peak memory stays far
+/// below the 800 MiB sent. (Before the budget, the shared inbound queue took up to 1,024
+/// frames from one connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_read_while_the_member_is_stalled_are_bounded_per_connection() {
+    const ME: u64 = 97;
+    if !in_own_process("frames_read_while_the_member_is_stalled_are_bounded_per_connection") {
+        return;
+    }
+    capture_logs();
+    // A group of one, whose events are never taken: its own multicasts, delivered to itself,
+    // fill its event queue (4,096) and then its driver waits. No other member sends to it.
+    let (m1, _e1) = Member::start(config(1, &[])).await.unwrap();
+    // Connected and registered while member 1 still runs.
+    let mut s = authenticated(m1.listen_addr(), ME).await;
+    let rss_before = proc_status("VmRSS:");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (m1, sent) = (m1.clone(), sent.clone());
+        tokio::spawn(async move {
+            for k in 0..6000u32 {
+                if m1.multicast(Order::Fifo, Bytes::from(k.to_be_bytes().to_vec())).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until(
+        "member 1 sent as much as its event queue holds",
+        T,
+        || sent.load(Ordering::SeqCst) >= 4000,
+        || format!("{} sent", sent.load(Ordering::SeqCst)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frame = vec![0x5au8; 4 << 20];
+    let mut written = 0;
+    for _ in 0..200 {
+        match timeout(Duration::from_secs(2), frame::write_frame(&mut s, &frame)).await {
+            Ok(Ok(())) => written += 1,
+            Ok(Err(e)) => {
+                panic!("the member closed the connection after {written} frames ({e}): it was not stalled")
+            }
+            Err(_) => break, // The member stopped reading: TCP pushes back.
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = proc_status("VmHWM:");
+    eprintln!(
+        "{written} frames of 4 MiB written before the member pushed back; resident {} MiB before, peak {} MiB",
+        rss_before >> 20,
+        peak >> 20
+    );
+    assert!(written < 200, "the member read all 800 MiB while stalled");
+    assert!(peak < rss_before + (320 << 20), "the peak grew from {rss_before} to {peak} bytes");
+    flood.abort();
+    drop(s);
+    m1.shutdown().await;
 }
