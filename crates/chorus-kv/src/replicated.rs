@@ -698,7 +698,7 @@ where
                     self.replica.hold_batch(true);
                     // The replica drops a life's multicasts when it hears of its exclusion, so
                     // this one is of its current life.
-                    let by = self.replica.status().me;
+                    let by = self.replica.me();
                     if self.sender.send((by, order, payload)).is_err() {
                         return false;
                     }

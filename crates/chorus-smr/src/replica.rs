@@ -430,6 +430,12 @@ where
         self.actions.push_back(Action::Multicast { order, payload });
     }
 
+    /// The member this replica is now (a new incarnation after each exclusion), without the
+    /// copies `status` makes: the store reads it for every multicast.
+    pub fn me(&self) -> MemberId {
+        self.me
+    }
+
     /// Where the replica stands.
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {

@@ -331,7 +331,7 @@ impl World {
                     progress = true;
                     match a {
                         Action::Multicast { order, payload } => {
-                            h.outbox.push_back((h.replica.status().me, order, payload))
+                            h.outbox.push_back((h.replica.me(), order, payload))
                         }
                         Action::Reply { ticket, result } => replies.push((h.waiting.remove(&ticket), result)),
                         Action::Checkpoint { view, mut state } => {
