@@ -108,6 +108,12 @@ fn two_members_join_at_once_and_both_load_the_state() {
     c.start(5).unwrap();
     let all = [1, 2, 3, 4, 5];
     c.wait_view(&all, LONG).unwrap();
+    // A joiner loads the state after it installs the view (its "view" line can come before its
+    // "loads the group's state" line): wait for the loads, then check there was one each.
+    let deadline = std::time::Instant::now() + LONG;
+    while [4, 5].iter().any(|n| c.nodes()[n].loaded == 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for n in [4, 5] {
         assert_eq!(c.nodes()[&n].loaded, 1, "n{n} loaded the state");
     }
