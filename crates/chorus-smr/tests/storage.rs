@@ -73,6 +73,92 @@ fn log_round_trip_and_torn_tail_on_real_files() {
     assert_eq!((got.len(), got.last().cloned(), torn), (200, Some((200, b"again".to_vec())), None));
 }
 
+/// The last segment's name and its records' (offset, payload length), read by hand.
+fn last_segment_records(path: &Path) -> (String, Vec<(u64, u32)>) {
+    let last = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("wal-"))
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(path.join(&last)).unwrap();
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at + 16 <= bytes.len() && bytes[at..at + 16] != [0; 16] {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        records.push((at as u64, len));
+        at += 16 + len as usize;
+    }
+    (last, records)
+}
+
+/// Overwrites the length field of the record at `offset` of `file`.
+fn set_record_len(file: &Path, offset: u64, len: u32) {
+    use std::io::{Seek, SeekFrom};
+    let mut f = OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&len.to_le_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A record's length is not under its checksum: a damaged one sends the reader past the end of
+/// the file, as a torn write does. Cutting the log there would drop that record and all after
+/// it, synced and acknowledged; it must be an error naming the file and offset instead.
+#[test]
+fn a_damaged_record_length_is_not_taken_for_a_torn_write() {
+    let write = |path: &Path| {
+        let (data, mut wal, _, _) = open(path, 0);
+        for pos in 1..=200 {
+            wal.append(pos, &payload(pos)).unwrap();
+        }
+        wal.sync().unwrap();
+        drop((wal, data));
+    };
+    let corrupt_at = |path: &Path| -> (String, u64) {
+        let data = DataDir::open(path).unwrap();
+        let err = Wal::open(data.dir(), opts(), 0, |_, _| Ok::<(), Infallible>(())).unwrap_err();
+        match err {
+            chorus_smr::storage::OpenError::Storage(StorageError::Corrupt { file, offset, why }) => {
+                assert!(why.contains("not a torn write"), "{why}");
+                (file, offset)
+            }
+            other => panic!("expected the damage to be reported, got {other:?}"),
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+
+    // One bit flipped high in the length of a record in the middle of the last segment: the
+    // records after it follow, whole.
+    let path = tmp.path().join("flip-middle");
+    write(&path);
+    let (last, records) = last_segment_records(&path);
+    assert!(records.len() >= 3, "{records:?}");
+    let (offset, len) = records[1];
+    set_record_len(&path.join(&last), offset, len ^ (1 << 25));
+    assert_eq!(corrupt_at(&path), (last.clone(), offset));
+
+    // Garbage (not one bit off) in the same place: a whole record still follows.
+    let path = tmp.path().join("garbage-middle");
+    write(&path);
+    set_record_len(&path.join(&last), offset, 10_000_000);
+    assert_eq!(corrupt_at(&path), (last.clone(), offset));
+
+    // One bit flipped in the length of the very last record: nothing follows it, but its
+    // checksum holds for the length one bit away.
+    let path = tmp.path().join("flip-last");
+    write(&path);
+    let (_, records) = last_segment_records(&path);
+    let (offset, len) = *records.last().unwrap();
+    set_record_len(&path.join(&last), offset, len ^ (1 << 20));
+    assert_eq!(corrupt_at(&path), (last.clone(), offset));
+
+    // And the log without damage still opens whole, as the cases above would have.
+    let path = tmp.path().join("whole");
+    write(&path);
+    let (_data, _wal, got, torn) = open(&path, 0);
+    assert_eq!((got.len(), torn), (200, None));
+}
+
 #[test]
 fn the_log_reserves_zeros_ahead_of_its_records_and_cuts_them_at_open() {
     let tmp = tempfile::tempdir().unwrap();

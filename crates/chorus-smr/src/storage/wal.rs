@@ -217,6 +217,17 @@ struct SegmentReader<'a> {
     /// Where the next record starts: the end of the last whole record.
     offset: u64,
     payload: Vec<u8>,
+    /// The record the file ended inside, if it did: `payload[..got]` holds the rest of the file.
+    short: Option<Short>,
+}
+
+/// A record whose payload the file ended inside ([`SegmentReader::check_torn`]).
+#[derive(Clone, Copy, Debug)]
+struct Short {
+    len: u32,
+    crc: u32,
+    pos: u64,
+    got: usize,
 }
 
 /// What [`SegmentReader::next`] found.
@@ -235,7 +246,7 @@ impl<'a> SegmentReader<'a> {
     fn open(dir: &dyn Dir, name: &'a str, max_record: u32) -> Result<SegmentReader<'a>, StorageError> {
         let file = dir.open_read(name).map_err(|e| StorageError::io(name, "open", e))?;
         let rd = BufReader::with_capacity(64 << 10, file);
-        Ok(SegmentReader { name, rd, max_record, offset: 0, payload: Vec::new() })
+        Ok(SegmentReader { name, rd, max_record, offset: 0, payload: Vec::new(), short: None })
     }
 
     fn payload(&self) -> &[u8] {
@@ -272,6 +283,7 @@ impl<'a> SegmentReader<'a> {
         let got =
             read_up_to(&mut self.rd, &mut self.payload).map_err(|e| StorageError::io(name, "read", e))?;
         if got < self.payload.len() {
+            self.short = Some(Short { len, crc, pos, got });
             return Ok(Next::Torn(format!("record payload cut short ({got} of {len} bytes)")));
         }
         let actual = record_crc(pos, &self.payload);
@@ -284,6 +296,53 @@ impl<'a> SegmentReader<'a> {
     }
 }
 
+impl SegmentReader<'_> {
+    /// Whether a record the file ended inside ([`Next::Torn`]) can be a write torn by a crash,
+    /// given the position it should have: its length field is not checksummed, so a damaged
+    /// length in a record that was whole (and synced, and acknowledged) would also send the
+    /// reader past the end of the file, and cutting there would lose that record and every
+    /// one after it. It is damage, not a torn write, if a whole record follows it in the bytes
+    /// read, or if its length with one bit flipped makes its checksum hold.
+    fn check_torn(&self, expected: u64) -> Result<(), StorageError> {
+        let Some(Short { len, crc, pos, got }) = self.short else { return Ok(()) };
+        let rest = &self.payload[..got.min(self.payload.len())];
+        for bit in 0..32 {
+            let l = (len ^ (1 << bit)) as usize;
+            if pos == expected && l <= rest.len() && record_crc(pos, &rest[..l]) == crc {
+                let why = format!(
+                    "record length field damaged (reads {len}, the checksum holds for {l}): not a torn write"
+                );
+                return Err(StorageError::corrupt(self.name, self.offset, why));
+            }
+        }
+        if let Some((at, later)) = whole_record_in(rest, expected, self.max_record) {
+            let why = format!(
+                "record at position {expected} is damaged (its length, {len}, runs past the end of the file), \
+                 but a whole record (position {later}) follows {at} bytes after its header: not a torn write"
+            );
+            return Err(StorageError::corrupt(self.name, self.offset, why));
+        }
+        Ok(())
+    }
+}
+
+/// The first whole record in `bytes` (at any offset) with a position of at least `from`: its
+/// offset in `bytes` and position.
+fn whole_record_in(bytes: &[u8], from: u64, max_record: u32) -> Option<(usize, u64)> {
+    // A record holds at least its header, so no more records than this fit after `from`.
+    let most = from.saturating_add((bytes.len() / HEADER) as u64);
+    (0..bytes.len().saturating_sub(HEADER - 1)).find_map(|at| {
+        let header: &[u8; HEADER] = bytes.get(at..at + HEADER)?.try_into().ok()?;
+        let len = u32::from_le_bytes(field(header, 0));
+        let pos = u64::from_le_bytes(field(header, 8));
+        if !(from..=most).contains(&pos) || len > max_record {
+            return None;
+        }
+        let payload = bytes.get(at + HEADER..at + HEADER + len as usize)?;
+        (record_crc(pos, payload) == u32::from_le_bytes(field(header, 4))).then_some((at, pos))
+    })
+}
+
 impl Wal {
     /// Opens the log in `dir`, handing every record after position `after` (the position the
     /// caller's snapshot ends at; 0 for none) to `each` in order, and leaves the log ready to
@@ -294,7 +353,10 @@ impl Wal {
     /// without a gap from segment to segment. Then:
     ///
     /// - a record cut short at the end of the **last** segment is a write torn by a crash: the
-    ///   file is cut back to the last whole record and [`OpenReport::torn`] says so;
+    ///   file is cut back to the last whole record and [`OpenReport::torn`] says so; unless a
+    ///   whole record follows it, or its checksum holds for its length with one bit flipped
+    ///   (the length is not under the checksum): then its length was damaged, and that is
+    ///   [`StorageError::Corrupt`];
     /// - anything else wrong is [`StorageError::Corrupt`] naming the file and offset, with
     ///   nothing after it handed out;
     /// - a log that starts after `after + 1` is [`StorageError::Gap`], with nothing handed out;
@@ -348,7 +410,12 @@ impl Wal {
                         expected = pos + 1;
                     }
                     Next::End => break None,
-                    Next::Torn(why) => break Some(Some(why)),
+                    Next::Torn(why) => {
+                        if i + 1 == found.len() {
+                            rd.check_torn(expected)?;
+                        }
+                        break Some(Some(why));
+                    }
                     Next::Zeros => break Some(None),
                 }
             };
