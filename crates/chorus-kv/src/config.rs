@@ -17,7 +17,6 @@
 //! appendfsync = "always"              # with group.data_dir: always, everysec or no
 //! ```
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use chorus::config::{NodeConfig, Partial};
@@ -108,8 +107,8 @@ impl KvPartial {
 pub struct KvConfig {
     /// The group member.
     pub group: NodeConfig,
-    /// Where Redis clients connect.
-    pub listen: SocketAddr,
+    /// Where Redis clients connect (`host:port`; a host name is resolved at start).
+    pub listen: String,
     /// The replica.
     pub replica: ReplicaConfig,
     /// The Redis server.
@@ -178,9 +177,10 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
     // every member of the last view (docs/protocol/recovery.md).
     group.recover_all = fsync != Fsync::Always;
     let listen_text = kv.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
-    let listen = listen_text.parse().map_err(|_| KvConfigError::Invalid {
+    let listen = listen_text.trim().to_string();
+    chorus::config::host_port(&listen).map_err(|why| KvConfigError::Invalid {
         field: "listen",
-        why: format!("{listen_text:?} is not host:port (use an IP address, e.g. 127.0.0.1:7001)"),
+        why: format!("{listen_text:?}: {why} (e.g. 127.0.0.1:6379 or 0.0.0.0:6379)"),
     })?;
     if listen == group.listen {
         return Err(KvConfigError::Invalid {

@@ -36,9 +36,13 @@ enum Cmd {
         /// This node's id.
         #[arg(long)]
         node: Option<u64>,
-        /// Address peers connect to (host:port).
+        /// Address to listen on for peers (host:port).
         #[arg(long)]
         group_listen: Option<String>,
+        /// Address peers are told to dial (host:port; default: --group-listen). Needed when
+        /// listening on every interface (0.0.0.0), e.g. in a container: node-1:7101.
+        #[arg(long)]
+        group_advertise: Option<String>,
         /// Members to join through, as id@host:port (repeat or comma-separate).
         #[arg(long, value_delimiter = ',')]
         seed: Vec<String>,
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             config,
             node,
             group_listen,
+            group_advertise,
             seed,
             bootstrap,
             listen,
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
             let group = Partial {
                 node,
                 listen: group_listen,
+                advertise: group_advertise,
                 seeds: (!seed.is_empty()).then_some(seed),
                 bootstrap: bootstrap.then_some(true),
                 data_dir,
@@ -172,7 +178,7 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
     }
     .context("cannot start tokio")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
+        let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
             .await
             .with_context(|| format!("cannot listen for clients on {}", cfg.listen))?;
         let (member, backend) = start_replica(&cfg).await?;

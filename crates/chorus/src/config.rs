@@ -32,8 +32,9 @@ pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 1000;
 pub struct Seed {
     /// Its node id.
     pub node: u64,
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where it listens: `host:port`, the host an IP address or a name (resolved again at each
+    /// dial: containers and pods change addresses across restarts).
+    pub addr: String,
 }
 
 impl std::str::FromStr for Seed {
@@ -42,13 +43,46 @@ impl std::str::FromStr for Seed {
     fn from_str(s: &str) -> Result<Seed, ConfigError> {
         let bad = |why: &str| ConfigError::Invalid {
             field: "seeds",
-            why: format!("{s:?}: {why} (expected id@host:port, e.g. 2@127.0.0.1:7002)"),
+            why: format!("{s:?}: {why} (expected id@host:port, e.g. 2@127.0.0.1:7002 or 2@node-2:7002)"),
         };
         let (id, addr) = s.split_once('@').ok_or_else(|| bad("no '@'"))?;
         let node = id.trim().parse().map_err(|_| bad("the id is not a number"))?;
-        let addr = addr.trim().parse().map_err(|_| bad("the address is not host:port"))?;
-        Ok(Seed { node, addr })
+        let addr = addr.trim();
+        match host_port(addr) {
+            Ok((_, 0)) => Err(bad("port 0 cannot be dialled")),
+            Ok(_) => Ok(Seed { node, addr: addr.to_string() }),
+            Err(why) => Err(bad(&why)),
+        }
     }
+}
+
+/// Splits `host:port` into the host and the port, checking both: the host is an IPv4 address,
+/// an IPv6 address in brackets (`[::1]:7001`), or a host name (letters, digits, `-`, `_` and
+/// `.`, at most 253 bytes).
+pub fn host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| "not host:port".to_string())?;
+    let port: u16 = port.parse().map_err(|_| format!("the port {port:?} is not a number from 0 to 65535"))?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().map_err(|_| format!("{host} is not an IPv6 address"))?;
+        return Ok((host, port));
+    }
+    if s.len() > crate::transport::handshake::MAX_LISTEN_LEN {
+        return Err(format!("longer than {} bytes", crate::transport::handshake::MAX_LISTEN_LEN));
+    }
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !host.starts_with(['-', '.']);
+    if !name_ok {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    Ok((host, port))
+}
+
+/// Whether `addr` (`host:port`) names every interface (`0.0.0.0`, `[::]`): fine to listen on,
+/// but no peer can dial it.
+pub(crate) fn is_unspecified(addr: &str) -> bool {
+    addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified())
 }
 
 /// Everything a member needs to run.
@@ -56,8 +90,13 @@ impl std::str::FromStr for Seed {
 pub struct NodeConfig {
     /// This node's id, unique in the cluster.
     pub node: u64,
-    /// The address to listen on for peers.
-    pub listen: SocketAddr,
+    /// The address to listen on for peers (`host:port`; a host name is resolved when the node
+    /// starts; port 0 picks a free one).
+    pub listen: String,
+    /// The address peers are told to dial (`host:port`): `advertise` if given, else `listen`.
+    /// It travels to every member and is resolved again at each dial, so a host name follows a
+    /// container or pod to its new address. Port 0 stands for the port actually bound.
+    pub advertise: String,
     /// Members to join through.
     pub seeds: Vec<Seed>,
     /// The cluster's name: peers of another cluster are refused at the handshake.
@@ -127,6 +166,8 @@ pub struct Partial {
     pub node: Option<u64>,
     /// See [`NodeConfig::listen`].
     pub listen: Option<String>,
+    /// See [`NodeConfig::advertise`].
+    pub advertise: Option<String>,
     /// See [`NodeConfig::seeds`] (`id@host:port`).
     pub seeds: Option<Vec<String>>,
     /// See [`NodeConfig::cluster`].
@@ -168,7 +209,7 @@ impl Partial {
             .map_err(|e| ConfigError::Toml { path: PathBuf::from("<toml>"), message: e.to_string() })
     }
 
-    /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
+    /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_ADVERTISE`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
     /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
     /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_MAX_CLOCK_SKEW_MS`,
     /// `CHORUS_TRACE`, `CHORUS_DATA_DIR` from `get`.
@@ -197,6 +238,7 @@ impl Partial {
         Ok(Partial {
             node: num("CHORUS_NODE", "node")?,
             listen: get("CHORUS_LISTEN"),
+            advertise: get("CHORUS_ADVERTISE"),
             seeds: get("CHORUS_SEEDS")
                 .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
             cluster: get("CHORUS_CLUSTER"),
@@ -217,6 +259,7 @@ impl Partial {
         Partial {
             node: other.node.or(self.node),
             listen: other.listen.or(self.listen),
+            advertise: other.advertise.or(self.advertise),
             seeds: other.seeds.or(self.seeds),
             cluster: other.cluster.or(self.cluster),
             secret: other.secret.or(self.secret),
@@ -241,10 +284,37 @@ impl Partial {
         let listen_text = self
             .listen
             .ok_or_else(|| missing("listen", "the address peers connect to, e.g. 127.0.0.1:7001"))?;
-        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
+        let listen = listen_text.trim().to_string();
+        host_port(&listen).map_err(|why| ConfigError::Invalid {
             field: "listen",
-            why: format!("{listen_text:?} is not host:port (use an IP address, e.g. 127.0.0.1:7001)"),
+            why: format!("{listen_text:?}: {why} (e.g. 127.0.0.1:7001 or node-1:7001)"),
         })?;
+        let advertise = match self.advertise {
+            Some(a) => {
+                let a = a.trim().to_string();
+                host_port(&a).map_err(|why| ConfigError::Invalid {
+                    field: "advertise",
+                    why: format!("{a:?}: {why} (e.g. node-1:7001)"),
+                })?;
+                if is_unspecified(&a) {
+                    return Err(ConfigError::Invalid {
+                        field: "advertise",
+                        why: format!("{a:?} names every interface: peers cannot dial it"),
+                    });
+                }
+                a
+            }
+            None if is_unspecified(&listen) => {
+                return Err(ConfigError::Invalid {
+                    field: "advertise",
+                    why: format!(
+                        "missing: listen is {listen}, every interface, which peers cannot dial; say where \
+                         they reach this node (advertise = \"node-1:7001\", CHORUS_ADVERTISE, --advertise)"
+                    ),
+                })
+            }
+            None => listen.clone(),
+        };
         let seeds: Vec<Seed> =
             self.seeds.unwrap_or_default().iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         let seeds: Vec<Seed> = seeds.into_iter().filter(|s| s.node != node).collect();
@@ -293,6 +363,7 @@ impl Partial {
         Ok(NodeConfig {
             node,
             listen,
+            advertise,
             seeds,
             cluster,
             secret: Arc::from(secret.into_bytes()),
@@ -330,10 +401,43 @@ mod tests {
             Partial::from_env(|k| (k == "CHORUS_LISTEN").then(|| "127.0.0.1:9001".to_string())).unwrap();
         let flags = Partial { heartbeat_ms: Some(50), ..Partial::default() };
         let c = file.overridden_by(env).overridden_by(flags).build().unwrap();
-        assert_eq!(c.listen.port(), 9001);
+        assert_eq!((c.listen.as_str(), c.advertise.as_str()), ("127.0.0.1:9001", "127.0.0.1:9001"));
         assert_eq!(c.heartbeat, Duration::from_millis(50));
-        assert_eq!(c.seeds, vec![Seed { node: 2, addr: "127.0.0.1:7002".parse().unwrap() }]);
+        assert_eq!(c.seeds, vec![Seed { node: 2, addr: "127.0.0.1:7002".into() }]);
         assert_eq!(c.cluster, "chorus");
+    }
+
+    #[test]
+    fn host_names_and_the_advertised_address() {
+        let p = Partial::from_toml(GOOD).unwrap();
+        // Names in seeds and listen, kept as written (resolved at each dial).
+        let c = Partial {
+            listen: Some("node-1:7001".into()),
+            seeds: Some(vec!["2@chorus-2.chorus.default.svc:7101".into(), "3@[::1]:7003".into()]),
+            ..p.clone()
+        }
+        .build()
+        .unwrap();
+        assert_eq!((c.listen.as_str(), c.advertise.as_str()), ("node-1:7001", "node-1:7001"));
+        let seeds: Vec<&str> = c.seeds.iter().map(|s| s.addr.as_str()).collect();
+        assert_eq!(seeds, ["chorus-2.chorus.default.svc:7101", "[::1]:7003"]);
+        // Every interface: peers must be told where to dial.
+        let all = Partial { listen: Some("0.0.0.0:7001".into()), ..p.clone() };
+        let e = all.clone().build().unwrap_err().to_string();
+        assert!(e.contains("advertise") && e.contains("CHORUS_ADVERTISE"), "{e}");
+        let c = Partial { advertise: Some("node-1:7001".into()), ..all }.build().unwrap();
+        assert_eq!((c.listen.as_str(), c.advertise.as_str()), ("0.0.0.0:7001", "node-1:7001"));
+        for (field, bad) in [
+            ("listen", Partial { listen: Some("node 1:7001".into()), ..p.clone() }),
+            ("listen", Partial { listen: Some("node-1".into()), ..p.clone() }),
+            ("listen", Partial { listen: Some("node-1:70000".into()), ..p.clone() }),
+            ("seeds", Partial { seeds: Some(vec!["2@node-2:0".into()]), ..p.clone() }),
+            ("seeds", Partial { seeds: Some(vec!["2@[nope]:7002".into()]), ..p.clone() }),
+            ("advertise", Partial { advertise: Some("[::]:7001".into()), ..p.clone() }),
+        ] {
+            let e = bad.build().unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
+        }
     }
 
     #[test]

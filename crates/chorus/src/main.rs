@@ -30,6 +30,10 @@ enum Cmd {
         /// Address to listen on (host:port).
         #[arg(long)]
         listen: Option<String>,
+        /// Address peers are told to dial (host:port; default: --listen). Needed when
+        /// listening on every interface (0.0.0.0), e.g. in a container: node-1:7001.
+        #[arg(long)]
+        advertise: Option<String>,
         /// Members to join through, as id@host:port (repeat or comma-separate).
         #[arg(long, value_delimiter = ',')]
         seed: Vec<String>,
@@ -98,10 +102,22 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let result = match cli.cmd {
-        Cmd::Node { config, node, listen, seed, bootstrap, trace, send_rate, checkpoint_filler, verbose } => {
+        Cmd::Node {
+            config,
+            node,
+            listen,
+            advertise,
+            seed,
+            bootstrap,
+            trace,
+            send_rate,
+            checkpoint_filler,
+            verbose,
+        } => {
             let flags = Partial {
                 node,
                 listen,
+                advertise,
                 seeds: (!seed.is_empty()).then_some(seed),
                 bootstrap: bootstrap.then_some(true),
                 trace,

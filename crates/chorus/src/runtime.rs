@@ -72,11 +72,12 @@ const MAX_PENDING: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The listen address cannot be bound (in use, or not local).
+    /// The listen address cannot be bound (in use, not local, or a name that does not
+    /// resolve).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// The address.
-        addr: SocketAddr,
+        /// The address, as configured.
+        addr: String,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -272,12 +273,17 @@ impl Member {
         store: Option<NodeStore>,
         state: Option<u64>,
     ) -> Result<(Member, Events), StartError> {
-        let listener = TcpListener::bind(cfg.listen)
+        let listener = TcpListener::bind(cfg.listen.as_str())
             .await
-            .map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
+            .map_err(|source| StartError::Listen { addr: cfg.listen.clone(), source })?;
         // Port 0 picks a free port: peers must be told the real one.
-        let listen =
-            listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.listen, source })?;
+        let listen = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen { addr: cfg.listen.clone(), source })?;
+        let advertise = match crate::config::host_port(&cfg.advertise) {
+            Ok((host, 0)) => format!("{host}:{}", listen.port()),
+            _ => cfg.advertise.clone(),
+        };
         // A restarted node must be a new incarnation: the data directory's counter, or else
         // wall-clock milliseconds (which grow across restarts unless the clock goes back).
         let inc = match &store {
@@ -319,7 +325,7 @@ impl Member {
             cluster: cfg.cluster.clone(),
             secret: cfg.secret.clone(),
             node: cfg.node,
-            listen: listen.to_string(),
+            listen: advertise,
             group: group.clone(),
             refusals: Arc::default(),
             max_clock_skew: cfg.max_clock_skew,
@@ -327,7 +333,7 @@ impl Member {
         });
         let mut book = BTreeMap::new();
         for s in &cfg.seeds {
-            book.insert(s.node, s.addr.to_string());
+            book.insert(s.node, s.addr.clone());
         }
         let listener_task = tokio::spawn(accept_loop(listener, identity.clone(), net_tx.clone()));
         let driver = Driver {
@@ -1035,7 +1041,7 @@ impl Driver {
                 }
                 d.backoff = Duration::ZERO;
                 d.not_before = None;
-                if !listen.is_empty() {
+                if dialable(&listen) {
                     self.book.insert(node, listen);
                 }
                 // Both dialed at once: keep the connection dialed by the smaller node id.
@@ -1081,12 +1087,18 @@ impl Driver {
             return;
         };
         for (node, addr) in entries.into_iter().take(MAX_BOOK) {
-            let valid = node != self.me && addr.len() <= 128 && addr.parse::<SocketAddr>().is_ok();
+            let valid = node != self.me && dialable(&addr);
             if valid && (self.book.len() < MAX_BOOK || self.book.contains_key(&node)) {
                 self.book.insert(node, addr);
             }
         }
     }
+}
+
+/// Whether `addr`, from a peer, is one to dial: `host:port` with a real port, the host an IP
+/// address (not every interface, 0.0.0.0) or a host name (resolved at each dial).
+fn dialable(addr: &str) -> bool {
+    crate::config::host_port(addr).is_ok_and(|(_, port)| port != 0) && !crate::config::is_unspecified(addr)
 }
 
 /// Why a dial failed, and whether an operator must act (a refusal at the handshake, as

@@ -219,3 +219,54 @@ async fn a_multicast_asked_of_an_excluded_life_is_never_sent() {
         m.shutdown().await;
     }
 }
+
+/// Seeds and listen addresses may be host names (resolved again at each dial, as containers
+/// change addresses across restarts), and a member listening on every interface tells its
+/// peers the address it gave to advertise, with the port it really bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_find_each_other_by_host_name() {
+    let named = |node: u64, listen: &str, advertise: Option<&str>, seeds: Vec<String>| {
+        let mut c = Partial {
+            node: Some(node),
+            listen: Some(listen.into()),
+            advertise: advertise.map(String::from),
+            bootstrap: Some(seeds.is_empty()),
+            seeds: Some(seeds),
+            secret: Some("test secret 123".into()),
+            heartbeat_ms: Some(20),
+            suspect_timeout_ms: Some(200),
+            ..Partial::default()
+        }
+        .build()
+        .unwrap();
+        c.state_transfer = false;
+        c
+    };
+    let (m1, e1) = Member::start(named(1, "0.0.0.0:0", Some("localhost:0"), vec![])).await.unwrap();
+    let seed = vec![format!("1@localhost:{}", m1.listen_addr().port())];
+    let (m2, e2) = Member::start(named(2, "localhost:0", None, seed.clone())).await.unwrap();
+    // Node 3 knows only node 1 by name; node 2's address reaches it through node 1, as node 2
+    // advertised it: a name.
+    let (m3, e3) = Member::start(named(3, "localhost:0", None, seed)).await.unwrap();
+    let mut events = [e1, e2, e3];
+    for e in events.iter_mut() {
+        wait_view(e, 3).await;
+    }
+    m3.multicast(Order::Total, Bytes::from_static(b"by name")).await.unwrap();
+    for e in events.iter_mut() {
+        timeout(Duration::from_secs(10), async {
+            loop {
+                match e.next().await {
+                    Some(Event::Delivered { payload, .. }) if payload == "by name" => return,
+                    Some(_) => {}
+                    None => panic!("member stopped"),
+                }
+            }
+        })
+        .await
+        .expect("the message is delivered at every member");
+    }
+    for m in [m1, m2, m3] {
+        m.shutdown().await;
+    }
+}

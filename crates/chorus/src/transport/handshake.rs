@@ -60,12 +60,12 @@ use super::frame::{read_frame, write_frame, FrameError};
 pub const MAGIC: [u8; 4] = *b"CHRS";
 /// Handshake version this build speaks.
 pub const VERSION: u8 = 3;
-/// Largest handshake frame payload. A Hello at its limits takes about 250 bytes.
+/// Largest handshake frame payload. A Hello at its limits takes about 400 bytes.
 pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// Longest cluster name, in bytes.
 pub const MAX_CLUSTER_LEN: usize = 64;
-/// Longest listen address, in bytes.
-pub const MAX_LISTEN_LEN: usize = 128;
+/// Longest listen address, in bytes: a host name of 253 bytes, a colon and a port.
+pub const MAX_LISTEN_LEN: usize = 259;
 
 /// Length of a nonce and of a MAC.
 const NONCE_LEN: usize = 32;
@@ -597,7 +597,7 @@ fn check_identity(me: &Identity) -> Result<(), HandshakeError> {
         return Err(HandshakeError::Config("the cluster name is longer than 64 bytes"));
     }
     if me.listen.len() > MAX_LISTEN_LEN {
-        return Err(HandshakeError::Config("the listen address is longer than 128 bytes"));
+        return Err(HandshakeError::Config("the listen address is longer than 259 bytes"));
     }
     Ok(())
 }
