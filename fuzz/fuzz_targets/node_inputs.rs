@@ -37,7 +37,8 @@ enum FuzzMsg {
     Accepted { view: u8, round: u64 },
     Install { prev: u8, next: u8, members: Vec<u8>, cut: Vec<u64> },
     InstallReq { have: u8 },
-    NotMember { view: u8 },
+    /// `wild`: the incarnation is taken as is (up to u64::MAX), else kept small.
+    NotMember { view: u8, newest: u64, wild: bool },
     /// `wild`: the offset is taken as is (up to u64::MAX), else kept small.
     StateChunk { view: u8, offset: u64, len: u8, last: bool, wild: bool },
     StateAck { view: u8, offset: u64, done: bool },
@@ -129,7 +130,9 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             Msg::Install { proposal: proposal(prev, next, &members, cut), msgs: Vec::new() }
         }
         FuzzMsg::InstallReq { have } => Msg::InstallReq { have: v(have) },
-        FuzzMsg::NotMember { view } => Msg::NotMember { view: v(view) },
+        FuzzMsg::NotMember { view, newest, wild } => {
+            Msg::NotMember { view: v(view), newest: Incarnation(if wild { newest } else { newest % 4 }) }
+        }
         FuzzMsg::StateChunk { view, offset, len, last, wild } => Msg::StateChunk {
             view: v(view),
             offset: if wild { offset } else { offset % 1024 },

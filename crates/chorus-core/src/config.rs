@@ -12,7 +12,9 @@ use crate::recovery::Recovery;
 pub struct Config {
     /// This node's name.
     pub node: NodeId,
-    /// This life's incarnation; must grow across restarts of the same node.
+    /// This life's incarnation; should grow across restarts of the same node. One that does
+    /// not (drawn from a clock that went back) is refused by members that know a newer one of
+    /// this node, with that one: the node then re-joins above it (`Event::Excluded`).
     pub incarnation: Incarnation,
     /// Nodes to ask when joining.
     pub seeds: Vec<NodeId>,

@@ -49,9 +49,11 @@ pub enum Event {
         /// Why.
         reason: SuspectReason,
     },
-    /// This incarnation was removed from the group while alive (false suspicion or partition).
-    /// The node forgets its group state and joins again as `rejoin_as`; the application must
-    /// drop its replicated state and take it from state transfer.
+    /// This incarnation was removed from the group while alive (false suspicion or partition),
+    /// or, while joining, was refused because the members know this incarnation of the node
+    /// or a newer one (its clock went back across a restart). The node forgets its group state
+    /// and joins again as `rejoin_as`; the application must drop its replicated state and take
+    /// it from state transfer.
     Excluded {
         /// The first view (known to this node) that does not hold it, if known.
         by_view: Option<ViewId>,

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, FrameError, SendError};
 use crate::event::{BlockReason, Event, SuspectReason};
 use crate::gms::Coord;
-use crate::id::{GroupId, MemberId, MsgId, NodeId, Seqno, View, ViewId};
+use crate::id::{GroupId, Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 use crate::marks::{Mark, Marks};
 use crate::mcast::{Insert, SenderStore};
 use crate::order::Order;
@@ -653,8 +653,14 @@ impl Node {
                         self.recover_into(now, membership, Rejoin { new: me, state: None });
                     }
                 }
-                // Let in and excluded again before this joiner heard of it.
-                Msg::NotMember { view } if from.node != self.me.node => self.excluded(now, Some(view)),
+                // Let in and excluded again before this joiner heard of it, or its node has a
+                // newer incarnation (a restart whose clock went back): join above it. Any answer
+                // addressed to this incarnation holds for good (a life's incarnation is fixed,
+                // and the newest known of its node only grows); one addressed to an earlier life
+                // never gets here (`handle_body`).
+                Msg::NotMember { view, newest } if from.node != self.me.node => {
+                    self.excluded_above(now, Some(view), Some(newest))
+                }
                 Msg::Join { joiner, group, founding } if joiner.node == from.node => {
                     self.on_join_while_joining(now, from, group, founding)
                 }
@@ -688,9 +694,11 @@ impl Node {
             Msg::InstallReq { have } => self.on_install_req(now, from, have),
             // Only a node of this view (a member that moved on, or its next life) may tell this
             // one it was left behind; the newer view holds a majority of this one's nodes.
-            Msg::NotMember { view } => {
+            // `newest` alone never excludes a member (the answer to a join of this incarnation
+            // may arrive after it was let in); once excluded, it re-joins above it.
+            Msg::NotMember { view, newest } => {
                 if view > cur && node_in_view {
-                    self.excluded(now, Some(view));
+                    self.excluded_above(now, Some(view), Some(newest));
                 }
             }
             Msg::Install { proposal, msgs } => {
@@ -801,7 +809,7 @@ impl Node {
             if let Some(to) = self.install_target(v, from) {
                 self.resend_install(now, to);
             } else if !m.view.contains(from) {
-                self.reply_limited(now, from, Msg::NotMember { view: cur });
+                self.reply_not_member(now, from);
             } else {
                 // A member of our view still in an older one that we cannot bring forward: tell
                 // it where we are; if that is two or more views ahead, it knows it was left
@@ -820,7 +828,7 @@ impl Node {
         if let Some(to) = target {
             self.resend_install(now, to);
         } else if have < cur && !m.view.contains(from) {
-            self.reply_limited(now, from, Msg::NotMember { view: cur });
+            self.reply_not_member(now, from);
         } else if have > cur.next() && m.view.members.iter().any(|x| x.node == from.node) {
             // A member is two or more views ahead. Views form one line and every member of a
             // view promised in its predecessor, so this incarnation, still in `cur`, is in none
@@ -829,6 +837,27 @@ impl Node {
         } else if have > cur {
             self.reply_limited(now, from, Msg::InstallReq { have: cur });
         }
+    }
+
+    /// The newest incarnation of `node` this member knows of: in its view, asking to join, or
+    /// departed from the view.
+    fn newest_of(&self, node: NodeId) -> Option<Incarnation> {
+        let m = self.member()?;
+        let in_view = m.view.members.iter().filter(|x| x.node == node).map(|x| x.inc);
+        let pending = m.pending_joins.keys().filter(|j| j.node == node).map(|j| j.inc);
+        in_view.chain(pending).chain(m.departed.get(&node).copied()).max()
+    }
+
+    /// Tells `to` it is not in this member's view, and the newest incarnation of its node
+    /// known here (its own if none is newer), to re-join above. Only `to`'s node gets it.
+    fn reply_not_member(&mut self, now: Instant, to: MemberId) {
+        let Some(m) = self.member() else { return };
+        let view = m.view.id;
+        let known = self.newest_of(to.node).map_or(to.inc, |k| k.max(to.inc));
+        // Within the decoder's bound: an incarnation beyond it (never drawn in practice) would
+        // make the frame undecodable; below it, the receiver just re-joins one higher.
+        let newest = Incarnation(known.0.min(wire::MAX_INCARNATION));
+        self.reply_limited(now, to, Msg::NotMember { view, newest });
     }
 
     fn resend_install(&mut self, now: Instant, to: MemberId) {
@@ -859,14 +888,19 @@ impl Node {
             }
             return;
         }
-        if m.view.members.iter().any(|x| x.node == joiner.node && x.inc > joiner.inc) {
-            return; // A stale request from an earlier life.
-        }
-        if m.departed.get(&joiner.node).is_some_and(|inc| *inc >= joiner.inc) {
-            // This incarnation was let in and excluded already, maybe before it even heard of
-            // its install: it must come back as a new one.
-            let cur = m.view.id;
-            self.reply_limited(now, joiner, Msg::NotMember { view: cur });
+        // A newer incarnation of its node is in the view or asks to join, or this one was let
+        // in and excluded already (maybe before it even heard of its install): the request is
+        // stale, or comes from a restart whose incarnation was drawn from a clock that went
+        // back. Either way the answer names the newest incarnation known here, so a live
+        // joiner comes back above it at once (instead of one higher per refusal, ~10^9 of them
+        // for a clock an hour back); a stale request's answer is addressed to a life that is
+        // over, and its node's current life drops it.
+        let newer = |inc: Incarnation| inc > joiner.inc;
+        if m.view.members.iter().any(|x| x.node == joiner.node && newer(x.inc))
+            || m.pending_joins.keys().any(|j| j.node == joiner.node && newer(j.inc))
+            || m.departed.get(&joiner.node).is_some_and(|inc| *inc >= joiner.inc)
+        {
+            self.reply_not_member(now, joiner);
             return;
         }
         let coord = self.coordinator_rank();
@@ -1273,6 +1307,17 @@ impl Node {
     /// This incarnation learned it is no longer a member: forget everything and join again as
     /// a new incarnation (or finish leaving).
     pub(crate) fn excluded(&mut self, now: Instant, by_view: Option<ViewId>) {
+        self.excluded_above(now, by_view, None);
+    }
+
+    /// [`Node::excluded`], re-joining above incarnation `newest` of this node if a peer knows
+    /// of it: members refuse a join at or below an incarnation they know (`on_join`).
+    pub(crate) fn excluded_above(
+        &mut self,
+        now: Instant,
+        by_view: Option<ViewId>,
+        newest: Option<Incarnation>,
+    ) {
         if self.leaving {
             self.finish_left();
             return;
@@ -1284,10 +1329,12 @@ impl Node {
             rejoin = m.recovering.map(|r| r.new);
             self.seeds.extend(nodes);
         }
-        match rejoin {
-            Some(new) => self.me = new,
-            None => self.me.inc.0 += 1,
+        let mut next =
+            rejoin.unwrap_or(MemberId { inc: Incarnation(self.me.inc.0.saturating_add(1)), ..self.me });
+        if let Some(k) = newest.filter(|k| *k >= next.inc) {
+            next.inc = Incarnation(k.0.saturating_add(1));
         }
+        self.me = next;
         // The application drops its state: nothing of it is stored for the group any more.
         self.durable_pos = 0;
         self.durable_emitted = 0;

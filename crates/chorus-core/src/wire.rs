@@ -10,13 +10,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
-use crate::id::{GroupId, MemberId, View, ViewId};
+use crate::id::{GroupId, Incarnation, MemberId, View, ViewId};
 use crate::order::Order;
 
 /// First two bytes of every frame.
 pub const MAGIC: u16 = 0xC405;
 /// The wire version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const HEADER_LEN: usize = 3;
 
 /// What a frame carries: who sends it, to which incarnation, and a batch of messages.
@@ -225,10 +225,16 @@ pub enum Msg {
         /// The view the asker is in.
         have: ViewId,
     },
-    /// "You are not a member of my view `view`, which is newer than yours."
+    /// "You are not a member of my view `view`, which is newer than yours", or, to a joiner,
+    /// "your request is stale: your node has this incarnation or a newer one".
     NotMember {
         /// The replier's view.
         view: ViewId,
+        /// The newest incarnation of the receiver's node the replier knows of (the receiver's
+        /// own if it knows none newer): the receiver re-joins above it, so that a restart whose
+        /// incarnation came from a clock that went back is not refused again. At most
+        /// [`MAX_INCARNATION`].
+        newest: Incarnation,
     },
     /// A piece of the donor's checkpoint for a member loading state in `view`.
     StateChunk {
@@ -403,7 +409,7 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
     if !trailing.is_empty() {
         return Err(DecodeError::Trailing(trailing.len()));
     }
-    check_clocks(&body)?;
+    check_bounds(&body)?;
     Ok(body)
 }
 
@@ -413,19 +419,27 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
 /// total order's keys).
 pub const MAX_CLOCK: u64 = 1 << 62;
 
-fn check_clocks(body: &FrameBody) -> Result<(), DecodeError> {
-    let check = |what, value: u64| {
-        if value > MAX_CLOCK {
-            return Err(DecodeError::Implausible { what, value, max: MAX_CLOCK });
+/// The most a `NotMember`'s `newest` may be: the receiver re-joins one above it, and re-joins
+/// again one higher each time it is excluded, so a peer claiming more could make it overflow.
+/// Incarnations drawn from the clock or a data directory (milliseconds times at most 2^16)
+/// stay below it until about the year 4200.
+pub const MAX_INCARNATION: u64 = 1 << 62;
+
+fn check_bounds(body: &FrameBody) -> Result<(), DecodeError> {
+    let bounded = |what, value: u64, max: u64| {
+        if value > max {
+            return Err(DecodeError::Implausible { what, value, max });
         }
         Ok(())
     };
+    let check = |what, value: u64| bounded(what, value, MAX_CLOCK);
     let data = |msgs: &[Data]| msgs.iter().try_for_each(|d| check("message clock (lamport)", d.lamport));
     for msg in &body.msgs {
         match msg {
             Msg::Data(d) => check("message clock (lamport)", d.lamport)?,
             Msg::Ack(a) => check("acknowledged clock", a.clock)?,
             Msg::Promise { msgs, .. } | Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => data(msgs)?,
+            Msg::NotMember { newest, .. } => bounded("newest incarnation", newest.0, MAX_INCARNATION)?,
             _ => {}
         }
     }
@@ -485,6 +499,8 @@ mod tests {
                     last
                 }
             ),
+            (0u64..9, 0..=MAX_INCARNATION)
+                .prop_map(|(v, i)| Msg::NotMember { view: ViewId(v), newest: Incarnation(i) }),
             (any::<u64>(), any::<bool>()).prop_map(|(offset, done)| Msg::StateAck {
                 view: ViewId(4),
                 offset,
@@ -598,5 +614,22 @@ mod tests {
             durable: 0,
         };
         assert!(matches!(decode(&frame(vec![Msg::Ack(ack)]), 1 << 20), Err(DecodeError::Implausible { .. })));
+    }
+
+    #[test]
+    fn an_incarnation_near_overflow_is_refused_at_decode() {
+        let frame = |i| {
+            let msgs = vec![Msg::NotMember { view: ViewId(1), newest: Incarnation(i) }];
+            encode(&FrameBody { from: MemberId::new(1, 0), to: None, msgs })
+        };
+        assert!(decode(&frame(MAX_INCARNATION), 1 << 20).is_ok());
+        assert_eq!(
+            decode(&frame(u64::MAX), 1 << 20),
+            Err(DecodeError::Implausible {
+                what: "newest incarnation",
+                value: u64::MAX,
+                max: MAX_INCARNATION
+            })
+        );
     }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_core::wire::{self, FrameBody, Msg};
 use chorus_core::{
-    Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery, Status,
+    Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery, Status, ViewId,
 };
 
 struct Cluster {
@@ -736,4 +737,123 @@ fn a_paused_node_does_not_accuse_its_peers_when_it_resumes() {
     let pauses = paused.local_pauses();
     assert_eq!(pauses.count, 1);
     assert!(pauses.last >= Duration::from_millis(1500), "{pauses:?}");
+}
+
+/// What a runtime without a data directory draws as incarnation: wall-clock milliseconds times
+/// 256 (here late 2023), and one hour of it.
+const CLOCK_INC: u64 = 1_700_000_000_000 << 8;
+const HOUR: u64 = 3_600_000 << 8;
+
+/// Three nodes with incarnations from their clocks (node `i` has `CLOCK_INC + i`), all in one
+/// view and holding state "S".
+fn clocked_cluster() -> Cluster {
+    let mut c = Cluster::with(3, |c| {
+        c.state_transfer = true;
+        c.incarnation = Incarnation(CLOCK_INC + c.node.0);
+    });
+    c.apps[0].state = Bytes::from_static(b"S");
+    c.run(Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(c.view_of(i), Some(vec![0, 1, 2]), "node {i}");
+    }
+    c
+}
+
+/// Runs until all three nodes install one view holding all of them, node `k` as its current
+/// incarnation, and `k` loaded the state; returns how long that took.
+fn until_back(c: &mut Cluster, k: usize, limit: Duration) -> Option<Duration> {
+    let start = c.now;
+    while c.now.since(start) < limit {
+        c.step(Duration::from_millis(5));
+        let me = c.nodes[k].as_ref().map(|n| n.member_id());
+        let views: Vec<_> = (0..3).map(|i| c.nodes[i].as_ref().and_then(|n| n.view()).cloned()).collect();
+        let back = views.iter().all(|v| {
+            v.as_ref().is_some_and(|v| v.members.len() == 3 && me.is_some_and(|me| v.contains(me)))
+                && *v == views[0]
+        });
+        if back && c.apps[k].state == Bytes::from_static(b"S") {
+            return Some(c.now.since(start));
+        }
+    }
+    None
+}
+
+/// A node restarted without a data directory, its wall clock stepped back an hour, draws an
+/// incarnation far below its earlier life's. The members tell it the newest incarnation they
+/// know of its node and it re-joins above it at its first answer: whether its earlier life is
+/// still in the view (not suspected yet) or was excluded already, and whether it is a plain
+/// member or the founder and coordinator. Before, its joins were ignored, then each refused
+/// with `NotMember` raised it by one: ~10^9 join retries.
+#[test]
+fn a_restart_with_the_clock_stepped_back_rejoins_within_a_few_retries() {
+    for (k, excluded_first) in [(2, false), (2, true), (0, false), (0, true)] {
+        let mut c = clocked_cluster();
+        let earlier = CLOCK_INC + k as u64;
+        c.nodes[k] = None;
+        c.persisted[k] = None; // No data directory.
+        if excluded_first {
+            c.run(Duration::from_secs(2));
+            assert_eq!(c.view_of(1).map(|v| v.len()), Some(2), "node {k}'s earlier life was excluded");
+        }
+        c.restart(k, earlier - HOUR, None, |_| {});
+        // Within three join retries (250 ms each), the view change that replaces the earlier
+        // life (if still in the view; after its suspicion if it coordinated) and the state
+        // transfer included.
+        let took = until_back(&mut c, k, Duration::from_secs(3));
+        let case =
+            format!("node {k}, {}", if excluded_first { "excluded" } else { "earlier life in the view" });
+        assert!(took.is_some_and(|t| t <= Duration::from_millis(750)), "{case}: back after {took:?}");
+        let jumps = exclusions(&c.events[k]);
+        assert_eq!(jumps, vec![MemberId::new(k as u64, earlier + 1)], "{case}: one step, straight past it");
+        assert_eq!(incarnation(&c, k), earlier + 1, "{case}");
+    }
+}
+
+fn not_member(from: MemberId, to: MemberId, view: u64, newest: u64) -> Bytes {
+    let msgs = vec![Msg::NotMember { view: ViewId(view), newest: Incarnation(newest) }];
+    wire::encode(&FrameBody { from, to: Some(to), msgs })
+}
+
+fn exclusions(events: &[Event]) -> Vec<MemberId> {
+    events
+        .iter()
+        .filter_map(|e| if let Event::Excluded { rejoin_as, .. } = e { Some(*rejoin_as) } else { None })
+        .collect()
+}
+
+/// `NotMember::newest` moves only the incarnation it is addressed to, and only out of the group:
+/// a joiner re-joins above it (once: a repeated answer is addressed to a life that is over), a
+/// member excluded by a newer view re-joins above it, and a live member is never excluded by it
+/// (the answer to its join may arrive after it was let in).
+#[test]
+fn newest_incarnation_answers_move_only_the_life_they_are_addressed_to() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    let cur = c.nodes[0].as_ref().and_then(|n| n.view()).map(|v| v.id.0).expect("in a view");
+    let (n0, n2) = (MemberId::new(0, 0), MemberId::new(2, 0));
+    let now = c.now;
+    let member = c.nodes[2].as_mut().expect("up");
+    for view in [cur - 1, cur] {
+        member.handle_frame(now, NodeId(0), &not_member(n0, n2, view, 1000)).expect("valid");
+    }
+    assert_eq!((member.member_id(), member.status()), (n2, Status::Member), "a live member stays");
+    member.handle_frame(now, NodeId(0), &not_member(n0, n2, cur + 1, 1000)).expect("valid");
+    while member.poll_event().is_some() {}
+    assert_eq!(member.member_id(), MemberId::new(2, 1001), "excluded by a newer view: above newest");
+
+    let mut cfg = Config::new(NodeId(3), Incarnation(5));
+    cfg.seeds = vec![NodeId(0)];
+    let mut joiner = Node::new(cfg, now).expect("valid config");
+    let feed = |j: &mut Node, to: u64, newest: u64| {
+        j.handle_frame(now, NodeId(0), &not_member(n0, MemberId::new(3, to), cur, newest)).expect("valid");
+        std::iter::from_fn(|| j.poll_event()).collect::<Vec<_>>()
+    };
+    let mut events = feed(&mut joiner, 4, 1000);
+    assert_eq!(joiner.member_id(), MemberId::new(3, 5), "an answer to an earlier life changes nothing");
+    for newest in [1000, 2000, 3] {
+        events.extend(feed(&mut joiner, 5, newest));
+    }
+    assert_eq!(exclusions(&events), vec![MemberId::new(3, 1001)], "straight past newest, once");
+    feed(&mut joiner, 1001, 3);
+    assert_eq!(joiner.member_id(), MemberId::new(3, 1002), "refused with nothing newer known: one up");
 }

@@ -285,7 +285,9 @@ impl Member {
             _ => cfg.advertise.clone(),
         };
         // A restarted node must be a new incarnation: the data directory's counter, or else
-        // wall-clock milliseconds (which grow across restarts unless the clock goes back).
+        // wall-clock milliseconds times 256 (the low bits count re-joins in this life). Those
+        // go back with the clock; then the members refuse the join with the newest incarnation
+        // of this node they know, and the core re-joins above it (`Event::Excluded`).
         let inc = match &store {
             Some(s) => s.incarnation(),
             None => (wall_nanos() / 1_000_000) << 8,

@@ -766,7 +766,7 @@ async fn a_non_member_cannot_exclude_a_member_with_not_member() {
     let g = Group::start(3).await;
     let views = g.view_counts();
     let mut s = authenticated(g.members[1].listen_addr(), ME).await;
-    let msg = Msg::NotMember { view: ViewId(1000) };
+    let msg = Msg::NotMember { view: ViewId(1000), newest: chorus_core::Incarnation(1 << 40) };
     frame::write_frame(&mut s, &body(MemberId::new(ME, 0), vec![msg])).await.unwrap();
     tokio::time::sleep(SETTLE).await;
     g.assert_no_view_change(&views, "a NotMember from a non-member");
