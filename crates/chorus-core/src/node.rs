@@ -587,7 +587,12 @@ impl Node {
             }
             return Ok(());
         }
-        if let State::Member(m) = &mut self.state {
+        // A member is heard when it speaks in the view. Requests to join are not that: a joiner
+        // let into this view whose install never reaches it (one larger than its link takes)
+        // asks again and again, and counting that as liveness kept it in the view for good,
+        // never acknowledging, with total and safe delivery stopped behind it.
+        let speaks = body.msgs.iter().any(|m| !matches!(m, Msg::Join { .. }));
+        if let (State::Member(m), true) = (&mut self.state, speaks) {
             if let Some(r) = m.view.rank_of(sender) {
                 m.peers[r].last_heard = now;
             }

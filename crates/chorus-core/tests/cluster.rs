@@ -16,6 +16,8 @@ struct Cluster {
     now: Instant,
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
+    /// Nodes that never receive a frame holding an install (one too large for any link).
+    no_installs: BTreeSet<u64>,
     delivered: Vec<Vec<(MemberId, u64, Bytes)>>,
     events: Vec<Vec<Event>>,
     apps: Vec<App>,
@@ -111,6 +113,7 @@ impl Cluster {
             nodes,
             now,
             cut: BTreeSet::new(),
+            no_installs: BTreeSet::new(),
             delivered: vec![Vec::new(); n as usize],
             events: vec![Vec::new(); n as usize],
             apps: (0..n).map(|_| App::default()).collect(),
@@ -170,6 +173,12 @@ impl Cluster {
             }
             for (from, t) in frames {
                 if self.cut.contains(&(from, t.to.0)) {
+                    continue;
+                }
+                if self.no_installs.contains(&t.to.0)
+                    && wire::decode(&t.frame, usize::MAX)
+                        .is_ok_and(|b| b.msgs.iter().any(|m| matches!(m, Msg::Install { .. })))
+                {
                     continue;
                 }
                 if let Some(Some(n)) = self.nodes.get_mut(t.to.0 as usize) {
@@ -856,4 +865,48 @@ fn newest_incarnation_answers_move_only_the_life_they_are_addressed_to() {
     assert_eq!(exclusions(&events), vec![MemberId::new(3, 1001)], "straight past newest, once");
     feed(&mut joiner, 1001, 3);
     assert_eq!(joiner.member_id(), MemberId::new(3, 1002), "refused with nothing newer known: one up");
+}
+
+/// A joiner let into a view whose install never reaches it (in the field: an install larger
+/// than the link takes) keeps asking to join. Its requests are no sign that it runs the view:
+/// it must be suspected of silence like any member that never speaks in it, so that the view
+/// goes on without it. Before, its Joins counted as liveness: it was never suspected, never
+/// acknowledged anything, and total and safe delivery stopped for good.
+#[test]
+fn a_joiner_that_never_installs_is_excluded_and_the_group_goes_on() {
+    // With state transfer, the joiner is a loading member, which lag suspicion spares.
+    let mut c = Cluster::with(4, |c| c.state_transfer = true);
+    c.no_installs.insert(3);
+    c.run(Duration::from_secs(2));
+    let admitted = |c: &Cluster| {
+        c.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::ViewInstalled { view, .. } if view.contains_node(NodeId(3))))
+    };
+    assert!(admitted(&c), "node 3 was let into a view at node 0: {:?}", c.view_of(0));
+    assert_eq!(c.nodes[3].as_ref().map(|n| n.status()), Some(Status::Joining));
+    for k in 0..20u64 {
+        let now = c.now;
+        let n = c.nodes[0].as_mut().expect("up");
+        let _ = n.multicast_ordered(now, Bytes::from(format!("t{k}")), Order::Total);
+        c.run(Duration::from_millis(100));
+    }
+    c.run(Duration::from_secs(2));
+    for i in 0..3 {
+        let got = c.delivered[i].iter().filter(|d| d.2.starts_with(b"t")).count();
+        assert!(got > 0, "node {i} delivered none of the total-order messages: the group stalled");
+    }
+    let without_3_after = c.events[0]
+        .iter()
+        .skip_while(|e| !matches!(e, Event::ViewInstalled { view, .. } if view.contains_node(NodeId(3))))
+        .any(|e| matches!(e, Event::ViewInstalled { view, .. } if !view.contains_node(NodeId(3))));
+    let why: Vec<String> = c.events[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Suspected { member, reason } => Some(format!("{member}: {reason}")),
+            _ => None,
+        })
+        .collect();
+    assert!(without_3_after, "node 3, which never installed, was excluded; suspicions at node 0: {why:?}");
+    assert!(why.iter().all(|w| w.starts_with("n3.") && w.contains("silent")), "{why:?}");
 }
