@@ -42,6 +42,9 @@ enum FuzzMsg {
     /// `wild`: the offset is taken as is (up to u64::MAX), else kept small.
     StateChunk { view: u8, offset: u64, len: u8, last: bool, wild: bool },
     StateAck { view: u8, offset: u64, done: bool },
+    /// A piece of a fragmented frame: `whole` makes it a piece of an encoded frame built from
+    /// `inner` (so that reassembly reaches the frame's handling), else raw bytes.
+    Frag { id: u8, index: u16, count: u16, len: u8, whole: bool, inner: Box<FuzzMsg> },
 }
 
 fn member(n: u8) -> MemberId {
@@ -140,6 +143,20 @@ fn to_msg(m: FuzzMsg, from: MemberId) -> Msg {
             last,
         },
         FuzzMsg::StateAck { view, offset, done } => Msg::StateAck { view: v(view), offset: offset % 1024, done },
+        FuzzMsg::Frag { id, index, count, len, whole, inner } => {
+            let (index, count) = (u32::from(index), u32::from(count));
+            if !whole {
+                return Msg::Frag { id: u64::from(id), index, count, data: Bytes::from(vec![7u8; usize::from(len)]) };
+            }
+            // A real piece of a real frame: in few pieces, so that whole frames come together.
+            let frame =
+                chorus_core::wire::encode(&chorus_core::wire::FrameBody { from, to: None, msgs: vec![to_msg(*inner, from)] });
+            let count = (count % 3).max(1);
+            let index = index % count;
+            let piece = frame.len().div_ceil(count as usize).max(1);
+            let at = |i: u32| (i as usize * piece).min(frame.len());
+            Msg::Frag { id: u64::from(id % 4), index, count, data: frame.slice(at(index)..at(index + 1)) }
+        }
     }
 }
 

@@ -73,8 +73,12 @@ pub struct Config {
     pub window_bytes: u64,
     /// Largest application payload.
     pub max_payload: usize,
-    /// Largest frame accepted from or sent to a peer.
+    /// Largest frame accepted from or sent to a peer. A message that does not fit one batch
+    /// of frames (about 1 MiB, at most half of this) is cut into pieces (`Msg::Frag`).
     pub max_frame: usize,
+    /// Largest message put back together from pieces: it must hold the largest view-change
+    /// message, whose flush carries up to a window of every member (see `validate`).
+    pub max_message: usize,
     /// Largest number of members in a view (joins beyond it are refused).
     pub max_members: usize,
     /// Seed of the core's deterministic random choices (jitter of retries).
@@ -117,6 +121,7 @@ impl Config {
             window_bytes: 4 << 20,
             max_payload: 1 << 20,
             max_frame: 64 << 20,
+            max_message: 320 << 20,
             max_members: 64,
             seed: 0,
             group: None,
@@ -183,10 +188,22 @@ impl Config {
         if self.max_frame < self.max_payload + 1024 {
             return bad("max_frame", "smaller than one payload plus headers".into());
         }
-        // Not checked yet: a view change's Promise, Accept and Install each carry every unstable
-        // message the receiver lacks in one message, up to `window_bytes` per member, and are
-        // not split; a larger one than `max_frame` is refused and the view change stalls
-        // (docs/protocol/stability.md, "Not yet bounded"). The defaults allow 16 full windows.
+        // A view change's Promise, Accept and Install each carry, in one message, every
+        // unstable message the receiver lacks: up to a window of every member, plus the
+        // messages' headers. Cut into pieces, it must still fit `max_message` once whole.
+        let need = (self.max_members as u64)
+            .saturating_mul(self.window_bytes.saturating_add(u64::from(self.window_msgs) * 64))
+            .saturating_add(1 << 20);
+        if (self.max_message as u64) < need || self.max_message < self.max_frame {
+            return bad(
+                "max_message",
+                format!(
+                    "{} bytes cannot hold a view change's flush of max_members ({}) full windows \
+                     (window_bytes {}, window_msgs {}): it needs {need} bytes, and at least max_frame",
+                    self.max_message, self.max_members, self.window_bytes, self.window_msgs
+                ),
+            );
+        }
         if let Some(r) = &self.recovery {
             let me = r.membership.me;
             if me.node != self.node || me.inc >= self.incarnation || !r.membership.view.contains(me) {

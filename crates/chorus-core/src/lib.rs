@@ -27,6 +27,7 @@
 mod config;
 mod error;
 mod event;
+mod frag;
 mod gms;
 mod id;
 mod marks;

@@ -67,11 +67,15 @@ pub enum Mark {
     /// This node did not run for longer than twice the heartbeat interval (paused): the time
     /// was not held against its peers.
     LocalPause,
+    /// A message too large for one batch was sent cut into pieces (`Msg::Frag`).
+    Fragmented,
+    /// A frame sent in pieces was put back together and handled.
+    Reassembled,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 26] = [
+    pub const ALL: [Mark; 28] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -98,6 +102,8 @@ impl Mark {
         Mark::ForeignGroup,
         Mark::FoundingDeferred,
         Mark::LocalPause,
+        Mark::Fragmented,
+        Mark::Reassembled,
     ];
 }
 

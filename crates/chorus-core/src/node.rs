@@ -10,7 +10,7 @@ use bytes::Bytes;
 use core::time::Duration;
 
 use crate::config::Config;
-use crate::error::{ConfigError, FrameError, SendError};
+use crate::error::{ConfigError, DecodeError, FrameError, SendError};
 use crate::event::{BlockReason, Event, SuspectReason};
 use crate::gms::Coord;
 use crate::id::{GroupId, Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
@@ -94,6 +94,10 @@ pub struct Node {
     attended: Instant,
     /// This node's own pauses: how many were seen, and the last one's length.
     pauses: LocalPauses,
+    /// Frames from peers arriving in pieces (`frag.rs`).
+    frags: crate::frag::Reassembly,
+    /// The number of the next frame this node cuts into pieces.
+    next_frag: u64,
 }
 
 /// Times this node itself did not run (see [`Node::local_pauses`]).
@@ -268,6 +272,8 @@ impl Node {
             rng: rng | 1,
             attended: now,
             pauses: LocalPauses::default(),
+            frags: crate::frag::Reassembly::default(),
+            next_frag: 0,
         };
         if let Some(r) = recovery {
             node.recover_into(now, r.membership, Rejoin { new: me, state: r.state });
@@ -377,11 +383,68 @@ impl Node {
     /// The next frame to send. Messages for one peer are batched into as few frames as the
     /// frame size limit allows, and carry a piggybacked acknowledgement.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let ((node, to), mut msgs) = self.outq.pop_first()?;
+        let (key, msgs) = self.outq.pop_first()?;
+        Some(self.transmit(key, msgs))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// [`Node::poll_transmit`] for the destinations `ready` accepts only: a driver whose queue
+    /// for a slow peer is full leaves that peer's messages here, where they wait (and where a
+    /// large message's pieces are not lost to a full queue) until it has room. Bound what
+    /// waits with [`Node::trim_waiting`].
+    pub fn poll_transmit_where(&mut self, mut ready: impl FnMut(NodeId) -> bool) -> Option<Transmit> {
+        let key = *self.outq.keys().find(|(node, _)| ready(*node))?;
+        let msgs = self.outq.remove(&key)?;
+        Some(self.transmit(key, msgs))
+    }
+
+    /// Drops the oldest messages waiting for any destination beyond `max` bytes (by their
+    /// encoded size, roughly), as a network drops what it cannot carry: the protocol sends
+    /// again what matters. Returns how many were dropped.
+    pub fn trim_waiting(&mut self, max: usize) -> usize {
+        let mut dropped = 0;
+        for msgs in self.outq.values_mut() {
+            let mut size: usize = msgs.iter().map(Msg::size_hint).sum();
+            let mut cut = 0;
+            while size > max && cut < msgs.len() {
+                size -= msgs[cut].size_hint();
+                cut += 1;
+            }
+            if cut > 0 {
+                msgs.drain(..cut);
+                dropped += cut;
+            }
+        }
+        self.outq.retain(|_, msgs| !msgs.is_empty());
+        dropped
+    }
+
+    fn transmit(&mut self, (node, to): (NodeId, Option<MemberId>), mut msgs: Vec<Msg>) -> Transmit {
         // Batches of up to 1 MiB: many small messages per frame (one write per many messages
         // at the transport), but no huge frames: a frame of several MiB costs page faults to
         // allocate (st-bench: 1 ns per byte with 8 MiB frames) and delays what follows it.
         let budget = (self.cfg.max_frame / 2).min(BATCH_BYTES);
+        // A message larger than a batch (a view change's flush can carry a window of every
+        // member) goes as a frame of its own, cut into pieces that take one frame each.
+        if msgs.first().is_some_and(|m| m.size_hint() > budget && !matches!(m, Msg::Frag { .. })) {
+            let big = msgs.remove(0);
+            let whole = wire::encode(&FrameBody { from: self.me, to, msgs: vec![big] });
+            let pieces = crate::frag::cut(&whole, budget.saturating_sub(256).max(1024));
+            let (id, count) = (self.next_frag, pieces.len() as u32);
+            self.next_frag += 1;
+            self.marks.hit(Mark::Fragmented);
+            let frags = pieces.into_iter().enumerate().map(|(i, data)| Msg::Frag {
+                id,
+                index: i as u32,
+                count,
+                data,
+            });
+            msgs.splice(0..0, frags);
+        }
         let mut size = 0;
         let mut split = msgs.len();
         for (i, m) in msgs.iter().enumerate() {
@@ -410,7 +473,7 @@ impl Node {
             from.node = NodeId(from.node.0 ^ 1);
         }
         let frame = wire::encode(&FrameBody { from, to, msgs });
-        Some(Transmit { to: node, frame })
+        Transmit { to: node, frame }
     }
 
     /// Runs timers due at `now`.
@@ -424,6 +487,10 @@ impl Node {
             return;
         }
         self.next_tick = now + self.cfg.tick_interval;
+        let stale = (self.cfg.tick_interval * crate::frag::STALE_AFTER_TICKS).as_nanos();
+        self.frags.expire(Instant::from_nanos(
+            now.as_nanos().saturating_sub(u64::try_from(stale).unwrap_or(u64::MAX)),
+        ));
         match &mut self.state {
             State::Left => {}
             State::Joining { next_retry } => {
@@ -549,6 +616,16 @@ impl Node {
         if body.from.node != from {
             return Err(FrameError::Impersonation { from, claimed: body.from.node });
         }
+        let mut body = body;
+        if body.msgs.iter().any(|m| matches!(m, Msg::Frag { .. })) {
+            let (frags, rest) =
+                std::mem::take(&mut body.msgs).into_iter().partition(|m| matches!(m, Msg::Frag { .. }));
+            body.msgs = rest;
+            self.take_pieces(now, from, body.from, frags)?;
+            if body.msgs.is_empty() {
+                return Ok(());
+            }
+        }
         let sender = body.from;
         // A restarted node speaking for its earlier life also takes what is sent to the new
         // incarnation it joins the next view as (the install, to begin with), and to any life
@@ -605,6 +682,44 @@ impl Node {
         }
         if std::mem::take(&mut self.ack_wanted) && self.ack_due.is_none() {
             self.ack_due = Some(now + self.cfg.ack_delay);
+        }
+        Ok(())
+    }
+
+    /// Puts pieces of fragmented frames together (`frag.rs`), and handles each frame they
+    /// complete as if it had arrived whole: every check of a frame applies to it.
+    fn take_pieces(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        sender: MemberId,
+        frags: Vec<Msg>,
+    ) -> Result<(), FrameError> {
+        let max = self.cfg.max_message;
+        for f in frags {
+            let Msg::Frag { id, index, count, data } = f else { continue };
+            match self.frags.add(now, sender, id, index, count, data, max) {
+                crate::frag::Added::Kept => {}
+                crate::frag::Added::Refused(what) => {
+                    let why =
+                        DecodeError::Implausible { what, value: u64::from(index), max: u64::from(count) };
+                    return Err(FrameError::Malformed { from, why });
+                }
+                crate::frag::Added::Whole(frame) => {
+                    self.marks.hit(Mark::Reassembled);
+                    let inner = wire::decode_shared(&frame, max)
+                        .map_err(|why| FrameError::Malformed { from, why })?;
+                    if inner.msgs.iter().any(|m| matches!(m, Msg::Frag { .. })) {
+                        let why = DecodeError::Implausible {
+                            what: "fragments inside a fragmented frame",
+                            value: 1,
+                            max: 0,
+                        };
+                        return Err(FrameError::Malformed { from, why });
+                    }
+                    self.handle_body(now, from, inner)?;
+                }
+            }
         }
         Ok(())
     }
@@ -1475,6 +1590,7 @@ fn msg_view(msg: &Msg) -> Option<ViewId> {
         | Msg::NoGroup { .. }
         | Msg::InGroup { .. }
         | Msg::InstallReq { .. }
-        | Msg::NotMember { .. } => None,
+        | Msg::NotMember { .. }
+        | Msg::Frag { .. } => None,
     }
 }

@@ -256,6 +256,19 @@ pub enum Msg {
         /// The whole checkpoint was loaded.
         done: bool,
     },
+    /// Piece `index` of `count` of an encoded frame too large to send whole (`frag.rs`): the
+    /// receiver puts the pieces of frame `id` together and handles the frame.
+    Frag {
+        /// The fragmented frame, numbered by its sender.
+        id: u64,
+        /// This piece's place, from 0.
+        index: u32,
+        /// Pieces in all.
+        count: u32,
+        /// The piece's bytes.
+        #[serde(deserialize_with = "shared::deserialize")]
+        data: Bytes,
+    },
 }
 
 impl Msg {
@@ -268,6 +281,7 @@ impl Msg {
             Msg::Promise { received, msgs, .. } => 256 + 10 * received.len() + data(msgs),
             Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => 512 + data(msgs),
             Msg::StateChunk { data, .. } => 48 + data.len(),
+            Msg::Frag { data, .. } => 48 + data.len(),
             _ => 64,
         }
     }
@@ -440,6 +454,16 @@ fn check_bounds(body: &FrameBody) -> Result<(), DecodeError> {
             Msg::Ack(a) => check("acknowledged clock", a.clock)?,
             Msg::Promise { msgs, .. } | Msg::Accept { msgs, .. } | Msg::Install { msgs, .. } => data(msgs)?,
             Msg::NotMember { newest, .. } => bounded("newest incarnation", newest.0, MAX_INCARNATION)?,
+            Msg::Frag { index, count, .. } => {
+                bounded("fragment count", u64::from(*count), u64::from(crate::frag::MAX_PARTS))?;
+                if index >= count {
+                    return Err(DecodeError::Implausible {
+                        what: "fragment index",
+                        value: u64::from(*index),
+                        max: u64::from(count.saturating_sub(1)),
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -501,6 +525,18 @@ mod tests {
             ),
             (0u64..9, 0..=MAX_INCARNATION)
                 .prop_map(|(v, i)| Msg::NotMember { view: ViewId(v), newest: Incarnation(i) }),
+            (
+                any::<u64>(),
+                1u32..=crate::frag::MAX_PARTS,
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(id, count, i, data)| Msg::Frag {
+                    id,
+                    index: i % count,
+                    count,
+                    data: Bytes::from(data)
+                }),
             (any::<u64>(), any::<bool>()).prop_map(|(offset, done)| Msg::StateAck {
                 view: ViewId(4),
                 offset,

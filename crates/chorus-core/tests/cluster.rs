@@ -910,3 +910,44 @@ fn a_joiner_that_never_installs_is_excluded_and_the_group_goes_on() {
     assert!(without_3_after, "node 3, which never installed, was excluded; suspicions at node 0: {why:?}");
     assert!(why.iter().all(|w| w.starts_with("n3.") && w.contains("silent")), "{why:?}");
 }
+
+/// A view change whose flush is larger than a frame: node 3's 60 total-order messages of 1 KiB
+/// reach only node 4 before 3 and the coordinator die, so node 4's promise and the new
+/// coordinator's accept and install each carry about 60 KiB, with frames of at most 16 KiB
+/// (batches of 8 KiB). They go in pieces and are put back together; every survivor delivers
+/// the dead sender's messages in one order. Before, such a message went whole in a frame
+/// above every receiver's limit and the view change never completed.
+#[test]
+fn a_flush_larger_than_a_frame_goes_in_pieces() {
+    let mut c = Cluster::with(5, |c| {
+        c.max_frame = 16 << 10;
+        c.max_payload = 2048;
+    });
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(4), Some(vec![0, 1, 2, 3, 4]));
+    for j in [0u64, 1, 2] {
+        c.cut.insert((3, j));
+    }
+    let now = c.now;
+    for k in 0..60u64 {
+        let mut p = vec![b'x'; 1024];
+        p[..8].copy_from_slice(&k.to_le_bytes());
+        c.nodes[3].as_mut().expect("up").multicast_ordered(now, Bytes::from(p), Order::Total).expect("sent");
+    }
+    c.step(Duration::from_millis(1));
+    c.nodes[3] = None;
+    c.nodes[0] = None;
+    c.cut.clear();
+    c.run(Duration::from_secs(5));
+    let reference = sequence(&c, 4, Order::Total);
+    assert_eq!(reference.iter().filter(|(s, _)| *s == 3).count(), 60, "node 4 delivered them all");
+    for i in [1usize, 2, 4] {
+        assert_eq!(c.view_of(i), Some(vec![1, 2, 4]), "node {i}");
+        assert_eq!(sequence(&c, i, Order::Total), reference, "node {i}");
+    }
+    let marks = |m: chorus_core::Mark| {
+        [1usize, 2, 4].iter().map(|&i| c.nodes[i].as_ref().map_or(0, |n| n.marks().get(m))).sum::<u64>()
+    };
+    assert!(marks(chorus_core::Mark::Fragmented) > 0, "something was cut into pieces");
+    assert!(marks(chorus_core::Mark::Reassembled) > 0, "and put back together");
+}

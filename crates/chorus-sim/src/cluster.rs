@@ -630,6 +630,10 @@ impl Cluster {
             config.state_window = self.o.state.window.max(config.max_payload as u64);
             config.state_buffer = self.o.state.buffer;
         }
+        if let Some(max) = self.o.max_frame {
+            config.max_frame = max;
+            config.max_payload = config.max_payload.min(max - 1024);
+        }
         #[cfg(feature = "mutants")]
         {
             config.mutant = self.mutant;

@@ -337,6 +337,9 @@ pub struct SimOptions {
     pub state: StateOpts,
     /// Stable storage and the crashes it survives.
     pub disks: DiskOpts,
+    /// The core's `max_frame`, if smaller than its default: frames then hold a few KiB, so
+    /// that view-change messages (and large state pieces) go cut into pieces (`Msg::Frag`).
+    pub max_frame: Option<usize>,
     /// Length of the safety phase (faults + workload).
     pub safety: u64,
     /// Faults at fixed times (the demo); drawn faults still apply if their rates are not 0.
@@ -399,6 +402,12 @@ impl SimOptions {
         let ack_delay = [200, 1000, 5000, 20_000][r.random_range(0..4usize)] * 1000;
         let state = StateOpts::draw(seed);
         let disks = DiskOpts::draw(seed, state.on);
+        let max_frame = {
+            // From its own stream, so that every other option of a seed stays as it was.
+            let mut r = rng::stream(seed, Stream::Frame);
+            let need = state.chunk.max(payload_max) + 1024;
+            r.random_bool(0.3).then(|| need.max([4 << 10, 16 << 10, 64 << 10][r.random_range(0..3usize)]))
+        };
         if disks.on {
             // What a replica stores is its safe deliveries (a total one may be delivered by a
             // member that crashes and by no one else: not one history to store).
@@ -433,6 +442,7 @@ impl SimOptions {
             ack_delay,
             state,
             disks,
+            max_frame,
             safety,
             script: Vec::new(),
         }
@@ -463,6 +473,7 @@ impl SimOptions {
         o.burst_at = None;
         o.orders = OrderMix::EVEN;
         o.disks = DiskOpts::OFF;
+        o.max_frame = None;
         o.safety = 10 * SEC;
         o.script = vec![
             (2 * SEC, ScriptedFault::Crash { node: 4, restart_after: 1500 * MS }),
@@ -558,6 +569,9 @@ impl fmt::Display for SimOptions {
             )?;
         } else {
             write!(f, "  state      no state transfer")?;
+        }
+        if let Some(max) = self.max_frame {
+            write!(f, "\n  frames     at most {max} bytes (larger messages go in pieces)")?;
         }
         let d = &self.disks;
         if d.on {

@@ -26,6 +26,8 @@ pub enum Stream {
     State,
     /// Disk options, the disk's losses at crashes, and crashes of many nodes at once.
     Disk,
+    /// The frame size limit (small ones make view-change messages go in pieces).
+    Frame,
 }
 
 /// The generator for `stream` of `seed`.
@@ -37,6 +39,7 @@ pub fn stream(seed: u64, stream: Stream) -> SimRng {
         Stream::Workload => 0x776f_726b_6c6f_6164,
         Stream::State => 0x7374_6174_6521_2121,
         Stream::Disk => 0x6469_736b_7321_2121,
+        Stream::Frame => 0x6672_616d_6573_2121,
     };
     SimRng::seed_from_u64(mix(seed ^ salt))
 }

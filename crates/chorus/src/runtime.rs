@@ -43,6 +43,9 @@ use crate::transport::handshake::{self, Identity};
 
 /// Frames waiting for one peer, in bytes, beyond which new ones are dropped.
 const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// Room a peer's queue must have for the driver to take another frame for it from the core:
+/// one batch (the core's frames hold at most about 1 MiB; larger messages go in pieces).
+const READY_ROOM: usize = 2 << 20;
 /// Initial size of a connection's output buffer (it grows to what one pass produces).
 const WRITE_BUF: usize = 64 << 10;
 /// Commands or network events taken per batch by the driver.
@@ -548,6 +551,11 @@ impl Outbox {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Bytes queued and not yet written.
+    fn queued(&self) -> usize {
+        self.lock().buf.len()
+    }
+
     /// Queues a frame; false if it does not fit (a slow or dead peer) and was dropped.
     fn queue(&self, frame: &[u8]) -> bool {
         let mut st = self.lock();
@@ -895,8 +903,22 @@ impl Driver {
         if self.stopped {
             return;
         }
-        while let Some(t) = self.node.poll_transmit() {
+        // Frames are taken from the core only for peers whose queue has room for one more
+        // batch: a slow peer's messages wait in the core (where the pieces of a large message
+        // are not lost to a full queue; the next pass, at most a tick later, takes them),
+        // up to `MAX_WAITING_BYTES`, beyond which the oldest are dropped as a network would.
+        loop {
+            let peers = &self.peers;
+            let room = |n: NodeId| {
+                peers.get(&n.0).is_none_or(|p| p.conn.out.queued() + READY_ROOM <= MAX_QUEUED_BYTES)
+            };
+            let Some(t) = self.node.poll_transmit_where(room) else { break };
             self.send(t.to.0, t.frame);
+        }
+        // As much may wait as the largest message the core puts together from pieces.
+        let max_waiting = self.node.config().max_message;
+        if self.node.trim_waiting(max_waiting) > 0 {
+            self.dropped(0, "messages for a slow peer waited beyond max_message");
         }
         let mut failed = Vec::new();
         for (node, p) in &self.peers {
