@@ -22,8 +22,12 @@ use crate::runtime::{Member, MulticastError};
 /// What the node does besides taking part in the group.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
-    /// Multicasts per second this node sends (0: none), cycling through the orderings.
+    /// Multicasts per second this node sends (0: none), cycling through `orders`.
     pub send_rate: f64,
+    /// The orderings the multicasts cycle through (all four by default).
+    pub orders: Vec<Order>,
+    /// Each multicast's payload is padded to at least this many bytes.
+    pub payload_bytes: usize,
     /// Bytes of filler in each checkpoint beyond the 16-byte header (to make transfers stream).
     pub checkpoint_filler: u64,
     /// Print one line per delivery (else only views, blocks and transfers).
@@ -34,7 +38,14 @@ pub struct NodeOptions {
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { send_rate: 0.0, checkpoint_filler: 1 << 20, verbose: false, quiet: Arc::default() }
+        NodeOptions {
+            send_rate: 0.0,
+            orders: Order::ALL.to_vec(),
+            payload_bytes: 0,
+            checkpoint_filler: 1 << 20,
+            verbose: false,
+            quiet: Arc::default(),
+        }
     }
 }
 
@@ -155,7 +166,8 @@ pub async fn run_node(
     let in_flight = Arc::new(AtomicBool::new(false));
     if opts.send_rate > 0.0 {
         let (m, quiet, busy) = (member.clone(), opts.quiet.clone(), in_flight.clone());
-        tokio::spawn(send_loop(m, opts.send_rate, quiet, busy, sent_tx.clone()));
+        let shape = Shape { orders: opts.orders.clone(), payload_bytes: opts.payload_bytes };
+        tokio::spawn(send_loop(m, opts.send_rate, shape, quiet, busy, sent_tx.clone()));
     }
     drop(sent_tx);
     let mut stopping = false;
@@ -417,10 +429,17 @@ fn on_event(
     false
 }
 
-/// Multicasts at `rate` per second, cycling through FIFO, causal, total and safe.
+/// What the multicasts of `send_loop` look like.
+struct Shape {
+    orders: Vec<Order>,
+    payload_bytes: usize,
+}
+
+/// Multicasts at `rate` per second, cycling through the orderings of `shape`.
 async fn send_loop(
     member: Member,
     rate: f64,
+    shape: Shape,
     quiet: Arc<AtomicBool>,
     in_flight: Arc<AtomicBool>,
     trace: mpsc::Sender<TraceEvent>,
@@ -435,9 +454,14 @@ async fn send_loop(
             return;
         }
         k += 1;
-        let order = Order::ALL[(k % 4) as usize];
+        let orders = if shape.orders.is_empty() { &Order::ALL[..] } else { &shape.orders[..] };
+        let order = orders[(k % orders.len() as u64) as usize];
         let id = member.first_id();
-        let payload = Bytes::from(format!("n{} msg {k} {}", id.node.0, wall_nanos()));
+        let mut text = format!("n{} msg {k} {}", id.node.0, wall_nanos()).into_bytes();
+        if text.len() < shape.payload_bytes {
+            text.resize(shape.payload_bytes, b'.');
+        }
+        let payload = Bytes::from(text);
         in_flight.store(true, AtomicOrdering::Relaxed);
         let r = member.multicast_stamped(order, payload.clone()).await;
         match r {

@@ -59,6 +59,10 @@ pub struct ClusterOptions {
     pub dir: PathBuf,
     /// Multicasts per second per node.
     pub send_rate: f64,
+    /// The orderings they cycle through (empty: all four).
+    pub orders: Vec<chorus_core::Order>,
+    /// Their payloads are padded to at least this many bytes.
+    pub payload_bytes: usize,
     /// Heartbeat and suspicion timeout.
     pub heartbeat_ms: u64,
     /// See `heartbeat_ms`.
@@ -171,6 +175,8 @@ impl LocalCluster {
             .arg(self.trace_path(node))
             .arg("--send-rate")
             .arg(self.o.send_rate.to_string())
+            .arg("--payload-bytes")
+            .arg(self.o.payload_bytes.to_string())
             .arg("--checkpoint-filler")
             .arg(self.o.checkpoint_filler.to_string())
             .env("CHORUS_SECRET", "local demo secret")
@@ -181,6 +187,10 @@ impl LocalCluster {
             .stderr(Stdio::inherit());
         if bootstrap {
             cmd.arg("--bootstrap");
+        }
+        if !self.o.orders.is_empty() {
+            let names: Vec<&str> = self.o.orders.iter().map(|o| crate::bench::order_name(*o)).collect();
+            cmd.arg("--orders").arg(names.join(","));
         }
         let mut child = cmd.spawn().with_context(|| format!("cannot run {}", self.o.exe.display()))?;
         let out = child.stdout.take().context("no stdout")?;
@@ -320,6 +330,19 @@ impl LocalCluster {
     /// Checks every trace, merged; returns the number of events and the verdict.
     pub fn check(&self) -> anyhow::Result<(usize, Result<(), chorus_check::Violation>)> {
         check_files(&self.traces())
+    }
+
+    /// Deliveries per node so far, from the nodes' traces (every life of a node together).
+    pub fn deliveries(&self) -> anyhow::Result<BTreeMap<u64, usize>> {
+        let mut out = BTreeMap::new();
+        for (node, path) in self.ports.keys().map(|n| (*n, self.trace_path(*n))) {
+            let Ok(f) = std::fs::File::open(&path) else { continue };
+            let events = chorus_check::trace::read_jsonl(std::io::BufReader::new(f))
+                .with_context(|| format!("{}", path.display()))?;
+            let n = events.iter().filter(|e| matches!(e.ev, Ev::Deliver { .. })).count();
+            out.insert(node, n);
+        }
+        Ok(out)
     }
 
     /// Seconds since the cluster started.

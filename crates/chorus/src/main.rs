@@ -43,9 +43,15 @@ enum Cmd {
         /// Write the checker's trace (JSON lines) here.
         #[arg(long)]
         trace: Option<PathBuf>,
-        /// Multicasts per second to send, cycling through fifo, causal, total and safe.
+        /// Multicasts per second to send, cycling through --orders.
         #[arg(long, default_value_t = 0.0)]
         send_rate: f64,
+        /// The orderings the multicasts cycle through (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "fifo,causal,total,safe")]
+        orders: Vec<String>,
+        /// Pad each multicast's payload to at least this many bytes.
+        #[arg(long, default_value_t = 0)]
+        payload_bytes: usize,
         /// Bytes of filler in each checkpoint (so state transfers stream in pieces).
         #[arg(long, default_value_t = 1 << 20)]
         checkpoint_filler: u64,
@@ -111,9 +117,18 @@ fn main() -> ExitCode {
             bootstrap,
             trace,
             send_rate,
+            orders,
+            payload_bytes,
             checkpoint_filler,
             verbose,
         } => {
+            let orders = match orders.iter().map(|o| chorus::bench::parse_order(o.trim())).collect() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: --orders: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let flags = Partial {
                 node,
                 listen,
@@ -126,7 +141,14 @@ fn main() -> ExitCode {
             node_cmd(
                 config,
                 flags,
-                NodeOptions { send_rate, checkpoint_filler, verbose, ..NodeOptions::default() },
+                NodeOptions {
+                    send_rate,
+                    orders,
+                    payload_bytes,
+                    checkpoint_filler,
+                    verbose,
+                    ..NodeOptions::default()
+                },
             )
         }
         Cmd::Check { traces } => check(&traces),
@@ -208,6 +230,8 @@ fn demo(n: u64, dir: Option<PathBuf>, rate: f64) -> anyhow::Result<bool> {
         exe,
         dir: dir.clone(),
         send_rate: rate,
+        orders: Vec::new(),
+        payload_bytes: 0,
         heartbeat_ms: 100,
         suspect_timeout_ms: 500,
         checkpoint_filler: 4 << 20,
