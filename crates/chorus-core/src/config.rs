@@ -71,7 +71,8 @@ pub struct Config {
     pub window_msgs: u32,
     /// Largest number of payload bytes of a sender's messages that may be unstable at once.
     pub window_bytes: u64,
-    /// Largest application payload.
+    /// Largest application payload (and checkpoint chunk, with `state_window`). A payload
+    /// larger than `window_bytes` is sent alone, once the sender's earlier messages are stable.
     pub max_payload: usize,
     /// Largest frame accepted from or sent to a peer. A message that does not fit one batch
     /// of frames (about 1 MiB, at most half of this) is cut into pieces (`Msg::Frag`).
@@ -143,6 +144,15 @@ impl Config {
         MemberId { node: self.node, inc: self.incarnation }
     }
 
+    /// The most a view change's Promise, Accept or Install can carry: every member's unstable
+    /// messages, at most a window each (`window_bytes`, or one message of up to `max_payload`
+    /// alone), with their headers; `max_message` must hold it.
+    pub fn largest_flush(&self) -> u64 {
+        let per_member =
+            self.window_bytes.max(self.max_payload as u64).saturating_add(u64::from(self.window_msgs) * 64);
+        (self.max_members as u64).saturating_mul(per_member).saturating_add(1 << 20)
+    }
+
     /// Checks that the values make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |what: &'static str, why: String| Err(ConfigError::Invalid { what, why });
@@ -173,34 +183,30 @@ impl Config {
         if self.window_msgs == 0 || self.window_bytes == 0 {
             return bad("window_msgs/window_bytes", "must be positive".into());
         }
-        if self.max_payload as u64 > self.window_bytes {
-            return bad("max_payload", "larger than window_bytes: such a message could never be sent".into());
-        }
-        if self.state_window < self.max_payload as u64 || self.state_buffer == 0 {
-            return bad(
-                "state_window/state_buffer",
-                "state_window must hold one chunk of max_payload, state_buffer must be positive".into(),
-            );
+        if self.state_window == 0 || self.state_buffer == 0 {
+            return bad("state_window/state_buffer", "must be positive".into());
         }
         if self.max_members < 1 {
             return bad("max_members", "must be at least 1".into());
         }
-        if self.max_frame < self.max_payload + 1024 {
-            return bad("max_frame", "smaller than one payload plus headers".into());
+        if self.max_frame < 4096 {
+            return bad(
+                "max_frame",
+                "smaller than 4096 bytes (larger messages go in pieces, but not that small)".into(),
+            );
         }
         // A view change's Promise, Accept and Install each carry, in one message, every
         // unstable message the receiver lacks: up to a window of every member, plus the
         // messages' headers. Cut into pieces, it must still fit `max_message` once whole.
-        let need = (self.max_members as u64)
-            .saturating_mul(self.window_bytes.saturating_add(u64::from(self.window_msgs) * 64))
-            .saturating_add(1 << 20);
+        let need = self.largest_flush();
         if (self.max_message as u64) < need || self.max_message < self.max_frame {
             return bad(
                 "max_message",
                 format!(
                     "{} bytes cannot hold a view change's flush of max_members ({}) full windows \
-                     (window_bytes {}, window_msgs {}): it needs {need} bytes, and at least max_frame",
-                    self.max_message, self.max_members, self.window_bytes, self.window_msgs
+                     (window_bytes {}, or one message of max_payload {} alone; window_msgs {}): it \
+                     needs {need} bytes, and at least max_frame",
+                    self.max_message, self.max_members, self.window_bytes, self.max_payload, self.window_msgs
                 ),
             );
         }

@@ -1491,7 +1491,12 @@ impl Node {
 
     fn window_allows(&self, m: &Member, len: usize) -> bool {
         let unstable = m.senders[m.me].received.saturating_sub(m.stable[m.me]);
-        unstable < u64::from(self.cfg.window_msgs) && m.unstable_bytes + len as u64 <= self.cfg.window_bytes
+        // A message larger than the window (up to `max_payload`) goes alone, once everything
+        // before it is stable. (By count: the byte count falls when stable messages are also
+        // delivered and trimmed, which can come later.)
+        let alone = unstable == 0;
+        unstable < u64::from(self.cfg.window_msgs)
+            && (m.unstable_bytes + len as u64 <= self.cfg.window_bytes || alone)
     }
 
     pub(crate) fn member(&self) -> Option<&Member> {

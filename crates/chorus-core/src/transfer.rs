@@ -181,11 +181,11 @@ impl Node {
     }
 
     /// Streams the next piece of the checkpoint asked for by `Event::CheckpointRequest { view }`.
-    /// Pieces are at most `Config::max_payload` bytes; when `Config::state_window` bytes are
+    /// Pieces are at most `Config::max_payload` and `Config::state_window` bytes; when `Config::state_window` bytes are
     /// waiting for the loading members, the chunk is refused with `WindowFull` and
     /// `Event::CheckpointWritable` follows once there is room again.
     pub fn write_checkpoint(&mut self, view: ViewId, chunk: Bytes) -> Result<(), CheckpointError> {
-        let max = self.cfg.max_payload;
+        let max = self.cfg.max_payload.min(usize::try_from(self.cfg.state_window).unwrap_or(usize::MAX));
         let window = self.cfg.state_window;
         let o = self.open_checkpoint(view)?;
         if chunk.len() > max {

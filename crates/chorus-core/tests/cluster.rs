@@ -951,3 +951,24 @@ fn a_flush_larger_than_a_frame_goes_in_pieces() {
     assert!(marks(chorus_core::Mark::Fragmented) > 0, "something was cut into pieces");
     assert!(marks(chorus_core::Mark::Reassembled) > 0, "and put back together");
 }
+
+/// A payload larger than the send window goes alone, in pieces, and is delivered everywhere.
+#[test]
+fn a_payload_larger_than_the_window_goes_alone_in_pieces() {
+    let mut c = Cluster::with(3, |c| {
+        c.max_payload = 20 << 20;
+        c.max_members = 8;
+    });
+    c.run(Duration::from_secs(2));
+    let big = Bytes::from(vec![7u8; 16 << 20]);
+    let now = c.now;
+    c.nodes[0].as_mut().expect("up").multicast_ordered(now, big.clone(), Order::Total).expect("sent alone");
+    let now = c.now;
+    let r =
+        c.nodes[0].as_mut().expect("up").multicast_ordered(now, Bytes::from_static(b"after"), Order::Total);
+    assert_eq!(r, Err(chorus_core::SendError::WindowFull), "nothing goes with it");
+    c.run(Duration::from_secs(2));
+    for i in 0..3 {
+        assert!(c.delivered[i].iter().any(|d| d.2 == big), "node {i} delivered the large payload");
+    }
+}

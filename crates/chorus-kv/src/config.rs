@@ -141,6 +141,10 @@ pub enum KvConfigError {
     },
 }
 
+/// The largest command the store replicates, encoded: a transaction of the most RESP lets a
+/// client queue (128 MiB), with room for its encoding.
+pub const MAX_COMMAND: usize = 130 << 20;
+
 /// Reads a TOML file.
 pub fn from_file(path: &Path) -> Result<FileConfig, KvConfigError> {
     let text = std::fs::read_to_string(path)
@@ -159,6 +163,11 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         .into());
     }
     let mut group = Partial { state_transfer: Some(true), ..group }.build()?;
+    // One command is one multicast: a 64 MiB value, or a transaction of up to 128 MiB queued
+    // (the RESP limits), plus its encoding. A store's group is small: 16 members at most keeps
+    // the largest view-change message (which receivers put together from pieces) near 2 GiB.
+    group.max_payload = MAX_COMMAND + (1 << 20);
+    group.max_members = 16;
     let fsync: Fsync = kv
         .appendfsync
         .as_deref()
@@ -169,6 +178,8 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         fsync,
         snapshot_log_bytes: kv.snapshot_log_mb.unwrap_or(64).max(1) << 20,
         wal: chorus_smr::storage::WalOptions {
+            // A log record is one multicast's commands.
+            max_record: u32::try_from(group.max_payload + (1 << 20)).unwrap_or(u32::MAX),
             segment_bytes: kv.wal_segment_kb.unwrap_or(64 << 10).max(4) << 10,
             ..chorus_smr::storage::WalOptions::default()
         },
@@ -214,6 +225,7 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         None => Ok(default),
     };
     let replica = ReplicaConfig {
+        max_command: MAX_COMMAND,
         role,
         stale_reads_without_quorum: kv.stale_reads.unwrap_or(false),
         max_sessions: positive("max_sessions", kv.max_sessions, 65_536)?,

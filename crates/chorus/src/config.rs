@@ -125,6 +125,13 @@ pub struct NodeConfig {
     /// last view instead of a majority: for applications that acknowledge writes before every
     /// member stored them (docs/protocol/recovery.md). Set by the application, not the file.
     pub recover_all: bool,
+    /// The largest multicast payload (1 MiB by default). Larger ones than a batch travel in
+    /// pieces; one larger than the send window goes alone. Set by the application.
+    pub max_payload: usize,
+    /// The most members a view may have (64 by default). With `max_payload` it bounds the
+    /// largest view-change message, which receivers put together from pieces. Set by the
+    /// application.
+    pub max_members: usize,
 }
 
 /// The configuration is unusable (the operator's fault). Nothing was started.
@@ -378,6 +385,8 @@ impl Partial {
             trace: self.trace,
             data_dir: self.data_dir,
             recover_all: false,
+            max_payload: 1 << 20,
+            max_members: 64,
         })
     }
 }

@@ -313,6 +313,10 @@ impl Member {
         core.suspect_timeout = cfg.suspect_timeout;
         core.lag_timeout = core.lag_timeout.max(cfg.suspect_timeout * 4);
         core.join_retry_interval = cfg.heartbeat * 2;
+        core.max_payload = cfg.max_payload;
+        core.max_members = cfg.max_members;
+        // Receivers put view-change messages together from pieces: hold the largest one.
+        core.max_message = core.max_message.max(usize::try_from(core.largest_flush()).unwrap_or(usize::MAX));
         core.seed = inc ^ cfg.node;
         // Acknowledge total and safe messages at the end of the driver's pass that received
         // them: the pass batches them (one frame per peer for all it produced), and a timer
