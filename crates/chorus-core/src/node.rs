@@ -300,6 +300,14 @@ impl Node {
         }
     }
 
+    /// The next view of the proposal this member accepted (or, as coordinator, proposed) to end
+    /// its installed view, if any. Once a majority of the installed view accepted it, it is
+    /// decided and will be installed, though no one may have installed it yet. Read-only: a
+    /// harness uses it to keep a majority of that view alive (the simulator's fault injector).
+    pub fn accepted_view(&self) -> Option<&View> {
+        self.member().and_then(|m| m.accepted.as_ref()).map(|(_, p)| &p.next)
+    }
+
     /// Where the node is in its life.
     pub fn status(&self) -> Status {
         match &self.state {

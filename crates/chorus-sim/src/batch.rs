@@ -26,8 +26,6 @@ pub struct SeedResult {
     pub simulated: u64,
     /// Its coverage marks.
     pub marks: MarkCounts,
-    /// The nemesis left the group without a majority, so liveness was not judged.
-    pub unrecoverable: bool,
 }
 
 /// Runs one seed, turning a panic into a [`Failure::Panic`].
@@ -38,7 +36,6 @@ pub fn run_one(seed: u64, settings: &Settings) -> SeedResult {
             failure: o.failure,
             trace_hash: o.trace_hash,
             simulated: o.simulated,
-            unrecoverable: o.stats.unrecoverable,
             marks: o.marks,
         },
         Err(panic) => {
@@ -53,7 +50,6 @@ pub fn run_one(seed: u64, settings: &Settings) -> SeedResult {
                 trace_hash: 0,
                 simulated: 0,
                 marks: MarkCounts::default(),
-                unrecoverable: false,
             }
         }
     }
@@ -74,35 +70,7 @@ pub struct BatchReport {
     pub jobs: usize,
 }
 
-/// At most this many per thousand of a batch's fresh seeds may be excused from the liveness
-/// verdict (the nemesis left their group without a live majority for good: 164 of 100,000
-/// seeds in the last campaign, 0.16%), and at least one. Regression seeds may not be excused:
-/// most of them are past liveness bugs, which would pass again as "unrecoverable".
-pub const MAX_EXCUSED_PER_MILLE: usize = 10;
-
 impl BatchReport {
-    /// Whether the seeds excused from the liveness verdict stay within bounds: none of
-    /// `regressions`, and at most [`MAX_EXCUSED_PER_MILLE`] of the others.
-    pub fn excused_verdict(&self, regressions: &[u64]) -> Result<(), String> {
-        let excused: Vec<u64> = self.results.iter().filter(|r| r.unrecoverable).map(|r| r.seed).collect();
-        let bad: Vec<u64> = excused.iter().copied().filter(|s| regressions.contains(s)).collect();
-        if !bad.is_empty() {
-            return Err(format!(
-                "regression seeds excused from the liveness verdict (their group lost a majority for good): {bad:?}"
-            ));
-        }
-        let fresh = self.results.iter().filter(|r| !regressions.contains(&r.seed)).count();
-        let allowed = (fresh * MAX_EXCUSED_PER_MILLE / 1000).max(1);
-        if excused.len() > allowed {
-            return Err(format!(
-                "{} of {fresh} seeds excused from the liveness verdict, more than {allowed} ({} per 1000): {excused:?}",
-                excused.len(),
-                MAX_EXCUSED_PER_MILLE
-            ));
-        }
-        Ok(())
-    }
-
     /// The seeds that failed.
     pub fn failures(&self) -> impl Iterator<Item = &SeedResult> {
         self.results.iter().filter(|r| r.failure.is_some())
@@ -112,10 +80,9 @@ impl BatchReport {
     pub fn summary(&self) -> String {
         let n = self.results.len();
         let failed = self.failures().count();
-        let excused = self.results.iter().filter(|r| r.unrecoverable).count();
         let wall = self.wall.as_secs_f64();
         let mut s = format!(
-            "seeds {n}, failures {failed}, unrecoverable (liveness not judged) {excused}, simulated {:.0}s, wall {:.2}s on {} threads: {:.1} seeds/s, {:.1} ms per seed per thread\n",
+            "seeds {n}, failures {failed}, simulated {:.0}s, wall {:.2}s on {} threads: {:.1} seeds/s, {:.1} ms per seed per thread\n",
             self.simulated as f64 / SEC as f64,
             wall,
             self.jobs,
@@ -257,41 +224,10 @@ mod tests {
             trace_hash: 0,
             simulated: 0,
             marks: MarkCounts::default(),
-            unrecoverable: false,
         };
         let text = describe_failure(&r);
         assert!(text.contains("replay --seed 42 --trace seed-42.trace.jsonl"));
         assert!(text.contains("livelock"));
         assert!(text.contains("seed 42"));
-    }
-
-    fn report(excused: &[u64], n: u64) -> BatchReport {
-        let results = (1..=n)
-            .map(|seed| SeedResult {
-                seed,
-                failure: None,
-                trace_hash: 0,
-                simulated: 0,
-                marks: MarkCounts::default(),
-                unrecoverable: excused.contains(&seed),
-            })
-            .collect();
-        BatchReport { results, ..BatchReport::default() }
-    }
-
-    #[test]
-    fn excused_seeds_are_bounded() {
-        assert_eq!(report(&[], 1000).excused_verdict(&[]), Ok(()));
-        // Ten per thousand are allowed, eleven are not.
-        let ten: Vec<u64> = (1..=10).collect();
-        assert_eq!(report(&ten, 1000).excused_verdict(&[]), Ok(()));
-        let eleven: Vec<u64> = (1..=11).collect();
-        assert!(report(&eleven, 1000).excused_verdict(&[]).is_err());
-        // At least one in a small batch.
-        assert_eq!(report(&[3], 10).excused_verdict(&[]), Ok(()));
-        assert!(report(&[3, 4], 10).excused_verdict(&[]).is_err());
-        // A regression seed is never excused.
-        let err = report(&[7], 1000).excused_verdict(&[7]).unwrap_err();
-        assert!(err.contains("regression seeds") && err.contains('7'), "{err}");
     }
 }

@@ -19,17 +19,21 @@
 //! view of every live node (plus two quiet seconds for retransmissions). The checker's G12 judges
 //! that at the `End` event.
 //!
-//! The nemesis may crash a node, or make it leave, only if the live members of the highest view
-//! anyone installed still exceed half of it afterwards: primary partition makes a group that
-//! lost a majority for good unable to move, and no protocol could pass liveness then. With
-//! disks (`SimOptions::disks`), nodes come back from what they stored, and any crash is
+//! The nemesis may crash a node, or make it leave, only if every view the group may install
+//! next still has a live majority afterwards: the highest view anyone installed, a view some
+//! node accepted (decided, maybe, and installed by no one yet), and the worst view the change
+//! in progress could build (members that promised and died, dead joiners; see `removable`).
+//! Primary partition makes a group that lost a majority for good unable to move, and no
+//! protocol could pass liveness then; so a run that ends that way fails
+//! ([`Failure::MajorityLost`]): the rule missed a case and must be fixed, no seed is excused.
+//! With disks (`SimOptions::disks`), nodes come back from what they stored, and any crash is
 //! allowed: one node, a majority, or the whole group (docs/protocol/recovery.md).
 
 use core::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use bytes::Bytes;
-use chorus_check::{Ev, Proc, TraceEvent, Violation};
+use chorus_check::{Ev, Guarantee, Proc, TraceEvent, Violation};
 use chorus_core::{
     BlockReason, Config, Event, Incarnation, Instant, MemberId, Node, NodeId, Order, Persisted, Recovery,
     Status,
@@ -87,6 +91,10 @@ pub enum Failure {
     /// The liveness phase ended without one view of all live nodes (and the checker did not
     /// name a guarantee for it).
     NoConvergence(String),
+    /// The liveness phase ended with the highest view short of a live majority for good because
+    /// the nemesis crashed too many of its members, which its rule must prevent (a harness bug;
+    /// the trace fails G12 in `chorus check`).
+    MajorityLost(String),
     /// The core keeps the simulation at one instant (a timer always in the past).
     Livelock(String),
     /// `handle_frame` accepted random bytes.
@@ -105,6 +113,11 @@ impl core::fmt::Display for Failure {
         match self {
             Failure::Violation(v) => write!(f, "{v}"),
             Failure::NoConvergence(s) => write!(f, "no convergence: {s}"),
+            Failure::MajorityLost(s) => write!(
+                f,
+                "the fault injector left the group without a live majority for good (a simulator bug: \
+                 its rule in `Cluster::removable` missed a case): {s}"
+            ),
             Failure::Livelock(s) => write!(f, "livelock: {s}"),
             Failure::GarbageAccepted(s) => write!(f, "garbage frame accepted: {s}"),
             Failure::FrameRejected(s) => write!(f, "a frame a core produced was rejected: {s}"),
@@ -143,8 +156,6 @@ pub struct RunStats {
     pub net: NetStats,
     /// When the liveness phase converged, if it did.
     pub converged_at: Option<u64>,
-    /// The highest view lost its majority for good, so liveness was not judged.
-    pub unrecoverable: bool,
 }
 
 /// The result of one seed.
@@ -332,9 +343,18 @@ pub struct Cluster {
     failure: Option<Failure>,
     /// Highest view whose flush was considered for a targeted crash.
     flush_crash_view: u64,
-    /// Joiners that crashed or left before any view admitted them, until a newer view is
-    /// installed (see `removable`).
-    ghosts: Vec<Proc>,
+    /// Joiners that crashed or left before any view admitted them, each with the time until
+    /// which a member may still hold its join request and admit it (see `removable`).
+    ghosts: Vec<(Proc, u64)>,
+    /// How long after a joiner dies a member may still admit it, pauses aside (see `ghost_ttl`).
+    ghost_ttl: u64,
+    /// When the last pause applied so far ends.
+    pauses_end: u64,
+    /// Lives the nemesis ended (crashed, or made leave), for [`Failure::MajorityLost`].
+    ended: Vec<Proc>,
+    /// Members of the highest view that crashed wedged in it (they may have promised, so be
+    /// in the next view), until a newer view is installed (see `removable`).
+    died_wedged: Vec<Proc>,
     /// Reused buffer for a node's events.
     scratch: Vec<Event>,
     /// Frames in flight (the queue holds indices: small entries sift faster).
@@ -363,6 +383,20 @@ fn life_of(slots: &mut [Slot], node: u64) -> Option<&mut Life> {
 
 fn proc_of(m: MemberId) -> Proc {
     Proc { node: m.node.0, inc: m.inc.0 }
+}
+
+/// How long after a joiner dies a member may still admit it: its last request may be on its
+/// way, and a member keeps a request for 4 join retry intervals of its own clock (which may run
+/// 10% slow); twice that, to be safe. A pause extends it (see `Fault::Pause`).
+fn ghost_ttl(o: &SimOptions) -> u64 {
+    let retry = Config::new(NodeId(0), Incarnation(0)).join_retry_interval;
+    let kept = u64::try_from(retry.as_nanos()).unwrap_or(u64::MAX / 16).saturating_mul(4);
+    kept.saturating_mul(2).saturating_add(o.delay_min + o.jitter)
+}
+
+/// Whether this life is wedged in view `view` (blocked in its change: it may have promised).
+fn wedged_in(l: &Life, view: u64) -> bool {
+    l.node.status() == Status::Blocked && l.node.view().is_some_and(|v| v.id.0 == view)
 }
 
 /// The trace's name for an ordering mode.
@@ -411,6 +445,10 @@ impl Cluster {
             same_instant: 0,
             failure: None,
             ghosts: Vec::new(),
+            ghost_ttl: ghost_ttl(&o),
+            pauses_end: 0,
+            ended: Vec::new(),
+            died_wedged: Vec::new(),
             flush_crash_view: 0,
             scratch: Vec::new(),
             wire: Slab::default(),
@@ -691,8 +729,13 @@ impl Cluster {
         let slot = self.slots.get_mut(node as usize)?;
         let Slot::Up(l) = core::mem::replace(slot, Slot::Idle) else { return None };
         if !self.highest.as_ref().is_some_and(|h| h.1.contains(&l.proc_)) {
-            self.ghosts.push(l.proc_);
+            let now = self.now;
+            self.ghosts.retain(|g| g.1 > now);
+            self.ghosts.push((l.proc_, now.max(self.pauses_end) + self.ghost_ttl));
+        } else if self.highest.as_ref().is_some_and(|h| wedged_in(&l, h.0)) {
+            self.died_wedged.push(l.proc_);
         }
+        self.ended.push(l.proc_);
         self.marks.add_core(l.node.marks());
         self.net.reset_into(node);
         Some(l)
@@ -993,7 +1036,7 @@ impl Cluster {
                 let (l_applied, l_hash) = (l.app.applied, l.app.hash);
                 if self.highest.as_ref().is_none_or(|h| view.id.0 > h.0) {
                     self.highest = Some((view.id.0, members.clone()));
-                    self.ghosts.clear();
+                    self.died_wedged.clear();
                 }
                 if flush_totals > 0 && departed.iter().any(|d| !self.alive(&proc_of(*d))) {
                     self.marks.hit(SimMark::OrdererCrashedWithUnordered);
@@ -1178,30 +1221,43 @@ impl Cluster {
             && matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.node.view().is_some())
     }
 
-    /// Whether `node` may crash or leave: afterwards, the live members of the highest view
-    /// (and of every view a live member is in) still hold a majority of it, and still would
-    /// if every node now joining were admitted
-    /// (a joiner that dies just as it is admitted counts against the next view's majority), and
-    /// counting joiners that died or left before being admitted as dead would-be members (the
-    /// coordinator may still hold their join requests).
+    /// Whether `node` may crash or leave: afterwards, every view the group may install next
+    /// still holds a live majority, whatever the view change in progress does. Primary
+    /// partition makes a group that installed a view with a dead majority unable to move.
     fn removable(&self, node: u64) -> bool {
         let Some(Slot::Up(target)) = self.slots.get(node as usize) else { return false };
         if target.leaving.is_some() {
             return false;
         }
-        let Some((_, members)) = &self.highest else { return true };
+        // Before the first view, node 0 founds the group (again, if it crashed) and admits
+        // the joiners whose requests it holds: a joiner that dies then may be in the second
+        // view with the founder alone (seeds 796607194453, 796607196627).
+        let Some((highest, members)) = &self.highest else { return node == 0 };
         let alive = members.iter().filter(|m| m.node != node && self.carries(m)).count();
-        let joiners: Vec<u64> = self
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Up(l) if l.leaving.is_none() && !members.contains(&l.proc_) => Some(l.proc_.node),
-                _ => None,
-            })
-            .collect();
-        let alive_with_joiners = alive + joiners.iter().filter(|j| **j != node).count();
-        let pending = members.len() + joiners.len() + self.ghosts.len();
-        if alive * 2 <= members.len() || alive_with_joiners * 2 <= pending {
+        if alive * 2 <= members.len() {
+            return false;
+        }
+        // The next view is built from promises: the promisers the coordinator heard from in
+        // time (at least a majority of the view, the rest left out as suspected), plus joiners.
+        // A member that promised and then died is in it, and so is a joiner that died after
+        // asking (a member may still hold its request: `ghost_ttl`). So the worst next view
+        // is: every member that died wedged (it may have promised), as few live promisers as
+        // make it a majority of the view or more, and as many dead joiners as `try_decide`
+        // lets in (at most the larger of 2 and one less than the members); its live members
+        // must still be a majority of it (seeds 900001382, 900001825).
+        let member = members.contains(&target.proc_);
+        let wedged = member && wedged_in(target, *highest);
+        let dead_promisers = self.died_wedged.len() + usize::from(wedged);
+        let ghosts = self.ghosts.iter().filter(|g| g.1 > self.now).count();
+        let dead_joiners = ghosts + usize::from(!member);
+        let majority = members.len() / 2 + 1;
+        let live_least = majority.saturating_sub(dead_promisers).max(1);
+        let worst_ok = (live_least..=alive).all(|live| {
+            let size = dead_promisers + live;
+            let joins = dead_joiners.min((size - 1).max(2));
+            live * 2 > size + joins
+        });
+        if !worst_ok {
             return false;
         }
         // With state transfer, a live member of the highest view must still hold the state.
@@ -1210,17 +1266,31 @@ impl Cluster {
         }
         // A member may still be in an older view, waiting to learn that the next one was
         // decided: that older view must keep its majority too, or the member is stuck there.
-        self.slots.iter().all(|s| match s {
+        let older_views_keep = self.slots.iter().all(|s| match s {
             Slot::Up(l) if l.proc_.node != node => match l.node.view() {
                 Some(v) if v.contains(MemberId::new(l.proc_.node, l.proc_.inc)) => {
-                    let alive =
-                        v.members.iter().filter(|m| m.node.0 != node && self.alive(&proc_of(**m))).count();
-                    alive * 2 > v.members.len()
+                    self.keeps_majority(v, node)
                 }
                 _ => true,
             },
             _ => true,
-        })
+        });
+        // A view may be decided and installed by no one yet (its acceptors wait for a paused
+        // or partitioned member, or for the Install): it becomes the highest view, so it must
+        // keep its majority too (seed 796607190719 installed a view of four with two members
+        // that had crashed seconds before). Any proposal a node accepted may be that view, the
+        // target's own included: its Accepts may still be on their way.
+        older_views_keep
+            && self.slots.iter().all(|s| match s {
+                Slot::Up(l) => l.node.accepted_view().is_none_or(|v| self.keeps_majority(v, node)),
+                Slot::Idle => true,
+            })
+    }
+
+    /// Whether the members of `v` other than `node` that are alive are a majority of it.
+    fn keeps_majority(&self, v: &chorus_core::View, node: u64) -> bool {
+        let alive = v.members.iter().filter(|m| m.node.0 != node && self.alive(&proc_of(**m))).count();
+        alive * 2 > v.members.len()
     }
 
     /// Whether `node` may crash: as `removable`, or any running node when nodes come back from
@@ -1233,16 +1303,20 @@ impl Cluster {
         self.removable(node)
     }
 
-    /// Whether the group can still install views: the live members of the highest view hold a
-    /// majority of it. When the nemesis's precautions were not enough (a view was decided but
-    /// not yet installed by anyone when it crashed a member), liveness cannot be asked for.
-    fn recoverable(&self) -> bool {
+    /// Whether the nemesis left the highest view unable to change for good: it ended (crashed,
+    /// or made leave) half of its members or more, or, with state transfer, every member that
+    /// could hold the state while none it left running lost it. Members the core excluded while
+    /// alive are the core's doing: the view then had a live majority, and a stuck group is a
+    /// liveness failure of the core (seed 7004928).
+    fn nemesis_broke_group(&self) -> bool {
         if self.o.disks.on {
-            return true; // Everything restarts from its disk.
+            return false; // Everything restarts from its disk.
         }
-        let Some((_, members)) = &self.highest else { return true };
-        let holder = !self.o.state.on || members.iter().any(|m| self.holds_state(m));
-        holder && members.iter().filter(|m| self.carries(m)).count() * 2 > members.len()
+        let Some((_, members)) = &self.highest else { return false };
+        let ended = members.iter().filter(|m| self.ended.contains(m)).count();
+        let none_excluded = members.iter().all(|m| self.ended.contains(m) || self.alive(m));
+        let no_holder = self.o.state.on && !members.iter().any(|m| self.holds_state(m));
+        ended * 2 >= members.len() || (none_excluded && no_holder)
     }
 
     /// Whether member `m` is alive and its application holds the group's state.
@@ -1326,7 +1400,15 @@ impl Cluster {
                 let (p, life) = (l.proc_, l.id);
                 self.stats.pauses += 1;
                 self.record(Some(p), Ev::Pause);
-                self.push(self.now + duration, Step::Resume { node, life });
+                let end = self.now + duration;
+                self.push(end, Step::Resume { node, life });
+                // The paused node may hold a dead joiner's request (in its pending joins, or
+                // unread in its inbox) and admit it when it resumes.
+                self.pauses_end = self.pauses_end.max(end);
+                let now = self.now;
+                for g in self.ghosts.iter_mut().filter(|g| g.1 > now) {
+                    g.1 = g.1.max(end + self.ghost_ttl);
+                }
             }
             Fault::Partition { mode, cuts, duration } => {
                 self.next_partition += 1;
@@ -1489,24 +1571,21 @@ impl Cluster {
             (None, _) => self.quiet = None,
         }
         if self.now >= self.liveness_at + LIVENESS_MAX {
-            if self.recoverable() {
-                self.end();
-                if self.failure.is_none() {
-                    self.failure = Some(Failure::NoConvergence(self.describe_state()));
-                }
-            } else {
-                // Not the core's fault: skip the liveness verdict, keep the safety one.
-                self.stats.unrecoverable = true;
-                self.rec.note(self.now, || {
-                    "the highest view lost its majority for good: liveness not judged".into()
-                });
-                self.phase = Phase::Done;
-                self.record(None, Ev::End);
-                if self.failure.is_none() {
-                    if let Err(v) = self.rec.finish_safety() {
-                        self.failure = Some(Failure::Violation(v));
-                    }
-                }
+            // The checker judges liveness in every run, as `chorus check` does on the trace.
+            let broke = self.nemesis_broke_group();
+            self.end();
+            let safety_broken =
+                matches!(&self.failure, Some(Failure::Violation(v)) if v.guarantee != Guarantee::G12Liveness);
+            if broke && !safety_broken {
+                // Not the core's fault, but no seed is excused: that would hide liveness bugs
+                // too. Say whose fault it is, with the checker's verdict.
+                let lost = self.describe_lost();
+                self.rec.note(self.now, || format!("the group lost a live majority for good: {lost}"));
+                let checker = self.failure.take().map(|f| format!("; the checker: {f}")).unwrap_or_default();
+                self.failure =
+                    Some(Failure::MajorityLost(format!("{lost}{checker}; {}", self.describe_state())));
+            } else if self.failure.is_none() {
+                self.failure = Some(Failure::NoConvergence(self.describe_state()));
             }
             return;
         }
@@ -1524,6 +1603,19 @@ impl Cluster {
     }
 
     /// Each node's status and view, for a failure report.
+    /// The highest view and how many of its members are alive, for [`Failure::MajorityLost`].
+    fn describe_lost(&self) -> String {
+        let Some((id, members)) = &self.highest else { return "no view installed".into() };
+        let alive = members.iter().filter(|m| self.carries(m)).count();
+        let ended = members.iter().filter(|m| self.ended.contains(m)).count();
+        let names: Vec<String> = members.iter().copied().map(crate::recorder::show).collect();
+        format!(
+            "view v{id} [{}] has {alive} live member(s) of {}, {ended} crashed or left",
+            names.join(" "),
+            members.len()
+        )
+    }
+
     fn describe_state(&self) -> String {
         let mut parts = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
@@ -1666,6 +1758,37 @@ mod tests {
         assert!(s.take(a).is_some());
         assert!(s.take(a).is_none());
         assert_eq!(s.put(f()), a);
+    }
+
+    /// What the nemesis never does (crash two of three members at once, without disks) must
+    /// fail the run, naming the harness, rather than excuse it from the liveness verdict.
+    #[test]
+    fn a_group_left_without_a_live_majority_fails_the_run() {
+        let mut o = SimOptions::demo(1);
+        o.initial_nodes = 3;
+        o.start_at.truncate(3);
+        o.clocks.truncate(3);
+        o.script.clear();
+        o.safety = 4 * SEC;
+        let mut c = Cluster::new(o, Settings::traced(false));
+        while c.now < 3 * SEC && c.failure.is_none() {
+            let Some(q) = c.queue.pop() else { break };
+            c.now = q.t;
+            c.step(q.step);
+        }
+        assert_eq!(c.highest.as_ref().map(|h| h.1.len()), Some(3), "the group did not form");
+        c.apply(Fault::Crash { node: 1, restart_after: SEC });
+        assert!(!c.crashable(2), "the nemesis may not crash a second member of three");
+        c.apply(Fault::Crash { node: 2, restart_after: SEC });
+        let out = c.run();
+        let Some(Failure::MajorityLost(why)) = &out.failure else {
+            panic!("expected MajorityLost, got {:?}", out.failure)
+        };
+        assert!(why.contains("1 live member(s) of 3") && why.contains("G12"), "{why}");
+        // The trace fails in `chorus check` too, on G12.
+        let trace = out.trace.unwrap_or_default();
+        let verdict = chorus_check::check_trace(&trace).map_err(|v| v.guarantee);
+        assert_eq!(verdict, Err(Guarantee::G12Liveness));
     }
 
     #[test]

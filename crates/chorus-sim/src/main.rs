@@ -124,12 +124,10 @@ fn run(
     settings: Settings,
 ) -> Result<bool, String> {
     let mut list = batch::parse_seeds(seeds)?;
-    let mut regression_seeds = Vec::new();
     if let Some(path) = regressions {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let extra = batch::parse_regressions(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("{} regression seeds from {}", extra.len(), path.display());
-        regression_seeds.clone_from(&extra);
         list.extend(extra);
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -159,10 +157,6 @@ fn run(
     });
     bar.finish_and_clear();
     out!("{}", report.summary());
-    let excused: Vec<u64> = report.results.iter().filter(|r| r.unrecoverable).map(|r| r.seed).collect();
-    if !excused.is_empty() {
-        out!("seeds whose group lost a majority for good (liveness not judged): {excused:?}");
-    }
     let failures: Vec<u64> = report.failures().map(|r| r.seed).collect();
     if !failures.is_empty() {
         out!("FAILED seeds: {failures:?}");
@@ -170,19 +164,12 @@ fn run(
             out!("  replay: {}", batch::replay_command_for(*seed, &settings));
         }
     }
-    let excused_ok = match report.excused_verdict(&regression_seeds) {
-        Ok(()) => true,
-        Err(why) => {
-            out!("FAILED: {why}");
-            false
-        }
-    };
     let missing = report.marks.total.missing();
     if require_marks && !missing.is_empty() {
         out!("marks never hit: {}", missing.join(", "));
         return Ok(false);
     }
-    Ok(failures.is_empty() && excused_ok)
+    Ok(failures.is_empty())
 }
 
 fn print_stats(o: &Outcome) {
@@ -212,9 +199,6 @@ fn replay(seed: u64, trace: Option<PathBuf>, verbose: bool, mut settings: Settin
         out!("{line}");
     }
     print_stats(&o);
-    if o.stats.unrecoverable {
-        out!("  the group lost a majority of its highest view for good: liveness was not judged");
-    }
     match &o.failure {
         None => out!("PASS seed {seed}"),
         Some(f) => out!("FAILED seed {seed}: {f}"),
@@ -265,11 +249,7 @@ fn demo() -> Result<bool, String> {
         None => {
             out!("checker: all guarantees held (view agreement, one history, self-inclusion, virtual");
             out!("synchrony, sending-view delivery, integrity, FIFO, causal, total and safe order,");
-            if s.unrecoverable {
-                out!("and NOT liveness: the group lost a live majority for good, so it was not judged)");
-            } else {
-                out!("liveness after healing)");
-            }
+            out!("liveness after healing)");
         }
         Some(f) => out!("checker: FAILED: {f}"),
     }

@@ -6,9 +6,10 @@
 //! partition constraint, see [`crate::cluster`]) and it hands the nemesis the eligible nodes.
 //!
 //! Why partitions and pauses are unconstrained but crashes are not: a partition or a pause ends,
-//! so the group can always recover after it; a crash of a majority of the latest view is
-//! permanent, and in the primary-partition model such a group can never install a view again.
-//! Requiring liveness after that would be asking for the impossible.
+//! so the group can always recover after it; a crash of a majority of the latest view (or of the
+//! view about to be installed) is permanent, and in the primary-partition model such a group
+//! can never install a view again. Requiring liveness after that would be asking for the
+//! impossible.
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
@@ -106,7 +107,8 @@ pub struct Targets {
     pub running: Vec<u64>,
     /// Running nodes that are not paused.
     pub awake: Vec<u64>,
-    /// Running nodes whose leave keeps a majority of the latest view alive.
+    /// Running nodes whose leave keeps a live majority in every view the group may install
+    /// next (see `Cluster::removable`).
     pub removable: Vec<u64>,
     /// Running nodes that may crash: as `removable`, or any with disks (they come back).
     pub crashable: Vec<u64>,
