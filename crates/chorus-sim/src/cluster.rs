@@ -1213,6 +1213,15 @@ impl Cluster {
         matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.proc_ == *m && l.leaving.is_none())
     }
 
+    /// Whether member `m` is paused, or cut by a partition from another member of `members`.
+    fn shaky(&self, m: &Proc, members: &[Proc]) -> bool {
+        let paused = matches!(self.slots.get(m.node as usize), Some(Slot::Up(l)) if l.paused);
+        paused
+            || members.iter().any(|o| {
+                o.node != m.node && (self.net.is_cut(m.node, o.node) || self.net.is_cut(o.node, m.node))
+            })
+    }
+
     /// Whether member `m` is alive and can carry the highest view on: it installed a view (that
     /// one, or an older one from which it can still learn of it). A joiner that never heard of
     /// its admission knows nothing: if every member that knew the view is dead, it is lost.
@@ -1233,7 +1242,12 @@ impl Cluster {
         // the joiners whose requests it holds: a joiner that dies then may be in the second
         // view with the founder alone (seeds 796607194453, 796607196627).
         let Some((highest, members)) = &self.highest else { return node == 0 };
-        let alive = members.iter().filter(|m| m.node != node && self.carries(m)).count();
+        // A paused member, or one a partition cuts from another member of the view, is not
+        // counted on: it may be left out for silence, and a minority that blocked re-joins as
+        // new members after the heal, giving up its place in the view (seeds 213872, 218459:
+        // a crash while one member was cut off, then that member re-joined afresh).
+        let alive =
+            members.iter().filter(|m| m.node != node && self.carries(m) && !self.shaky(m, members)).count();
         if alive * 2 <= members.len() {
             return false;
         }
