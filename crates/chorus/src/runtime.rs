@@ -146,7 +146,8 @@ pub struct MemberStatus {
     pub view: Option<View>,
     /// Peers with a live connection.
     pub connected: Vec<u64>,
-    /// Frames dropped because a peer's send queue was full (a slow or dead peer).
+    /// Frames dropped because a peer's send queue was full (a slow or dead peer), and messages
+    /// dropped that waited for such a peer beyond `max_message`.
     pub dropped_frames: u64,
     /// Connections closed because the peer sent something invalid (after the handshake).
     pub bad_frames: u64,
@@ -921,8 +922,13 @@ impl Driver {
         }
         // As much may wait as the largest message the core puts together from pieces.
         let max_waiting = self.node.config().max_message;
-        if self.node.trim_waiting(max_waiting) > 0 {
-            self.dropped(0, "messages for a slow peer waited beyond max_message");
+        let trimmed = self.node.trim_waiting(max_waiting);
+        if trimmed > 0 {
+            self.dropped_frames += trimmed as u64;
+            debug!(
+                node = self.me,
+                trimmed, "messages for a slow peer dropped: they waited beyond max_message"
+            );
         }
         let mut failed = Vec::new();
         for (node, p) in &self.peers {
