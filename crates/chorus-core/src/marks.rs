@@ -71,11 +71,14 @@ pub enum Mark {
     Fragmented,
     /// A frame sent in pieces was put back together and handled.
     Reassembled,
+    /// A member learned it was out of the next view (or let go) with its acceptance of that
+    /// change still queued, and sent it under the life that gave it.
+    VoteAfterExclusion,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 28] = [
+    pub const ALL: [Mark; 29] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -104,6 +107,7 @@ impl Mark {
         Mark::LocalPause,
         Mark::Fragmented,
         Mark::Reassembled,
+        Mark::VoteAfterExclusion,
     ];
 }
 

@@ -57,6 +57,9 @@ pub struct Node {
     pub(crate) state: State,
     /// Messages waiting to be framed, per destination (node, incarnation if known).
     pub(crate) outq: BTreeMap<(NodeId, Option<MemberId>), Vec<Msg>>,
+    /// Frames of an earlier life of this node, sent before anything of the current one: the
+    /// acceptances it had queued when it learned it was out (see `excluded_above`).
+    farewell: Vec<Transmit>,
     events: VecDeque<Event>,
     pub(crate) marks: Marks,
     next_tick: Instant,
@@ -81,10 +84,20 @@ pub struct Node {
     pub(crate) durable_emitted: u64,
     /// The highest view any life of this node installed (see `Persisted::last_view`).
     pub(crate) last_view: ViewId,
+    /// The view-change state of a life that was excluded (or let go) after it promised or
+    /// accepted in its view's change, until a life of this node installs a view again. It
+    /// stays on disk (`poll_persist`), and a later life that speaks for it in that view
+    /// speaks with those votes: one that forgot them could promise as if it had accepted
+    /// nothing and let a second proposal be chosen for the same view (seed 2211).
+    pub(crate) voted: Option<crate::recovery::Membership>,
     /// `leave()` was called.
     pub(crate) leaving: bool,
-    /// Last time we answered a peer's stale or lagging message (rate limit).
-    last_reply: BTreeMap<NodeId, Instant>,
+    /// Last time we answered a peer's stale or lagging message (rate limit), per life of the
+    /// peer and per kind (an install resent, or another answer). One slot per node let the
+    /// install resent every tick to a departed life of a node starve the answer its next life
+    /// needed: a view's last two members, each in a different view, waited on each other for
+    /// good (seed 7078088).
+    last_reply: BTreeMap<(MemberId, bool), Instant>,
     /// A total or safe message arrived: acknowledge within `ack_delay` even if there is
     /// nothing to piggyback the acknowledgement on (delayed ack, as in TCP).
     ack_wanted: bool,
@@ -253,6 +266,7 @@ impl Node {
             me,
             state: State::Joining { next_retry: now },
             outq: BTreeMap::new(),
+            farewell: Vec::new(),
             events: VecDeque::new(),
             marks: Marks::default(),
             next_tick: now,
@@ -265,6 +279,7 @@ impl Node {
             durable_pos: 0,
             durable_emitted: 0,
             last_view,
+            voted: None,
             leaving: false,
             last_reply: BTreeMap::new(),
             ack_wanted: false,
@@ -391,6 +406,9 @@ impl Node {
     /// The next frame to send. Messages for one peer are batched into as few frames as the
     /// frame size limit allows, and carry a piggybacked acknowledgement.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.farewell.pop() {
+            return Some(t);
+        }
         let (key, msgs) = self.outq.pop_first()?;
         Some(self.transmit(key, msgs))
     }
@@ -405,6 +423,9 @@ impl Node {
     /// large message's pieces are not lost to a full queue) until it has room. Bound what
     /// waits with [`Node::trim_waiting`].
     pub fn poll_transmit_where(&mut self, mut ready: impl FnMut(NodeId) -> bool) -> Option<Transmit> {
+        if let Some(i) = self.farewell.iter().position(|t| ready(t.to)) {
+            return Some(self.farewell.swap_remove(i));
+        }
         let key = *self.outq.keys().find(|(node, _)| ready(*node))?;
         let msgs = self.outq.remove(&key)?;
         Some(self.transmit(key, msgs))
@@ -769,16 +790,25 @@ impl Node {
                     if let Some(earlier) =
                         proposal.next.members.iter().copied().find(|x| x.node == me.node && x.inc < me.inc)
                     {
-                        self.group = Some(proposal.group);
-                        self.founding = None;
-                        let membership = crate::recovery::Membership {
-                            view: proposal.next.clone(),
-                            me: earlier,
-                            created_by: Some(proposal),
-                            promised: None,
-                            accepted: None,
+                        // With the votes that life gave there, if it gave any (`voted`); none if
+                        // a life of this node voted in a later view's change (a stale install).
+                        let kept = self.voted.clone().filter(|v| v.me.node == me.node);
+                        let membership = match kept {
+                            Some(v) if v.me == earlier && v.view.id == proposal.next.id => Some(v),
+                            Some(v) if v.view.id >= proposal.next.id => None,
+                            _ => Some(crate::recovery::Membership {
+                                view: proposal.next.clone(),
+                                me: earlier,
+                                created_by: Some(proposal.clone()),
+                                promised: None,
+                                accepted: None,
+                            }),
                         };
-                        self.recover_into(now, membership, Rejoin { new: me, state: None });
+                        if let Some(membership) = membership {
+                            self.group = Some(proposal.group);
+                            self.founding = None;
+                            self.recover_into(now, membership, Rejoin { new: me, state: None });
+                        }
                     }
                 }
                 // Let in and excluded again before this joiner heard of it, or its node has a
@@ -989,7 +1019,7 @@ impl Node {
     }
 
     fn resend_install(&mut self, now: Instant, to: MemberId) {
-        if !self.may_reply(now, to.node) {
+        if !self.may_reply(now, to, true) {
             return;
         }
         let Some(rec) = self.member().and_then(|m| m.record.as_ref()) else { return };
@@ -1343,6 +1373,7 @@ impl Node {
             record.as_ref().map(|r| r.proposal.recovered.clone()).unwrap_or_default();
         let created_by = record.as_ref().map(|r| r.proposal.clone());
         self.last_view = self.last_view.max(view.id);
+        self.voted = None;
         self.install_member(now, view.clone(), me, record, &departed);
         if let Some(m) = self.member_mut() {
             m.created_by = created_by;
@@ -1462,12 +1493,12 @@ impl Node {
         if let Some(k) = newest.filter(|k| *k >= next.inc) {
             next.inc = Incarnation(k.0.saturating_add(1));
         }
+        self.keep_votes();
         self.me = next;
         // The application drops its state: nothing of it is stored for the group any more.
         self.durable_pos = 0;
         self.durable_emitted = 0;
         self.persist_dirty = true;
-        self.outq.clear();
         self.state = State::Joining { next_retry: now };
         self.marks.hit(Mark::RejoinAfterExclusion);
         self.events.push_back(Event::Excluded { by_view, rejoin_as: self.me });
@@ -1490,9 +1521,38 @@ impl Node {
         }
     }
 
+    /// Ends this life's queue. Acceptances still in it go out under the life that gave them:
+    /// learning that the change it accepted was chosen is what excludes a member (or lets a
+    /// leaver go), often in the same step as its own acceptance, and the others may need that
+    /// vote to learn the decision too. Without it, a change whose coordinator died waited for
+    /// a majority of promises that the departed voters could not give (seeds 7004928,
+    /// 7080851). A vote already given stays true after the life is over. Tiny: one per peer.
+    fn keep_votes(&mut self) {
+        if let Some(m) = self.member().filter(|m| m.promised.is_some() || m.accepted.is_some()) {
+            self.voted = Some(crate::recovery::Membership {
+                view: m.view.clone(),
+                me: m.view.members[m.me],
+                created_by: m.created_by.clone(),
+                promised: m.promised,
+                accepted: m.accepted.clone(),
+            });
+        }
+        let me = self.me;
+        for ((node, to), msgs) in std::mem::take(&mut self.outq) {
+            let votes: Vec<Msg> = msgs.into_iter().filter(|m| matches!(m, Msg::Accepted { .. })).collect();
+            if !votes.is_empty() {
+                self.marks.hit(Mark::VoteAfterExclusion);
+                self.farewell.push(Transmit {
+                    to: node,
+                    frame: wire::encode(&FrameBody { from: me, to, msgs: votes }),
+                });
+            }
+        }
+    }
+
     fn finish_left(&mut self) {
         self.persist_dirty = true;
-        self.outq.clear();
+        self.keep_votes();
         self.state = State::Left;
         self.events.push_back(Event::Left);
     }
@@ -1536,8 +1596,9 @@ impl Node {
         self.events.push_back(ev);
     }
 
-    pub(crate) fn may_reply(&mut self, now: Instant, to: NodeId) -> bool {
+    pub(crate) fn may_reply(&mut self, now: Instant, to: MemberId, install: bool) -> bool {
         let interval = self.cfg.retransmit_interval;
+        let to = (to, install);
         match self.last_reply.get(&to) {
             Some(t) if now.since(*t) < interval => false,
             _ => {
@@ -1551,7 +1612,7 @@ impl Node {
     }
 
     pub(crate) fn reply_limited(&mut self, now: Instant, to: MemberId, msg: Msg) {
-        if self.may_reply(now, to.node) {
+        if self.may_reply(now, to, false) {
             self.queue(to.node, Some(to), msg);
         }
     }

@@ -41,7 +41,9 @@ const PERSIST_MAGIC: &[u8; 6] = b"CHMB\x00\x01";
 pub struct Persisted {
     /// The group this node belongs to.
     pub group: GroupId,
-    /// The view it was last a member of, if it is one now.
+    /// The view it was last a member of, if it is one now; or, after it was excluded from a
+    /// view (or left it) having promised or accepted in that view's change, that view, until it
+    /// installs another: a restart then speaks for that life with its votes, as after a crash.
     pub membership: Option<Membership>,
     /// The highest view any life of this node installed (kept when a life is excluded): an
     /// earlier life did nothing in any view above it.
@@ -123,13 +125,16 @@ impl Node {
             return None;
         }
         let group = self.group?;
-        let membership = self.member().map(|m| Membership {
-            view: m.view.clone(),
-            me: m.view.members[m.me],
-            created_by: m.created_by.clone(),
-            promised: m.promised,
-            accepted: m.accepted.clone(),
-        });
+        let membership = self
+            .member()
+            .map(|m| Membership {
+                view: m.view.clone(),
+                me: m.view.members[m.me],
+                created_by: m.created_by.clone(),
+                promised: m.promised,
+                accepted: m.accepted.clone(),
+            })
+            .or_else(|| self.voted.clone());
         Some(Persisted { group, membership, last_view: self.last_view })
     }
 

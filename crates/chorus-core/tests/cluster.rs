@@ -18,6 +18,9 @@ struct Cluster {
     cut: BTreeSet<(u64, u64)>,
     /// Nodes that never receive a frame holding an install (one too large for any link).
     no_installs: BTreeSet<u64>,
+    /// Directed links whose frames holding an `Accept` are kept in `held` instead (late).
+    hold_accepts: BTreeSet<(u64, u64)>,
+    held: Vec<(u64, chorus_core::Transmit)>,
     delivered: Vec<Vec<(MemberId, u64, Bytes)>>,
     events: Vec<Vec<Event>>,
     apps: Vec<App>,
@@ -114,6 +117,8 @@ impl Cluster {
             now,
             cut: BTreeSet::new(),
             no_installs: BTreeSet::new(),
+            hold_accepts: BTreeSet::new(),
+            held: Vec::new(),
             delivered: vec![Vec::new(); n as usize],
             events: vec![Vec::new(); n as usize],
             apps: (0..n).map(|_| App::default()).collect(),
@@ -173,6 +178,13 @@ impl Cluster {
             }
             for (from, t) in frames {
                 if self.cut.contains(&(from, t.to.0)) {
+                    continue;
+                }
+                if self.hold_accepts.contains(&(from, t.to.0))
+                    && wire::decode(&t.frame, usize::MAX)
+                        .is_ok_and(|b| b.msgs.iter().any(|m| matches!(m, Msg::Accept { .. })))
+                {
+                    self.held.push((from, t));
                     continue;
                 }
                 if self.no_installs.contains(&t.to.0)
@@ -971,4 +983,49 @@ fn a_payload_larger_than_the_window_goes_alone_in_pieces() {
     for i in 0..3 {
         assert!(c.delivered[i].iter().any(|d| d.2 == big), "node {i} delivered the large payload");
     }
+}
+
+/// A member that learns, in one step, that the change it is accepting is chosen and leaves it
+/// out still sends its acceptance, under the life that gave it: the others may need that vote
+/// to learn the decision (seeds 7004928, 7080851: it was dropped with the rest of the queue,
+/// and a change whose coordinator then died waited for promises the departed could not give).
+#[test]
+fn a_departing_member_still_sends_the_vote_it_gave() {
+    let mut c = Cluster::new(5);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(4), Some(vec![0, 1, 2, 3, 4]));
+    let old3 = c.nodes[3].as_ref().expect("up").member_id();
+    // 3 leaves. The coordinator's Accept of the view without it reaches the others at once and
+    // 3 late, after their acceptances: 3 then accepts and learns that the change is chosen in
+    // the same step.
+    c.hold_accepts.insert((0, 3));
+    let now = c.now;
+    c.nodes[3].as_mut().expect("up").leave(now);
+    for _ in 0..400 {
+        c.step(Duration::from_millis(5));
+        if !c.held.is_empty() {
+            break;
+        }
+    }
+    assert!(!c.held.is_empty(), "the coordinator proposed a view without 3");
+    let now = c.now;
+    let n3 = c.nodes[3].as_mut().expect("up");
+    for (from, t) in std::mem::take(&mut c.held) {
+        n3.handle_frame(now, NodeId(from), &t.frame).expect("valid frame");
+    }
+    assert_eq!(n3.status(), Status::Left, "3 learned the change is chosen and is gone");
+    let mut votes = BTreeSet::new();
+    while let Some(t) = n3.poll_transmit() {
+        let body = wire::decode(&t.frame, usize::MAX).expect("valid frame");
+        if body.from == old3 && body.msgs.iter().any(|m| matches!(m, Msg::Accepted { .. })) {
+            votes.insert(t.to.0);
+        }
+    }
+    assert_eq!(votes, BTreeSet::from([0, 1, 2, 4]), "its acceptance went to every other member");
+    assert!(n3.marks().get(chorus_core::Mark::VoteAfterExclusion) > 0);
+    // And the vote stays on its disk: a later life that speaks for 3 in that view must not
+    // promise as if 3 had accepted nothing (seed 2211: a second proposal was chosen).
+    let kept = n3.poll_persist().and_then(|p| p.membership).expect("the voting life is kept on disk");
+    assert_eq!(kept.me, old3);
+    assert!(kept.accepted.is_some(), "with what it accepted");
 }
