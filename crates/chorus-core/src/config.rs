@@ -121,7 +121,7 @@ impl Config {
             window_msgs: 4096,
             window_bytes: 4 << 20,
             max_payload: 1 << 20,
-            max_frame: 64 << 20,
+            max_frame: 4 << 20,
             max_message: 320 << 20,
             max_members: 64,
             seed: 0,

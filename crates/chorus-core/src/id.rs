@@ -68,6 +68,7 @@ pub struct View {
     /// The view's id.
     pub id: ViewId,
     /// Members, oldest first.
+    #[serde(deserialize_with = "crate::wire::budget_vec")]
     pub members: Vec<MemberId>,
 }
 

@@ -478,7 +478,8 @@ impl Node {
         let mut split = msgs.len();
         for (i, m) in msgs.iter().enumerate() {
             size += m.size_hint();
-            if size > budget && i > 0 {
+            // By count too: the receiver's decode budget allows so many (`wire::MAX_FRAME_MSGS`).
+            if (size > budget && i > 0) || i == wire::MAX_FRAME_MSGS {
                 split = i;
                 break;
             }

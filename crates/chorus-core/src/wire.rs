@@ -28,6 +28,7 @@ pub struct FrameBody {
     /// incarnation is dropped: it belongs to a life that is over.
     pub to: Option<MemberId>,
     /// The messages, processed in order.
+    #[serde(deserialize_with = "budget::vec")]
     pub msgs: Vec<Msg>,
 }
 
@@ -49,14 +50,17 @@ pub struct Proposal {
     pub next: View,
     /// Per sender rank of `prev`: every member moving from `prev` to `next` delivers exactly that
     /// sender's messages `1..=cut[rank]` in `prev`.
+    #[serde(deserialize_with = "budget::vec")]
     pub cut: Vec<u64>,
     /// Members of `next` that start it without the application's state and wait for a state
     /// transfer (joiners, and members whose transfer in `prev` was cut off). Empty when state
     /// transfer is off. Members listed here deliver nothing of `prev`'s cut.
+    #[serde(deserialize_with = "budget::vec")]
     pub loading: Vec<MemberId>,
     /// Members of `next` that are restarted nodes speaking for their earlier life in `prev`
     /// (recovery from a data directory): each replaces its node's old member, which promised
     /// through it, so it counts for that member in `prev`'s majority.
+    #[serde(deserialize_with = "budget::vec")]
     pub recovered: Vec<MemberId>,
     /// The group this view belongs to; a joiner adopts it.
     pub group: GroupId,
@@ -88,6 +92,7 @@ pub struct Data {
     pub lamport: u64,
     /// For causal and safe messages: per sender rank, how many messages the sender had
     /// delivered from it when sending (its causal past). Empty otherwise.
+    #[serde(deserialize_with = "budget::vec")]
     pub deps: Vec<u64>,
     /// The application's bytes.
     #[serde(deserialize_with = "shared::deserialize")]
@@ -100,10 +105,12 @@ pub struct Ack {
     /// The view this is about.
     pub view: ViewId,
     /// Per sender rank: the highest sequence number received without gaps.
+    #[serde(deserialize_with = "budget::vec")]
     pub received: Vec<u64>,
     /// The highest sequence number this member has sent (so receivers detect tail loss).
     pub sent: u64,
     /// Ranks this member's failure detector suspects.
+    #[serde(deserialize_with = "budget::vec")]
     pub suspects: Vec<u16>,
     /// Whether this member is blocked (so the coordinator knows a view change is needed).
     pub wedged: bool,
@@ -168,6 +175,7 @@ pub enum Msg {
         /// The round.
         ballot: Ballot,
         /// The coordinator's received vector; promises carry only messages beyond it.
+        #[serde(deserialize_with = "budget::vec")]
         coord_received: Vec<u64>,
     },
     /// Reply to `Prepare`: wedged; here is what I have.
@@ -177,10 +185,12 @@ pub enum Msg {
         /// The ballot promised.
         ballot: Ballot,
         /// The member's received vector.
+        #[serde(deserialize_with = "budget::vec")]
         received: Vec<u64>,
         /// The proposal this member last accepted in this view, if any.
         accepted: Option<(Ballot, Proposal)>,
         /// Messages the coordinator lacks.
+        #[serde(deserialize_with = "budget::vec")]
         msgs: Vec<Data>,
         /// Whether this member holds the application's state (it is not waiting for a state
         /// transfer). Fixed once the member is wedged.
@@ -204,6 +214,7 @@ pub enum Msg {
         /// The proposal.
         proposal: Proposal,
         /// Messages of the cut the acceptor lacks.
+        #[serde(deserialize_with = "budget::vec")]
         msgs: Vec<Data>,
     },
     /// Reply to `Accept`.
@@ -218,6 +229,7 @@ pub enum Msg {
         /// The chosen proposal.
         proposal: Proposal,
         /// Messages of the cut the receiver may lack.
+        #[serde(deserialize_with = "budget::vec")]
         msgs: Vec<Data>,
     },
     /// "I am still in view `have`: send me the install of the next one."
@@ -408,6 +420,8 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
     if bytes.len() > max_len {
         return Err(DecodeError::Oversized { len: bytes.len(), max: max_len });
     }
+    let limit = MIN_DECODE_BUDGET.max(DECODE_BUDGET_PER_BYTE.saturating_mul(bytes.len()));
+    let budget = budget::Budget::set(limit);
     let [m0, m1, version, rest @ ..] = bytes else {
         return Err(DecodeError::Truncated { len: bytes.len() });
     };
@@ -419,13 +433,113 @@ pub fn decode(bytes: &[u8], max_len: usize) -> Result<FrameBody, DecodeError> {
         return Err(DecodeError::Version(*version));
     }
     let (body, trailing) =
-        postcard::take_from_bytes::<FrameBody>(rest).map_err(|e| DecodeError::Body(e.to_string()))?;
+        postcard::take_from_bytes::<FrameBody>(rest).map_err(|e| match budget.exceeded() {
+            Some(value) => {
+                DecodeError::Implausible { what: "decoded size of a frame", value, max: limit as u64 }
+            }
+            None => DecodeError::Body(e.to_string()),
+        })?;
     if !trailing.is_empty() {
         return Err(DecodeError::Trailing(trailing.len()));
     }
     check_bounds(&body)?;
     Ok(body)
 }
+
+/// Memory a decoded frame may take beyond its payloads (which are slices of the frame or copies
+/// of its bytes), per byte of the frame, with [`MIN_DECODE_BUDGET`] at least. Postcard's
+/// integers take one byte on the wire for up to eight in memory and a small message two bytes
+/// for a 264-byte `Msg`, so without a bound one frame of tiny messages from a peer decoded into
+/// a hundred times its size. A correct peer's frames stay far below: its batches hold at most
+/// [`MAX_FRAME_MSGS`] messages (about 17 MiB decoded at most), and a frame larger than a batch
+/// holds one message whose payloads make up most of it.
+pub const DECODE_BUDGET_PER_BYTE: usize = 4;
+
+/// The least decode budget a frame gets, whatever its size (see [`DECODE_BUDGET_PER_BYTE`]).
+pub const MIN_DECODE_BUDGET: usize = 32 << 20;
+
+/// The most messages a node puts in one frame (it starts a new frame beyond them).
+pub const MAX_FRAME_MSGS: usize = 1 << 16;
+
+/// Counting what a frame decodes into, against the budget `decode` sets for it.
+mod budget {
+    use std::cell::Cell;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+
+    thread_local! {
+        /// Bytes left, bytes asked for in all, and whether they went past the budget, while
+        /// `decode` runs on this thread.
+        static LEFT: Cell<Option<(usize, u64, bool)>> = const { Cell::new(None) };
+    }
+
+    /// The budget of the decode under way; the one before it comes back when dropped.
+    pub(super) struct Budget(Option<(usize, u64, bool)>);
+
+    impl Budget {
+        pub(super) fn set(limit: usize) -> Budget {
+            Budget(LEFT.replace(Some((limit, 0, false))))
+        }
+
+        /// The bytes asked for, if they went past the budget.
+        pub(super) fn exceeded(&self) -> Option<u64> {
+            match LEFT.get() {
+                Some((_, asked, true)) => Some(asked),
+                _ => None,
+            }
+        }
+    }
+
+    impl Drop for Budget {
+        fn drop(&mut self) {
+            LEFT.set(self.0);
+        }
+    }
+
+    /// Takes `n` bytes from the budget; false if they are not there (nothing set: no limit).
+    fn charge(n: usize) -> bool {
+        match LEFT.get() {
+            None => true,
+            Some((left, asked, over)) => {
+                let asked = asked.saturating_add(n as u64);
+                let ok = !over && left >= n;
+                LEFT.set(Some((left.saturating_sub(n), asked, !ok)));
+                ok
+            }
+        }
+    }
+
+    /// A `Vec` whose elements are charged to the budget as they are decoded.
+    pub(crate) fn vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(Charged(PhantomData))
+    }
+
+    struct Charged<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Charged<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            loop {
+                if !charge(std::mem::size_of::<T>()) {
+                    return Err(de::Error::custom("decoded size past the frame's budget"));
+                }
+                match seq.next_element()? {
+                    Some(x) => out.push(x),
+                    None => return Ok(out),
+                }
+            }
+        }
+    }
+}
+
+pub(crate) use budget::vec as budget_vec;
 
 /// The most a Lamport clock (a message's `lamport`, an ack's `clock`) may be: a member's clock
 /// grows by one per multicast and by merging its peers', so a correct group never comes near;
@@ -667,5 +781,50 @@ mod tests {
                 max: MAX_INCARNATION
             })
         );
+    }
+
+    /// One frame of tiny messages from a peer decoded into about a hundred times its size
+    /// (issue 14, finding 3): now at most `DECODE_BUDGET_PER_BYTE` times, 32 MiB at least.
+    #[test]
+    fn a_frame_cannot_decode_into_much_more_than_its_size() {
+        let frame = |msgs| encode(&FrameBody { from: MemberId::new(1, 0), to: None, msgs });
+        // 200,000 two-byte messages: 400 KB on the wire, 52 MiB decoded.
+        let tiny = frame(vec![Msg::InstallReq { have: ViewId(1) }; 200_000]);
+        assert!(tiny.len() < 500_000);
+        match decode(&tiny, 1 << 20) {
+            Err(DecodeError::Implausible { what: "decoded size of a frame", value, max }) => {
+                assert_eq!(max, MIN_DECODE_BUDGET as u64);
+                assert!(value > max);
+            }
+            other => panic!("decoded: {:?}", other.map(|b| b.msgs.len())),
+        }
+        // Nested: an acknowledgement claiming five million senders (one byte each on the wire).
+        let ack = Ack {
+            view: ViewId(1),
+            received: vec![0; 5_000_000],
+            sent: 0,
+            suspects: Vec::new(),
+            wedged: false,
+            clock: 0,
+            holds_state: true,
+            durable: 0,
+        };
+        let wide = frame(vec![Msg::Ack(ack)]);
+        assert!(matches!(decode(&wide, 8 << 20), Err(DecodeError::Implausible { .. })));
+        // What a correct node sends at most in one frame decodes: its largest count of small
+        // multicasts.
+        let data = Data {
+            view: ViewId(1),
+            sender: 0,
+            seq: 1,
+            order: crate::Order::Fifo,
+            lamport: 0,
+            deps: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+        };
+        let full = frame(vec![Msg::Data(data); MAX_FRAME_MSGS]);
+        assert_eq!(decode(&full, 1 << 20).map(|b| b.msgs.len()), Ok(MAX_FRAME_MSGS));
+        // And the budget is per decode: the next frame gets its own.
+        assert!(decode(&frame(vec![Msg::InstallReq { have: ViewId(1) }]), 1 << 20).is_ok());
     }
 }
