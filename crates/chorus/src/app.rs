@@ -172,15 +172,32 @@ pub async fn run_node(
     drop(sent_tx);
     let mut stopping = false;
     let mut sends = Sends::default();
+    // Sends heard back from the send loop (one per multicast the member accepted).
+    let mut heard = 0u64;
     loop {
         tokio::select! {
             // Sends first: a send is stamped before anything it causes, and a record written
             // after a later-stamped event would be moved to that event's time (the trace is
             // monotonic), after deliveries of it elsewhere.
             biased;
-            Some(s) = sent_rx.recv() => sends.record(&mut tracer, me, state.sends_view(), s),
+            Some(s) = sent_rx.recv() => {
+                heard += 1;
+                sends.record(&mut tracer, me, state.sends_view(), s)
+            }
             e = events.next_stamped() => {
                 let Some((t, e)) = e else { break };
+                // Every multicast the member accepted before this event was stamped before it:
+                // trace those first, or the trace (monotonic) would move them after it, and
+                // after deliveries of them elsewhere (G6 "never sent" on a real run).
+                while heard < member.multicasts_accepted() {
+                    match tokio::time::timeout(Duration::from_secs(2), sent_rx.recv()).await {
+                        Ok(Some(s)) => {
+                            heard += 1;
+                            sends.record(&mut tracer, me, state.sends_view(), s);
+                        }
+                        _ => break,
+                    }
+                }
                 // A multicast's reply and the events travel on different channels; put the
                 // send in its place: before this member's own delivery of it, before the end
                 // of its life, after the install of its view.
@@ -191,18 +208,25 @@ pub async fn run_node(
                 if let Some(key) = wait {
                     while !sends.traced.remove(&key) {
                         match tokio::time::timeout(Duration::from_secs(2), sent_rx.recv()).await {
-                            Ok(Some(s)) => sends.record(&mut tracer, me, state.sends_view(), s),
+                            Ok(Some(s)) => {
+                                heard += 1;
+                                sends.record(&mut tracer, me, state.sends_view(), s);
+                            }
                             _ => break,
                         }
                     }
                 }
                 if matches!(e, Event::Excluded { .. } | Event::Left) {
                     while let Ok(s) = sent_rx.try_recv() {
+                        heard += 1;
                         sends.record(&mut tracer, me, u64::MAX, s);
                     }
                     while in_flight.load(AtomicOrdering::Relaxed) {
                         match tokio::time::timeout(Duration::from_millis(500), sent_rx.recv()).await {
-                            Ok(Some(s)) => sends.record(&mut tracer, me, u64::MAX, s),
+                            Ok(Some(s)) => {
+                                heard += 1;
+                                sends.record(&mut tracer, me, u64::MAX, s);
+                            }
                             _ => break,
                         }
                     }

@@ -51,11 +51,11 @@ const WRITE_BUF: usize = 64 << 10;
 /// Commands or network events taken per batch by the driver.
 const INPUT_BATCH: usize = 256;
 /// Largest frame accepted from a peer (the core's `max_frame`).
-const MAX_FRAME: usize = 64 << 20;
+const MAX_FRAME: usize = 4 << 20;
 /// Bytes of frames one connection may have read and not yet seen handled by the driver: its
 /// reader waits beyond this (and TCP pushes back on the peer), so a peer that sends faster than
 /// the member handles, or while the member is stalled, holds at most this much (plus the one
-/// frame being read). Without it the shared inbound queue held up to 1,024 frames of 64 MiB.
+/// frame being read). Without it the shared inbound queue held up to 1,024 frames of the largest size.
 const FRAME_BUDGET: usize = 2 * MAX_FRAME;
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,6 +190,8 @@ pub struct Member {
     first_id: MemberId,
     /// The incarnation of the member's current life (see `current_id`), kept by the driver.
     life_inc: Arc<std::sync::atomic::AtomicU64>,
+    /// Multicasts the core accepted, counted by the driver before it answers each.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     listen: SocketAddr,
 }
 
@@ -327,6 +329,7 @@ impl Member {
         let first_id = core.member_id();
         let group = Arc::new(std::sync::atomic::AtomicU64::new(core.group.map_or(0, |g| g.0)));
         let life_inc = Arc::new(std::sync::atomic::AtomicU64::new(first_id.inc.0));
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let node = Node::new(core, Instant::ZERO)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
@@ -370,10 +373,11 @@ impl Member {
             pauses_logged: 0,
             life: first_id,
             life_inc: life_inc.clone(),
+            accepted: accepted.clone(),
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
-            Member { cmd: cmd_tx, first_id, life_inc, listen },
+            Member { cmd: cmd_tx, first_id, life_inc, accepted, listen },
             Events { rx: ev_rx, taken: VecDeque::new(), batch: Vec::new() },
         ))
     }
@@ -421,6 +425,14 @@ impl Member {
         let (reply, rx) = oneshot::channel();
         self.cmd.send(Command::Multicast { order, payload, by, reply }).await.map_err(|_| ShutDown)?;
         Ok(rx.await.map_err(|_| ShutDown)??.0)
+    }
+
+    /// How many multicasts the member has accepted so far. It counts one before its
+    /// [`Member::multicast`] returns and before any event stamped after it is handed out, so an
+    /// application that traces its sends can wait for the ones it has not heard back of yet
+    /// before it writes a later event.
+    pub fn multicasts_accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// [`Member::multicast`], also returning when the member accepted the message (wall-clock
@@ -674,6 +686,7 @@ struct Driver {
     /// The member's current life (`Member::current_id`), and where the handles read it.
     life: MemberId,
     life_inc: Arc<std::sync::atomic::AtomicU64>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -853,6 +866,9 @@ impl Driver {
             };
             if let Some((_, _, _, reply)) = self.pending_sends.pop_front() {
                 let at = *stamp.get_or_insert_with(wall_nanos);
+                if r.is_ok() {
+                    self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 let _ = reply.send(r.map(|id| (id, at)));
             }
         }
