@@ -1097,7 +1097,7 @@ async fn the_first_frames_after_the_handshake_are_not_lost() {
 /// Node 97, authenticated, sends 200 checksummed frames of 4 MiB while member 1 is stalled (its
 /// application takes no events, so once its event queue is full of its own deliveries its
 /// driver waits, and reads nothing from the inbound queue). The member's
-/// reader for that connection takes frames only within its budget (2 x max_frame, 128 MiB)
+/// reader for that connection takes frames only within its budget (2 x max_frame, 8 MiB)
 /// and then stops reading, so TCP pushes back on node 97: the member's peak memory stays far
 /// below the 800 MiB sent. (Before the budget, the shared inbound queue took up to 1,024
 /// frames from one connection.)
