@@ -72,3 +72,13 @@ cargo run --release -q -p chorus-sim -- run \
 
 step "state transfer: a 1 GiB checkpoint streams with under 64 MiB extra at the donor and the joiner"
 cargo run --release -q -p chorus-sim --bin st-bench
+
+step "real networks: 5 store nodes in network namespaces, two Jepsen-style runs with partitions, kills and pauses"
+# Needs root and ip/iptables/tc (CI has them); elsewhere it prints SKIP with the reason.
+# The 100-run campaign is outside CI: see docs/jepsen.md.
+if [ "$(id -u)" = 0 ] && ! command -v ping >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iputils-ping >/dev/null || true
+fi
+cargo build --release -q -p chorus-kv -p chorus-lin -p chorus
+python3 tests/net/hosts.py --self-test
+python3 tests/net/jepsen.py --nodes 5 --seconds 30 --interval 6 --runs 2 --out "target/jepsen/ci-$(date +%s)"

@@ -28,6 +28,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+START = time.monotonic()
+# Every list key the clients used (the final reads read them all).
+LISTS = set()
+LISTS_LOCK = threading.Lock()
+
 DEFINITE = ("NOQUORUM", "NOTREADY", "READONLY", "OVERLOADED", "LOADING", "TRYAGAIN", "STANDBY")
 
 
@@ -60,10 +65,12 @@ def classify(e):
     return "info"
 
 
-def connect(port, timeout):
+def connect(addr, timeout):
     # No retries: redis-py (6 and later) resends a request after a timeout or a dropped
     # connection by default, which would run it twice behind the history's back.
+    host, port = addr
     return redis.Redis(
+        host=host,
         port=port,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -114,6 +121,12 @@ def client(cid, args, ports, hist, stop, counters):
                     conn, node = None, (node + 1) % len(ports)
         else:
             key = f"l{rng.randrange(args.keys)}"
+            if args.rotate:
+                # A new set of list keys every --rotate seconds: lists stay short, and so do the
+                # history's reads of them (Jepsen retires keys the same way).
+                key = f"l{int((time.monotonic() - START) / args.rotate)}-{key[1:]}"
+            with LISTS_LOCK:
+                LISTS.add(key)
             value = f"{cid}-{seq}"
             p2 = proc + 50_000  # the read half of the transaction, as its own process
             hist.write(process=proc, type="invoke", f="append", key=key, value=value)
@@ -138,14 +151,21 @@ def client(cid, args, ports, hist, stop, counters):
 
 
 def final_reads(args, ports, hist):
-    """One read of every list key, through the first node that answers, after the run."""
+    """One read of every list key, through the first node that answers, after the run (with
+    --final-all, through every node: each must answer)."""
+    if args.final_all:
+        return all(final_reads_at(args, [port], hist) for port in ports)
+    return final_reads_at(args, ports, hist)
+
+
+def final_reads_at(args, ports, hist):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for port in ports:
+            key = None
             try:
                 conn = connect(port, args.timeout)
-                for k in range(args.keys):
-                    key = f"l{k}"
+                for key in sorted(LISTS):
                     hist.write(process=99_999, type="invoke", f="read-list", key=key, value=None)
                     lst = conn.lrange(key, 0, -1)
                     hist.write(process=99_999, type="ok", f="read-list", key=key, value=[x.decode() for x in lst], final=True)
@@ -159,7 +179,10 @@ def final_reads(args, ports, hist):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ports", required=True)
+    ap.add_argument("--ports", help="nodes on 127.0.0.1, e.g. 7001,7002,7003")
+    ap.add_argument("--addrs", help="nodes as host:port, e.g. 10.100.1.1:6379,10.100.1.2:6379")
+    ap.add_argument("--final-all", action="store_true", help="final reads through every node")
+    ap.add_argument("--rotate", type=float, default=0, help="new list keys every this many seconds (0: never)")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--keys", type=int, default=3)
@@ -168,7 +191,12 @@ def main():
     ap.add_argument("--pace", type=float, default=0.002)
     ap.add_argument("--history", required=True)
     args = ap.parse_args()
-    ports = [int(p) for p in args.ports.split(",")]
+    if args.addrs:
+        ports = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in args.addrs.split(",")]
+    elif args.ports:
+        ports = [("127.0.0.1", int(p)) for p in args.ports.split(",")]
+    else:
+        ap.error("--ports or --addrs is required")
     hist = History(args.history)
     stop = threading.Event()
     counters = {"ok": 0, "err": 0}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Long fuzzing runs (issue 14, must-show 4): each target for SECONDS (default 3600), one after
+# the other, starting from the committed corpus in fuzz/corpus/TARGET and adding what it finds
+# there (minimized with `cargo fuzz cmin` at the end, so the corpus stays small enough to commit).
+# A crash stops the script with the input in fuzz/artifacts/TARGET. The last lines of each run
+# (executions, coverage) go to fuzz/runs/TARGET.txt.
+#
+#   bash scripts/fuzz-long.sh                      # every target, one hour each
+#   SECONDS_PER_TARGET=600 bash scripts/fuzz-long.sh node_inputs wire_decode
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+secs="${SECONDS_PER_TARGET:-3600}"
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(wire_decode node_inputs resp_request config_toml trace_reader)
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+fi
+mkdir -p runs
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    echo "==> $t: building"
+    RUSTC_BOOTSTRAP=1 cargo fuzz build "$t" >/dev/null
+    log="runs/$t.log"
+    echo "==> $t: fuzzing for ${secs} s from $(find "corpus/$t" -type f | wc -l) corpus inputs (log: fuzz/$log)"
+    start=$(date -u +%FT%TZ)
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 40 "$log"
+        echo "fuzz target $t failed: the crashing input is in fuzz/artifacts/$t" >&2
+        exit 1
+    fi
+    before=$(find "corpus/$t" -type f | wc -l)
+    RUSTC_BOOTSTRAP=1 cargo fuzz cmin "$t" "corpus/$t" >>"$log" 2>&1
+    after=$(find "corpus/$t" -type f | wc -l)
+    {
+        echo "target $t: ${secs} s from $start, no crash; corpus $before inputs, $after after cmin"
+        grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | head -n 3
+        grep -E '#[0-9]+.*(cov|ft):' "$log" | grep -v -i cmin | tail -n 1
+    } | tee "runs/$t.txt"
+    rm -f "$log"
+done
