@@ -156,7 +156,9 @@ pub async fn run_node(
 ) -> anyhow::Result<()> {
     let node = cfg.node;
     let mut tracer = Tracer::open(cfg.trace.as_ref())?;
-    let (member, mut events) = Member::start(cfg.clone()).await.context("cannot start the member")?;
+    // This application writes the trace itself, with its state's digests: not the runtime too.
+    let (member, mut events) =
+        Member::start(NodeConfig { trace: None, ..cfg.clone() }).await.context("cannot start the member")?;
     let mut me = proc_of(member.first_id());
     println!("n{node} started as {} on {}", member.first_id(), member.listen_addr());
     tracer.write(wall_nanos(), me, Ev::Start { bootstrap: cfg.bootstrap });

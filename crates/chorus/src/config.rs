@@ -115,7 +115,9 @@ pub struct NodeConfig {
     /// handshake, both ways, and told why (None: no check). Applications that judge time
     /// through the group (the store's key expiry) rely on it: see docs/kv.md, "Time".
     pub max_clock_skew: Option<Duration>,
-    /// Where to write the trace the checker reads (JSON lines), if anywhere.
+    /// Where to write the trace the checker reads (JSON lines), if anywhere: the runtime writes
+    /// the member's lives, views, multicasts and deliveries there, in the core's order, flushed
+    /// before each pass's frames (docs/trace-format.md; no state lines).
     pub trace: Option<PathBuf>,
     /// The data directory: the group this node belongs to and its last membership, so that a
     /// restart never founds a second group and can recover the group when crashes took its

@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod runtime;
+mod trace;
 pub mod transport;
 
 pub use chorus_core::{

@@ -94,6 +94,15 @@ pub enum StartError {
     /// No randomness for the group id a founder would draw (a local fault).
     #[error("cannot draw a random group id: {0}")]
     Rng(String),
+    /// The trace file (`NodeConfig::trace`) cannot be opened.
+    #[error("cannot open the trace file {}: {source}", path.display())]
+    Trace {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The member is gone: it was shut down, or its driver stopped.
@@ -331,6 +340,13 @@ impl Member {
         let life_inc = Arc::new(std::sync::atomic::AtomicU64::new(first_id.inc.0));
         let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let node = Node::new(core, Instant::ZERO)?;
+        let trace = match &cfg.trace {
+            Some(path) => Some(
+                crate::trace::CoreTrace::open(path, first_id, cfg.bootstrap, wall_nanos())
+                    .map_err(|source| StartError::Trace { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
         let (cmd_tx, cmd_rx) = mpsc::channel(MAX_PENDING);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let (net_tx, net_rx) = mpsc::channel(1024);
@@ -374,6 +390,7 @@ impl Member {
             life: first_id,
             life_inc: life_inc.clone(),
             accepted: accepted.clone(),
+            trace,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
         Ok((
@@ -687,6 +704,8 @@ struct Driver {
     life: MemberId,
     life_inc: Arc<std::sync::atomic::AtomicU64>,
     accepted: Arc<std::sync::atomic::AtomicU64>,
+    /// The checker's trace, when `NodeConfig::trace` is set (see `crate::trace`).
+    trace: Option<crate::trace::CoreTrace>,
 }
 
 impl Driver {
@@ -864,10 +883,13 @@ impl Driver {
                     r => r.map_err(MulticastError::from),
                 }
             };
-            if let Some((_, _, _, reply)) = self.pending_sends.pop_front() {
+            if let Some((order, payload, _, reply)) = self.pending_sends.pop_front() {
                 let at = *stamp.get_or_insert_with(wall_nanos);
-                if r.is_ok() {
+                if let Ok(id) = &r {
                     self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Some(tr) = &mut self.trace {
+                        tr.send(at, *id, order, &payload);
+                    }
                 }
                 let _ = reply.send(r.map(|id| (id, at)));
             }
@@ -891,6 +913,9 @@ impl Driver {
         let stamp = wall_nanos(); // One reading per batch: the events of a batch are one step.
         while let Some(e) = self.node.poll_event() {
             self.observe(&e);
+            if let Some(tr) = &mut self.trace {
+                tr.event(stamp, &e);
+            }
             match self.events.try_send((stamp, e)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(item)) => {
@@ -923,6 +948,10 @@ impl Driver {
         }
         if self.stopped {
             return;
+        }
+        // The trace's lines go out before the frames: no `deliver` elsewhere before its `send`.
+        if let Some(tr) = &mut self.trace {
+            tr.flush();
         }
         // Frames are taken from the core only for peers whose queue has room for one more
         // batch: a slow peer's messages wait in the core (where the pieces of a large message
