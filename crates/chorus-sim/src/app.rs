@@ -3,11 +3,16 @@
 //! The state is a hash chain of every total and safe message applied, in delivery order
 //! (`chorus_check::trace::chain`), and a count. Its checkpoint is `chorus_check::checkpoint`'s
 //! (a header and filler derived from it, checked byte by byte when loaded).
+//!
+//! With the replicated store on (`crate::store`), the node's replica streams its own checkpoint
+//! right after this one, in the same transfer ([`Writer::attach`]): the trace's checker judges the
+//! reference machine, the store's checks judge the replica.
 
 use bytes::Bytes;
 use chorus_check::checkpoint::{self, Loader};
 use chorus_check::trace::chain;
 use chorus_core::ViewId;
+use chorus_smr::Frozen;
 
 use crate::rng::mix;
 
@@ -38,6 +43,13 @@ pub struct Writer {
     pub finished: bool,
     /// The core refused a chunk for lack of room; wait for `CheckpointWritable`.
     pub waiting: bool,
+    /// A second checkpoint follows this one (the store's replica's), attached by `attach`.
+    pub wants_tail: bool,
+    tail: Option<Box<dyn Frozen>>,
+    attached: bool,
+    /// The tail's current piece, and how much of it was taken.
+    buf: Vec<u8>,
+    buf_at: usize,
 }
 
 impl App {
@@ -52,8 +64,9 @@ impl App {
         self.hash = chain(self.hash, digest);
     }
 
-    /// A checkpoint request at the barrier of `view`: snapshot now.
-    pub fn checkpoint(&mut self, view: ViewId, filler: u64) {
+    /// A checkpoint request at the barrier of `view`: snapshot now (`wants_tail`: the store's
+    /// checkpoint follows, see [`Writer::attach`]).
+    pub fn checkpoint(&mut self, view: ViewId, filler: u64, wants_tail: bool) {
         self.writer = Some(Writer {
             view,
             applied: self.applied,
@@ -62,6 +75,11 @@ impl App {
             offset: 0,
             finished: false,
             waiting: false,
+            wants_tail,
+            tail: None,
+            attached: false,
+            buf: Vec::new(),
+            buf_at: 0,
         });
     }
 
@@ -99,18 +117,45 @@ impl App {
 
 impl Writer {
     /// The next piece, at most `max` bytes, without consuming it (`None` when all is written).
-    pub fn peek(&self, max: usize) -> Option<Bytes> {
-        if self.offset >= self.len {
-            return None;
+    pub fn peek(&mut self, max: usize) -> Option<Bytes> {
+        let max = max.max(1);
+        if self.offset < self.len {
+            let end = self.len.min(self.offset + max as u64);
+            let out = checkpoint::piece(self.applied, self.hash, self.offset, end);
+            return Some(Bytes::from(out));
         }
-        let end = self.len.min(self.offset + max.max(1) as u64);
-        let out = checkpoint::piece(self.applied, self.hash, self.offset, end);
-        Some(Bytes::from(out))
+        // The tail's pieces may be larger than `max` (the replica's bookkeeping comes whole).
+        while self.buf_at >= self.buf.len() {
+            let tail = self.tail.as_mut()?;
+            self.buf.clear();
+            self.buf_at = 0;
+            if !tail.next_piece(&mut self.buf, max) {
+                self.tail = None;
+                return None;
+            }
+        }
+        let end = self.buf.len().min(self.buf_at + max);
+        Some(Bytes::copy_from_slice(&self.buf[self.buf_at..end]))
     }
 
     /// The piece returned by `peek` was accepted.
     pub fn advance(&mut self, n: usize) {
-        self.offset += n as u64;
+        if self.offset < self.len {
+            self.offset += n as u64;
+        } else {
+            self.buf_at += n;
+        }
+    }
+
+    /// The store's checkpoint of the same view, streamed after this one.
+    pub fn attach(&mut self, tail: Box<dyn Frozen>) {
+        self.tail = Some(tail);
+        self.attached = true;
+    }
+
+    /// A tail is wanted and was never attached: the checkpoint would end short.
+    pub fn tail_missing(&self) -> bool {
+        self.wants_tail && !self.attached
     }
 }
 
@@ -123,7 +168,7 @@ mod tests {
         for d in [3, 1, 4, 1, 5] {
             donor.apply(d);
         }
-        donor.checkpoint(ViewId(2), filler);
+        donor.checkpoint(ViewId(2), filler, false);
         let mut joiner = App::new(false);
         joiner.incoming();
         let mut k = 0;

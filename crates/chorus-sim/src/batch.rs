@@ -170,10 +170,14 @@ pub fn replay_command(seed: u64) -> String {
 /// The replay command for a run with these settings (a mutant needs the feature and the flag).
 pub fn replay_command_for(seed: u64, settings: &Settings) -> String {
     #[cfg(feature = "mutants")]
-    if let Some(m) = settings.mutant {
-        return format!(
-            "cargo run --release -p chorus-sim --features mutants -- replay --seed {seed} --mutant {m:?} --trace seed-{seed}.trace.jsonl"
-        );
+    {
+        let name =
+            settings.mutant.map(|m| format!("{m:?}")).or(settings.store_mutant.map(|m| format!("{m:?}")));
+        if let Some(m) = name {
+            return format!(
+                "cargo run --release -p chorus-sim --features mutants -- replay --seed {seed} --mutant {m} --trace seed-{seed}.trace.jsonl"
+            );
+        }
     }
     let _ = settings;
     replay_command(seed)

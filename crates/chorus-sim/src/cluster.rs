@@ -28,6 +28,11 @@
 //! ([`Failure::MajorityLost`]): the rule missed a case and must be fixed, no seed is excused.
 //! With disks (`SimOptions::disks`), nodes come back from what they stored, and any crash is
 //! allowed: one node, a majority, or the whole group (docs/protocol/recovery.md).
+//!
+//! With the store (`SimOptions::store`), each node also runs a replica of the key-value store
+//! and clients send it commands ([`crate::store`]; the node side is in `replicas.rs`).
+
+mod replicas;
 
 use core::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -46,6 +51,7 @@ use crate::network::{InFlight, NetStats, Network};
 use crate::options::{ScriptedFault, SimOptions, MS, SEC};
 use crate::recorder::Recorder;
 use crate::rng;
+use crate::store::{Store, StoreStats};
 use crate::workload::Workload;
 
 /// How long the liveness phase may take at most.
@@ -69,6 +75,9 @@ pub struct Settings {
     /// Run every node with this deliberate protocol bug.
     #[cfg(feature = "mutants")]
     pub mutant: Option<chorus_core::Mutant>,
+    /// Run every replica of the store with this deliberate bug (on seeds with the store).
+    #[cfg(feature = "mutants")]
+    pub store_mutant: Option<crate::store::StoreMutant>,
 }
 
 impl Settings {
@@ -79,6 +88,8 @@ impl Settings {
             narrate,
             #[cfg(feature = "mutants")]
             mutant: None,
+            #[cfg(feature = "mutants")]
+            store_mutant: None,
         }
     }
 }
@@ -106,6 +117,8 @@ pub enum Failure {
     Config(String),
     /// The core (or the harness) panicked.
     Panic(String),
+    /// The replicated store broke a promise to its clients (`crate::store`).
+    Store(String),
 }
 
 impl core::fmt::Display for Failure {
@@ -123,6 +136,7 @@ impl core::fmt::Display for Failure {
             Failure::FrameRejected(s) => write!(f, "a frame a core produced was rejected: {s}"),
             Failure::Config(s) => write!(f, "node config rejected: {s}"),
             Failure::Panic(s) => write!(f, "panic: {s}"),
+            Failure::Store(s) => write!(f, "the replicated store: {s}"),
         }
     }
 }
@@ -156,6 +170,8 @@ pub struct RunStats {
     pub net: NetStats,
     /// When the liveness phase converged, if it did.
     pub converged_at: Option<u64>,
+    /// The store's clients (on seeds with the store).
+    pub store: StoreStats,
 }
 
 /// The result of one seed.
@@ -179,6 +195,8 @@ pub struct Outcome {
     pub trace: Option<Vec<TraceEvent>>,
     /// The narration, if asked for.
     pub narration: Vec<String>,
+    /// The store's history (`chorus-lin`'s JSON lines events), if the trace was kept.
+    pub store_history: Option<Vec<chorus_lin::jsonl::Event>>,
 }
 
 /// What the queue holds.
@@ -219,6 +237,13 @@ enum Step {
     },
     Nemesis(FaultKind),
     Scripted(usize),
+    /// A client of the store sends its next operation.
+    StoreClient(usize),
+    /// A client of the store stops waiting for operation `op`.
+    StoreTimeout {
+        client: usize,
+        op: usize,
+    },
     Heal(u64),
     Liveness,
     Check,
@@ -283,6 +308,8 @@ struct Life {
     /// With disks: the states the machine went through since its last sync (a crash may leave
     /// any prefix of them on disk).
     unsynced: Vec<(u64, u64)>,
+    /// The store's replica (with the store on).
+    kv: Option<Box<replicas::KvNode>>,
 }
 
 /// A node's disk (with `SimOptions::disks`): what survives its crashes.
@@ -294,6 +321,12 @@ struct Disk {
     owner: Option<MemberId>,
     /// The state machine's stored state: (applied, hash).
     state: Option<(u64, u64)>,
+    /// With the store: its replica's data directory (log, snapshots, owner file).
+    kv_dir: chorus_smr::storage::SimDir,
+    /// With the store: the reference machine's state (applied, hash) at each position of the
+    /// replica's log on this disk. The replica's stored state is what a restart recovers, and
+    /// the reference machine must come back at the same point of the group's history.
+    shadow: std::collections::BTreeMap<u64, (u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -364,6 +397,8 @@ pub struct Cluster {
     disks: Vec<Disk>,
     /// What a crash leaves of the unsynced writes.
     disk_rng: crate::rng::SimRng,
+    /// The store's clients and history (with the store on).
+    store: Option<Box<Store>>,
 }
 
 impl core::fmt::Debug for Cluster {
@@ -407,6 +442,12 @@ fn trace_order(o: Order) -> chorus_check::Order {
         Order::Total => chorus_check::Order::Total,
         Order::Safe => chorus_check::Order::Safe,
     }
+}
+
+/// With the store, the length of the reference machine's checkpoint, which the replica's
+/// follows in the same transfer.
+fn own_len(o: &SimOptions) -> Option<u64> {
+    o.store.on.then_some(chorus_check::checkpoint::HEADER_LEN + o.state.filler)
 }
 
 /// A node id as a bit (node ids are small; larger ones share bits, which only blurs a mark).
@@ -453,10 +494,21 @@ impl Cluster {
             scratch: Vec::new(),
             wire: Slab::default(),
             digests: Digests::default(),
-            disks: vec![Disk::default(); n],
+            // One disk each (`vec![x; n]` would clone one `SimDir`: the same disk).
+            disks: (0..n).map(|_| Disk { shadow: [(0, (0, 0))].into(), ..Disk::default() }).collect(),
             disk_rng: crate::rng::stream(crate::rng::mix(o.seed ^ 0xd15c), crate::rng::Stream::Disk),
+            store: o.store.on.then(|| Box::new(Store::new(o.store.clone(), o.seed, o.disks.on))),
             o,
         };
+        #[cfg(feature = "mutants")]
+        if let Some(store) = c.store.as_mut() {
+            store.mutant = settings.store_mutant;
+        }
+        let clients = c.store.as_ref().map_or(0, |s| s.clients());
+        for client in 0..clients {
+            let t = c.store.as_mut().map_or(0, |s| s.think());
+            c.push(t, Step::StoreClient(client));
+        }
         for (i, t) in c.o.start_at.clone().into_iter().enumerate() {
             c.push(t, Step::Start(i as u64));
         }
@@ -514,6 +566,14 @@ impl Cluster {
         self.stats.trace_events = self.rec.events;
         self.stats.net = self.net.stats;
         self.stats.highest_view = self.highest.as_ref().map_or(0, |h| h.0);
+        let mut store_history = None;
+        if let Some(store) = self.store.as_mut() {
+            self.stats.store = store.stats.clone();
+            self.marks.store(&store.stats);
+            if self.rec.trace.is_some() {
+                store_history = Some(store.jsonl());
+            }
+        }
         Outcome {
             failure: self.failure,
             trace_hash: self.rec.hash(),
@@ -523,6 +583,7 @@ impl Cluster {
             final_view: self.highest,
             trace: self.rec.trace.take(),
             narration: self.rec.narrator.take().map(|n| n.lines).unwrap_or_default(),
+            store_history,
             options: self.o,
         }
     }
@@ -624,6 +685,8 @@ impl Cluster {
             }
             Step::Liveness => self.liveness(),
             Step::Check => self.check(),
+            Step::StoreClient(client) => self.store_client(client),
+            Step::StoreTimeout { client, op } => self.store_timeout(client, op),
         }
     }
 
@@ -652,7 +715,8 @@ impl Cluster {
             if let Some(p) = &d.persisted {
                 config.group = Some(p.group);
                 config.last_view = p.last_view;
-                if let Some(m) = &p.membership {
+                // (With the store, its replica's disk says what it offers: `open_replica`.)
+                if let Some(m) = p.membership.as_ref().filter(|_| !self.o.store.on) {
                     stored = d.state.filter(|_| d.owner == Some(m.me));
                     config.recovery = Some(Recovery { membership: m.clone(), state: stored.map(|s| s.0) });
                 }
@@ -676,6 +740,20 @@ impl Cluster {
         {
             config.mutant = self.mutant;
         }
+        let kv = if self.o.store.on {
+            match self.open_replica(node, MemberId::new(node, inc), &mut config) {
+                Ok((k, s)) => {
+                    stored = s;
+                    Some(Box::new(k))
+                }
+                Err(e) => {
+                    self.failure = Some(Failure::Store(e));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let bootstrap = founder;
         let built = Node::new(config, self.local(node));
         let core = match built {
@@ -707,6 +785,7 @@ impl Cluster {
             app: App::new(bootstrap || !self.o.state.on),
             loaded_by_transfer: false,
             unsynced: Vec::new(),
+            kv,
         }));
         if let (Some((applied, hash)), Some(Slot::Up(l))) = (stored, self.slots.get_mut(node as usize)) {
             l.app.holds = true;
@@ -727,7 +806,7 @@ impl Cluster {
     /// Ends a life: reads its marks, drops its state, loses what is in flight to it.
     fn stop(&mut self, node: u64) -> Option<Box<Life>> {
         let slot = self.slots.get_mut(node as usize)?;
-        let Slot::Up(l) = core::mem::replace(slot, Slot::Idle) else { return None };
+        let Slot::Up(mut l) = core::mem::replace(slot, Slot::Idle) else { return None };
         if !self.highest.as_ref().is_some_and(|h| h.1.contains(&l.proc_)) {
             let now = self.now;
             self.ghosts.retain(|g| g.1 > now);
@@ -738,6 +817,7 @@ impl Cluster {
         self.ended.push(l.proc_);
         self.marks.add_core(l.node.marks());
         self.net.reset_into(node);
+        self.cut_off(&mut l);
         Some(l)
     }
 
@@ -776,7 +856,7 @@ impl Cluster {
             };
             let Some(l) = life_of(&mut self.slots, node) else { return };
             match l.node.multicast_ordered(now, payload.clone(), order) {
-                Ok(id) => self.sent(node, id, &payload, order),
+                Ok(id) => self.sent(node, id, &payload, order, true),
                 Err(e) if e.is_transient() => l.pending = Some((payload, order)),
                 Err(_) => {}
             }
@@ -785,8 +865,8 @@ impl Cluster {
         self.push(next, Step::Multicast { node, life });
     }
 
-    /// Records an accepted multicast.
-    fn sent(&mut self, node: u64, id: chorus_core::MsgId, payload: &Bytes, order: Order) {
+    /// Records an accepted multicast (`tagged`: a workload payload, see `Digests`).
+    fn sent(&mut self, node: u64, id: chorus_core::MsgId, payload: &Bytes, order: Order, tagged: bool) {
         let Some(l) = life_of(&mut self.slots, node) else { return };
         l.sent_view = Some(id.view.0);
         let p = l.proc_;
@@ -794,7 +874,7 @@ impl Cluster {
             self.marks.hit(SimMark::CausalPastOfThreeSenders);
         }
         self.stats.sends += 1;
-        let digest = self.digests.sent(payload);
+        let digest = if tagged { self.digests.sent(payload) } else { chorus_check::trace::digest(payload) };
         let order = trace_order(order);
         self.record(Some(p), Ev::Send { view: id.view.0, seq: id.seq.0, digest, order });
     }
@@ -843,7 +923,7 @@ impl Cluster {
             let Some(l) = life_of(&mut self.slots, node) else { return };
             let Ok(id) = l.node.multicast_ordered(now, payload.clone(), order) else { break };
             sent += 1;
-            self.sent(node, id, &payload, order);
+            self.sent(node, id, &payload, order, true);
         }
         self.rec.note(self.now, || format!("n{node} bursts {sent} multicasts until its window is full"));
         self.drain(node);
@@ -882,6 +962,9 @@ impl Cluster {
                 self.core_event(node, e);
             }
             self.scratch = events;
+            if self.o.store.on {
+                moved |= self.pump_replica(node);
+            }
             if !moved {
                 break;
             }
@@ -892,6 +975,9 @@ impl Cluster {
     /// The application syncs: its state, if it is its own, is stored, and its position is
     /// reported to the group (`set_durable`).
     fn sync(&mut self, node: u64, life: u64) {
+        if self.o.store.on {
+            return self.sync_replica(node, life);
+        }
         let now = self.local(node);
         let every = self.o.disks.sync_every;
         let Cluster { slots, disks, .. } = self;
@@ -914,6 +1000,14 @@ impl Cluster {
     /// (written out by the system on its own, or torn).
     fn crash_disk(&mut self, node: u64) {
         use rand::Rng;
+        if self.o.store.on {
+            // A power cut: the replica's unsynced writes are lost, but for a torn prefix.
+            let Cluster { disks, disk_rng, .. } = self;
+            if let Some(d) = disks.get(node as usize) {
+                d.kv_dir.crash(&mut || disk_rng.random::<u64>());
+            }
+            return;
+        }
         let Cluster { slots, disks, disk_rng, .. } = self;
         let Some(l) = life_of(slots, node) else { return };
         let me = MemberId::new(l.proc_.node, l.proc_.inc);
@@ -960,6 +1054,10 @@ impl Cluster {
                         break;
                     }
                 },
+                None if w.tail_missing() => {
+                    self.failure = Some(Failure::Store("the replica gave no checkpoint to stream".into()));
+                    break;
+                }
                 None => {
                     w.finished = true;
                     if l.node.finish_checkpoint(w.view).is_err() {
@@ -1019,6 +1117,18 @@ impl Cluster {
     }
 
     fn core_event(&mut self, node: u64, e: Event) {
+        // The store's replica sees the event first (a `Left` ends the life below); its log's
+        // positions are then mapped to the reference machine's state (`Disk::shadow`).
+        let shadow = self.o.store.on && self.replica_event(node, &e) && self.o.disks.on;
+        let loaded = matches!(e, Event::StateLoaded { .. });
+        self.core_event_app(node, e);
+        if shadow {
+            self.shadow(node, loaded);
+        }
+    }
+
+    /// The reference machine's side of an event, and the trace.
+    fn core_event_app(&mut self, node: u64, e: Event) {
         let Some(l) = life_of(&mut self.slots, node) else { return };
         let p = l.proc_;
         match e {
@@ -1047,7 +1157,8 @@ impl Cluster {
                 // own meanwhile (as `chorus-smr` does). A restart that offered none has nothing
                 // of its own: its disk holds a state from before its last membership, perhaps
                 // older than what was acknowledged since (seed 7013220).
-                if self.o.disks.on && holds && (recovered.contains(&me) || !loading.contains(&me)) {
+                let disks = self.o.disks.on && !self.o.store.on;
+                if disks && holds && (recovered.contains(&me) || !loading.contains(&me)) {
                     if let Some(d) = self.disks.get_mut(node as usize) {
                         if d.owner != Some(me) && !loading.contains(&me) && !recovered.is_empty() {
                             self.marks.hit(SimMark::RecoveredDonor);
@@ -1073,7 +1184,7 @@ impl Cluster {
                 if l.loaded_by_transfer {
                     self.marks.hit(SimMark::LoadedMemberDonated);
                 }
-                l.app.checkpoint(view, self.o.state.filler);
+                l.app.checkpoint(view, self.o.state.filler, self.o.store.on);
                 let life = l.id;
                 self.rec.note(self.now, || {
                     format!(
@@ -1098,14 +1209,23 @@ impl Cluster {
                 let life = l.id;
                 self.arm_transfer_crash(node, life);
             }
-            Event::StateChunk { offset, data, .. } => l.app.chunk(offset, &data),
+            // With the store, the replica's checkpoint follows this machine's (`own_len` bytes).
+            Event::StateChunk { offset, data, .. } => match own_len(&self.o) {
+                Some(own) if offset < own => {
+                    let n = usize::try_from(own - offset).unwrap_or(usize::MAX).min(data.len());
+                    l.app.chunk(offset, &data[..n]);
+                }
+                Some(_) => {}
+                None => l.app.chunk(offset, &data),
+            },
             Event::StateLoaded { view, len } => {
-                let (applied, hash) = l.app.loaded(len);
+                let (applied, hash) = l.app.loaded(own_len(&self.o).unwrap_or(len));
                 l.loaded_by_transfer = true;
                 l.unsynced.clear();
                 // With disks, the loaded state is written as it arrives and synced when it is
                 // whole (as `chorus-smr` does): from here it is this member's stored state.
-                if let Some(d) = self.disks.get_mut(node as usize).filter(|_| self.o.disks.on) {
+                let disks = self.o.disks.on && !self.o.store.on;
+                if let Some(d) = self.disks.get_mut(node as usize).filter(|_| disks) {
                     d.owner = Some(MemberId::new(p.node, p.inc));
                     d.state = Some((applied, hash));
                 }
@@ -1158,14 +1278,22 @@ impl Cluster {
             }
             Event::Suspected { member, .. } => self.record(Some(p), Ev::Suspect { member: proc_of(member) }),
             // With disks: a restart that offered its stored state speaks for `member` with it.
-            Event::Recovering { member, .. } if self.o.disks.on && l.app.holds => {
+            Event::Recovering { member, .. } if self.o.disks.on && !self.o.store.on && l.app.holds => {
                 if let Some(d) = self.disks.get_mut(node as usize) {
                     d.owner = Some(member);
                 }
             }
             Event::Durable { upto } => {
                 let view = l.node.view().map_or(0, |v| v.id.0);
-                self.record(Some(p), Ev::Durable { view, applied: upto });
+                // With the store, positions are the replica's: the trace speaks of the
+                // reference machine's state at that position.
+                let applied = match self.disks.get(node as usize).filter(|_| self.o.store.on) {
+                    Some(d) => d.shadow.get(&upto).map(|s| s.0),
+                    None => Some(upto),
+                };
+                if let Some(applied) = applied {
+                    self.record(Some(p), Ev::Durable { view, applied });
+                }
             }
             // A restart that stood in for its earlier life and is not let back that way joins
             // afresh under the identity it has: no life ends, none begins; its state goes.
@@ -1398,6 +1526,9 @@ impl Cluster {
                 } else {
                     SimMark::MajorityCrash
                 });
+                if let Some(store) = self.store.as_mut().filter(|_| nodes.len() == running) {
+                    store.group_crashed();
+                }
                 let n = self.o.total_nodes();
                 self.rec.note(self.now, || format!("{} of {n} nodes crash at once", nodes.len()));
                 for (node, restart_after) in nodes {
@@ -1614,6 +1745,12 @@ impl Cluster {
                 self.failure = Some(Failure::Violation(v));
             }
         }
+        // The store is judged once every node is back in one view (its final reads need that).
+        if self.failure.is_none() && self.store.is_some() && self.converged().is_some() {
+            if let Err(why) = self.judge_store() {
+                self.failure = Some(Failure::Store(why));
+            }
+        }
     }
 
     /// Each node's status and view, for a failure report.
@@ -1699,6 +1836,11 @@ impl Digests {
             self.by_tag.insert(tag, (payload.clone(), d));
         }
         d
+    }
+
+    /// Whether `payload` is a workload multicast (else it is the store's replica's).
+    fn is_workload(&self, payload: &[u8]) -> bool {
+        Self::tag(payload).and_then(|t| self.by_tag.get(&t)).is_some_and(|(sent, _)| sent.as_ref() == payload)
     }
 
     fn delivered(&self, payload: &[u8]) -> u64 {

@@ -16,6 +16,8 @@
 //! - [`network`]: TCP-like links with delay, breaks, duplicates, partitions.
 //! - [`nemesis`]: crashes, pauses, partitions, churn, garbage frames.
 //! - [`workload`]: tagged multicasts.
+//! - [`store`]: on some seeds, the replicated key-value store at every node, its clients, and
+//!   the judgement of their history.
 //! - [`cluster`]: the event loop, the phases, the trace.
 //! - [`recorder`]: checker, trace hash, kept trace, narration.
 //! - [`marks`]: coverage marks.
@@ -33,6 +35,7 @@ pub mod options;
 pub mod recorder;
 pub mod rng;
 pub mod stbench;
+pub mod store;
 pub mod workload;
 
 pub use cluster::{run_options, run_seed, Failure, Outcome, RunStats, Settings};
@@ -43,9 +46,20 @@ pub use options::SimOptions;
 #[cfg(feature = "mutants")]
 pub const ALL_MUTANTS: [chorus_core::Mutant; 15] = chorus_core::Mutant::ALL;
 
+#[cfg(feature = "mutants")]
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    norm(a) == norm(b)
+}
+
 /// The mutant called `name` (its variant name, e.g. `SkipFlush`; case, `-` and `_` ignored).
 #[cfg(feature = "mutants")]
 pub fn mutant_by_name(name: &str) -> Option<chorus_core::Mutant> {
-    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
-    ALL_MUTANTS.into_iter().find(|m| norm(&format!("{m:?}")) == norm(name))
+    ALL_MUTANTS.into_iter().find(|m| same_name(&format!("{m:?}"), name))
+}
+
+/// The store mutant called `name` (e.g. `WritesInFifo`), as [`mutant_by_name`].
+#[cfg(feature = "mutants")]
+pub fn store_mutant_by_name(name: &str) -> Option<store::StoreMutant> {
+    store::StoreMutant::ALL.into_iter().find(|m| same_name(&format!("{m:?}"), name))
 }

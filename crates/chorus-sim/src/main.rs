@@ -45,7 +45,8 @@ enum Cmd {
         /// Fail if any coverage mark was never hit.
         #[arg(long)]
         require_marks: bool,
-        /// Run every node with this deliberate bug (e.g. SkipFlush).
+        /// Run every node with this deliberate bug (e.g. SkipFlush; or a store mutant,
+        /// ReadsWithoutBarrier or WritesInFifo, on the seeds with the store).
         #[cfg(feature = "mutants")]
         #[arg(long)]
         mutant: Option<String>,
@@ -110,7 +111,13 @@ fn main() -> ExitCode {
 fn settings_with_mutant(name: Option<String>) -> Result<Settings, String> {
     let mut s = Settings::default();
     if let Some(name) = name {
-        s.mutant = Some(chorus_sim::mutant_by_name(&name).ok_or_else(|| format!("unknown mutant {name}"))?);
+        if let Some(m) = chorus_sim::mutant_by_name(&name) {
+            s.mutant = Some(m);
+        } else {
+            let m =
+                chorus_sim::store_mutant_by_name(&name).ok_or_else(|| format!("unknown mutant {name}"))?;
+            s.store_mutant = Some(m);
+        }
     }
     Ok(s)
 }
@@ -187,6 +194,13 @@ fn print_stats(o: &Outcome) {
         "  faults: {} crashes, {} pauses, {} partitions, {} leaves, {} exclusions, {} garbage frames; network: {} frames, {} lost, {} duplicated",
         s.crashes, s.pauses, s.partitions, s.leaves, s.exclusions, s.garbage, s.net.sent, s.net.lost, s.net.duplicated
     );
+    let k = &s.store;
+    if o.options.store.on {
+        out!(
+            "  store: {} operations: {} ok, {} failed, {} unknown ({} uncertain, {} cut off, {} timed out); {} transactions",
+            k.ops, k.ok, k.failed, k.unknown, k.uncertain, k.cut_off, k.timed_out, k.transactions
+        );
+    }
 }
 
 /// `replay`: one seed, everything about it, its trace on disk.
@@ -212,6 +226,17 @@ fn replay(seed: u64, trace: Option<PathBuf>, verbose: bool, mut settings: Settin
     }
     w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
     out!("trace written to {} ({} events)", path.display(), o.trace.as_ref().map_or(0, Vec::len));
+    if let Some(events) = &o.store_history {
+        // Next to the trace: the store's history as judged, for `chorus-lin check`.
+        let path = path.with_extension("").with_extension("store.jsonl");
+        let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut w = BufWriter::new(file);
+        for e in events {
+            chorus_lin::jsonl::write_event(&mut w, e).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
+        out!("store history written to {} ({} events)", path.display(), events.len());
+    }
     Ok(o.failure.is_none())
 }
 

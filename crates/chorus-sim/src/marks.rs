@@ -46,11 +46,28 @@ pub enum SimMark {
     MajorityCrash,
     /// A restarted node gave its stored state to the group: no member alive held it.
     RecoveredDonor,
+    /// The store's replica answered a request UNCERTAIN (its member was excluded or left with
+    /// the command in flight).
+    StoreUncertainReply,
+    /// A node crashed or left with a store request in flight (its outcome unknown).
+    StoreOpCutOff,
+    /// A store client gave up waiting for a reply (its outcome unknown).
+    StoreTimedOut,
+    /// A MULTI/EXEC transaction of the store was acknowledged.
+    StoreTransaction,
+    /// A linearizable GET found a key gone after its `SET ... PX` was acknowledged.
+    StoreExpirySeen,
+    /// A store replica restarted from its disk with its stored state offered for recovery.
+    StoreRecovered,
+    /// A store replica loaded the store's state from another member.
+    StoreLoaded,
+    /// Writes acknowledged before every node crashed at once were all in the final state.
+    StoreWritesSurvivedGroupCrash,
 }
 
 impl SimMark {
     /// Every sim mark, in order.
-    pub const ALL: [SimMark; 16] = [
+    pub const ALL: [SimMark; 24] = [
         SimMark::SenderCrashedInFlush,
         SimMark::CoordinatorCrashedInViewChange,
         SimMark::RejoinAfterPartitionHealed,
@@ -67,6 +84,14 @@ impl SimMark {
         SimMark::WholeGroupCrash,
         SimMark::MajorityCrash,
         SimMark::RecoveredDonor,
+        SimMark::StoreUncertainReply,
+        SimMark::StoreOpCutOff,
+        SimMark::StoreTimedOut,
+        SimMark::StoreTransaction,
+        SimMark::StoreExpirySeen,
+        SimMark::StoreRecovered,
+        SimMark::StoreLoaded,
+        SimMark::StoreWritesSurvivedGroupCrash,
     ];
 }
 
@@ -99,6 +124,23 @@ impl MarkCounts {
     /// Counts a sim mark.
     pub fn hit(&mut self, m: SimMark) {
         self.sim[m as usize] += 1;
+    }
+
+    /// Counts the store's situations of one run.
+    pub fn store(&mut self, s: &crate::store::StoreStats) {
+        let marks = [
+            (s.uncertain, SimMark::StoreUncertainReply),
+            (s.cut_off, SimMark::StoreOpCutOff),
+            (s.timed_out, SimMark::StoreTimedOut),
+            (s.transactions, SimMark::StoreTransaction),
+            (s.expired_seen, SimMark::StoreExpirySeen),
+            (s.recovered, SimMark::StoreRecovered),
+            (s.loaded, SimMark::StoreLoaded),
+            (s.acked_before_group_crash, SimMark::StoreWritesSurvivedGroupCrash),
+        ];
+        for (n, m) in marks {
+            self.sim[m as usize] += n;
+        }
     }
 
     /// Adds another set of counts (another seed's).

@@ -276,6 +276,42 @@ impl DiskOpts {
     }
 }
 
+/// The replicated store as the application (`crate::store`): every node runs a
+/// `chorus_smr::Replica` of `chorus_kv::KvMachine` beside the reference state machine, and
+/// clients send it Redis commands whose history `chorus-lin` judges at the end of the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreOpts {
+    /// The store runs (only with state transfer: joiners load the replica's state).
+    pub on: bool,
+    /// Clients, each with one operation in flight at a time.
+    pub clients: usize,
+    /// Mean time a client waits between the end of one operation and the start of the next.
+    pub think: u64,
+    /// A client gives up on a reply after this long (the operation's outcome is then unknown).
+    pub timeout: u64,
+    /// Longest expiry of a `SET ... PX n`, in milliseconds.
+    pub expiry_max_ms: u64,
+}
+
+impl StoreOpts {
+    /// Off.
+    pub const OFF: StoreOpts = StoreOpts { on: false, clients: 0, think: 0, timeout: 0, expiry_max_ms: 0 };
+
+    /// Drawn from the seed's own stream, so that the other options of a seed stay as they were.
+    fn draw(seed: u64, state_on: bool) -> StoreOpts {
+        let mut r = rng::stream(seed, Stream::Store);
+        // About 30% of all seeds (85% have state transfer).
+        if !state_on || !r.random_bool(0.35) {
+            return StoreOpts::OFF;
+        }
+        let clients = r.random_range(2..=5usize);
+        let think = r.random_range(10..=120u64) * MS;
+        let timeout = [300 * MS, 800 * MS, 1500 * MS, 3 * SEC][r.random_range(0..4usize)];
+        let expiry_max_ms = [30, 200, 1000][r.random_range(0..3usize)];
+        StoreOpts { on: true, clients, think, timeout, expiry_max_ms }
+    }
+}
+
 /// Everything that shapes one run. Derived from a seed by [`SimOptions::from_seed`]; printed on
 /// failure so that a reader knows what the seed did without replaying it.
 #[derive(Clone, Debug, PartialEq)]
@@ -337,6 +373,8 @@ pub struct SimOptions {
     pub state: StateOpts,
     /// Stable storage and the crashes it survives.
     pub disks: DiskOpts,
+    /// The replicated store and its clients.
+    pub store: StoreOpts,
     /// The core's `max_frame`, if smaller than its default: frames then hold a few KiB, so
     /// that view-change messages (and large state pieces) go cut into pieces (`Msg::Frag`).
     pub max_frame: Option<usize>,
@@ -402,6 +440,7 @@ impl SimOptions {
         let ack_delay = [200, 1000, 5000, 20_000][r.random_range(0..4usize)] * 1000;
         let state = StateOpts::draw(seed);
         let disks = DiskOpts::draw(seed, state.on);
+        let store = StoreOpts::draw(seed, state.on);
         let max_frame = {
             // From its own stream, so that every other option of a seed stays as it was.
             let mut r = rng::stream(seed, Stream::Frame);
@@ -442,6 +481,7 @@ impl SimOptions {
             ack_delay,
             state,
             disks,
+            store,
             max_frame,
             safety,
             script: Vec::new(),
@@ -473,6 +513,7 @@ impl SimOptions {
         o.burst_at = None;
         o.orders = OrderMix::EVEN;
         o.disks = DiskOpts::OFF;
+        o.store = StoreOpts::OFF;
         o.max_frame = None;
         o.safety = 10 * SEC;
         o.script = vec![
@@ -581,6 +622,18 @@ impl fmt::Display for SimOptions {
                 ms(d.sync_every),
                 d.crash_all_rate,
                 d.crash_majority_rate
+            )?;
+        }
+        let k = &self.store;
+        if k.on {
+            write!(
+                f,
+                "\n  store      a KvMachine replica at every node{}; {} clients, ~{} between ops, timeout {}, expiries up to {}ms",
+                if d.on { " (appendfsync always)" } else { "" },
+                k.clients,
+                ms(k.think),
+                secs(k.timeout),
+                k.expiry_max_ms
             )?;
         }
         Ok(())

@@ -28,6 +28,8 @@ pub enum Stream {
     Disk,
     /// The frame size limit (small ones make view-change messages go in pieces).
     Frame,
+    /// The replicated store: whether a seed runs it, and its clients' operations.
+    Store,
 }
 
 /// The generator for `stream` of `seed`.
@@ -40,6 +42,7 @@ pub fn stream(seed: u64, stream: Stream) -> SimRng {
         Stream::State => 0x7374_6174_6521_2121,
         Stream::Disk => 0x6469_736b_7321_2121,
         Stream::Frame => 0x6672_616d_6573_2121,
+        Stream::Store => 0x7374_6f72_6521_2121,
     };
     SimRng::seed_from_u64(mix(seed ^ salt))
 }
