@@ -55,9 +55,12 @@ def available():
 
 
 class Hosts:
+    made = 0  # Hosts made by this process: each gets its own names and subnet.
+
     def __init__(self, n, tag=None):
         self.n = n
-        self.tag = tag or str(os.getpid() % 100000)
+        Hosts.made += 1
+        self.tag = tag or str(os.getpid() % 10000 * 10 + Hosts.made % 10)
         # One /24 per run, from the tag, inside 10.0.0.0/8: runs side by side do not collide.
         k = int(self.tag) % 60000
         self.net = f"10.{100 + k // 250}.{k % 250}"

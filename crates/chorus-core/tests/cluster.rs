@@ -1029,3 +1029,37 @@ fn a_departing_member_still_sends_the_vote_it_gave() {
     assert_eq!(kept.me, old3);
     assert!(kept.accepted.is_some(), "with what it accepted");
 }
+
+/// Partial connectivity (OmniPaxos's "constrained election"): every node hears only node 4,
+/// which hears everyone; no three nodes hear each other, so no view can form. Once the links
+/// heal, the group must be back in one view promptly.
+#[test]
+fn after_a_star_partition_heals_the_group_is_back_promptly() {
+    let mut c = Cluster::new(5);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2, 3, 4]));
+    for i in 0..4u64 {
+        for j in 0..4u64 {
+            if i != j {
+                c.cut.insert((i, j));
+            }
+        }
+    }
+    c.run(Duration::from_secs(15));
+    c.cut.clear();
+    let healed = c.now;
+    let mut back = None;
+    for _ in 0..(30_000 / 5) {
+        c.step(Duration::from_millis(5));
+        let views: Vec<_> = (0..5).map(|i| c.view_of(i)).collect();
+        if views.iter().all(|v| v.as_ref().is_some_and(|v| v.len() == 5)) && views.windows(2).all(|w| w[0] == w[1])
+            && (0..5).all(|i| c.nodes[i].as_ref().is_some_and(|n| n.status() == Status::Member))
+        {
+            back = Some(c.now.since(healed));
+            break;
+        }
+    }
+    eprintln!("back in one view {back:?} after the heal");
+    let back = back.expect("one view of all five within 30 s of the heal");
+    assert!(back < Duration::from_secs(3), "took {back:?}");
+}

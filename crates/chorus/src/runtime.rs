@@ -59,6 +59,17 @@ const MAX_FRAME: usize = 4 << 20;
 const FRAME_BUDGET: usize = 2 * MAX_FRAME;
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection attempt may wait for the peer's answer. Short: during a partition
+/// the attempt's SYNs are lost, and the kernel spaces its retries out (1, 3, 7 s...); a fresh
+/// attempt after the backoff reaches a healed peer sooner.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Data sent on a peer connection and not acknowledged for this long aborts the connection
+/// (TCP_USER_TIMEOUT), which is then dialed afresh. Without it, a connection across a
+/// partition lived on with the kernel's retransmissions backed off to many seconds, and after
+/// the heal the group waited for them: 11.6 s before a view could form (tests/net/scenarios.py,
+/// "constrained"). Heartbeats flow on every connection, so a silent link always has data
+/// outstanding.
+const PEER_USER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connection attempts back off from this to `DIAL_BACKOFF_MAX`.
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -1185,17 +1196,24 @@ fn dialable(addr: &str) -> bool {
 type DialError = (String, bool);
 
 async fn connect(addr: &str, to: u64, me: &Identity) -> Result<(TcpStream, handshake::PeerInfo), DialError> {
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ("connect timed out".to_string(), false))?
         .map_err(|e| (e.to_string(), false))?;
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let peer = handshake::dial(&mut stream, me, Some(to), HANDSHAKE_TIMEOUT).await.map_err(|e| {
         use handshake::HandshakeError as E;
         let act = !matches!(e, E::Io(_) | E::Timeout(_) | E::Closed);
         (e.to_string(), act)
     })?;
     Ok((stream, peer))
+}
+
+/// A peer connection: no Nagle delay, and aborted when the peer stops acknowledging
+/// (`PEER_USER_TIMEOUT`). Failures to set either only cost latency, never correctness.
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(PEER_USER_TIMEOUT));
 }
 
 /// Accepts connections, authenticates them, and hands them to the driver.
@@ -1220,7 +1238,7 @@ async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender
         let id = next_id;
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = stream.set_nodelay(true);
+            tune(&stream);
             match handshake::accept(&mut stream, &me, HANDSHAKE_TIMEOUT).await {
                 Ok(peer) => {
                     let conn = spawn_conn(stream, peer.node, id, net.clone());
