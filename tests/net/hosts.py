@@ -62,7 +62,7 @@ class Hosts:
         Hosts.made += 1
         self.tag = tag or str(os.getpid() % 10000 * 10 + Hosts.made % 10)
         # One /24 per run, from the tag, inside 10.0.0.0/8: runs side by side do not collide.
-        k = int(self.tag) % 60000
+        k = int(self.tag) % 37500
         self.net = f"10.{100 + k // 250}.{k % 250}"
         self.bridge = f"{PREFIX}{self.tag}br"
         self.gateway = f"{self.net}.254"

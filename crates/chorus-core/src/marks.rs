@@ -74,11 +74,13 @@ pub enum Mark {
     /// A member learned it was out of the next view (or let go) with its acceptance of that
     /// change still queued, and sent it under the life that gave it.
     VoteAfterExclusion,
+    /// The coordinator held back the join of a node excluded several times lately.
+    ReadmitDelayed,
 }
 
 impl Mark {
     /// Every mark, in order.
-    pub const ALL: [Mark; 29] = [
+    pub const ALL: [Mark; 30] = [
         Mark::FlushForwarded,
         Mark::FlushDeliveredFromDeparted,
         Mark::CoordinatorTakeover,
@@ -108,6 +110,7 @@ impl Mark {
         Mark::Fragmented,
         Mark::Reassembled,
         Mark::VoteAfterExclusion,
+        Mark::ReadmitDelayed,
     ];
 }
 

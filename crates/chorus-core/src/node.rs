@@ -90,6 +90,9 @@ pub struct Node {
     /// speaks with those votes: one that forgot them could promise as if it had accepted
     /// nothing and let a second proposal be chosen for the same view (seed 2211).
     pub(crate) voted: Option<crate::recovery::Membership>,
+    /// Per node excluded from a view while it did not ask to leave: how many times lately,
+    /// when last, and when it may be let in again (see `note_exclusion`).
+    exclusions: BTreeMap<NodeId, (u32, Instant, Instant)>,
     /// `leave()` was called.
     pub(crate) leaving: bool,
     /// Last time we answered a peer's stale or lagging message (rate limit), per life of the
@@ -280,6 +283,7 @@ impl Node {
             durable_emitted: 0,
             last_view,
             voted: None,
+            exclusions: BTreeMap::new(),
             leaving: false,
             last_reply: BTreeMap::new(),
             ack_wanted: false,
@@ -1064,7 +1068,14 @@ impl Node {
         }
         let coord = self.coordinator_rank();
         let max_members = self.cfg.max_members;
+        let held = self.exclusions.get(&joiner.node).is_some_and(|(_, _, until)| now < *until);
         let Some(m) = self.member_mut() else { return };
+        if coord == m.me && held {
+            // Excluded again and again lately (it hears part of the view, and some member does
+            // not hear it): it waits, and the view it would churn stays up. It asks again.
+            self.marks.hit(Mark::ReadmitDelayed);
+            return;
+        }
         if coord == m.me {
             if m.view.members.len() + m.pending_joins.len() < max_members
                 || m.pending_joins.contains_key(&joiner)
@@ -1375,6 +1386,13 @@ impl Node {
         let created_by = record.as_ref().map(|r| r.proposal.clone());
         self.last_view = self.last_view.max(view.id);
         self.voted = None;
+        let leavers = self.member().map(|m| m.pending_leaves.clone()).unwrap_or_default();
+        for d in &departed {
+            // Not a leaver, nor a member replaced by its own restart (recovery).
+            if !leavers.contains(d) && !view.members.iter().any(|x| x.node == d.node) {
+                self.note_exclusion(now, d.node);
+            }
+        }
         self.install_member(now, view.clone(), me, record, &departed);
         if let Some(m) = self.member_mut() {
             m.created_by = created_by;
@@ -1503,6 +1521,31 @@ impl Node {
         self.state = State::Joining { next_retry: now };
         self.marks.hit(Mark::RejoinAfterExclusion);
         self.events.push_back(Event::Excluded { by_view, rejoin_as: self.me });
+    }
+
+    /// A node was excluded from the view without asking to leave. The first time lately costs
+    /// it nothing (a crash and a restart re-join at once); each further one within
+    /// `60 x suspect_timeout` doubles the wait before it is let in again, from one suspicion
+    /// timeout up to 4 (the longest a healed node may wait to come back). A node that some members hear and others do not (a partial
+    /// partition) otherwise re-joined through the ones that hear it and was excluded again
+    /// about every 0.6 s, each time a view change and a state transfer, and the majority's
+    /// view served writes a fifth of the time (tests/net/scenarios.py, quorum-loss).
+    fn note_exclusion(&mut self, now: Instant, node: NodeId) {
+        let base = self.cfg.suspect_timeout;
+        if !self.exclusions.contains_key(&node) && self.exclusions.len() >= 4 * self.cfg.max_members {
+            // Bounded: forget the exclusion heard of longest ago.
+            if let Some(old) = self.exclusions.iter().min_by_key(|(_, (_, last, _))| *last).map(|(n, _)| *n) {
+                self.exclusions.remove(&old);
+            }
+        }
+        let e = self.exclusions.entry(node).or_insert((0, now, now));
+        if now.since(e.1) > base * 60 {
+            e.0 = 0;
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = now;
+        let wait = if e.0 <= 1 { Duration::ZERO } else { base * (1u32 << (e.0 - 2).min(2)) };
+        e.2 = now + wait;
     }
 
     /// Makes sure every peer we owe an acknowledgement gets a frame (with just the `Ack` if

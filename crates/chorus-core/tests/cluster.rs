@@ -1052,7 +1052,8 @@ fn after_a_star_partition_heals_the_group_is_back_promptly() {
     for _ in 0..(30_000 / 5) {
         c.step(Duration::from_millis(5));
         let views: Vec<_> = (0..5).map(|i| c.view_of(i)).collect();
-        if views.iter().all(|v| v.as_ref().is_some_and(|v| v.len() == 5)) && views.windows(2).all(|w| w[0] == w[1])
+        if views.iter().all(|v| v.as_ref().is_some_and(|v| v.len() == 5))
+            && views.windows(2).all(|w| w[0] == w[1])
             && (0..5).all(|i| c.nodes[i].as_ref().is_some_and(|n| n.status() == Status::Member))
         {
             back = Some(c.now.since(healed));
@@ -1062,4 +1063,33 @@ fn after_a_star_partition_heals_the_group_is_back_promptly() {
     eprintln!("back in one view {back:?} after the heal");
     let back = back.expect("one view of all five within 30 s of the heal");
     assert!(back < Duration::from_secs(3), "took {back:?}");
+}
+
+/// A chain (OmniPaxos's "chained" case): 0-1 and 1-2 hear each other, 0-2 do not. The node
+/// left out re-joins through node 1 and is excluded again; each time costs a view change. The
+/// coordinator holds back a node excluded again and again, so the majority's view stays up
+/// most of the time; after the heal everyone is back within the longest hold.
+#[test]
+fn a_node_heard_by_part_of_the_view_does_not_churn_it() {
+    let mut c = Cluster::new(3);
+    c.run(Duration::from_secs(2));
+    assert_eq!(c.view_of(0), Some(vec![0, 1, 2]));
+    let installs =
+        |c: &Cluster| c.events[1].iter().filter(|e| matches!(e, Event::ViewInstalled { .. })).count();
+    let before = installs(&c);
+    c.cut.insert((0, 2));
+    c.cut.insert((2, 0));
+    c.run(Duration::from_secs(15));
+    let during = installs(&c) - before;
+    eprintln!("{during} views installed at node 1 in 15 s of a chain");
+    // Measured: 15 with the hold, 54 without.
+    assert!(during <= 20, "the view churned: {during} views in 15 s");
+    assert!(c.nodes[1].as_ref().is_some_and(|n| n.marks().get(chorus_core::Mark::ReadmitDelayed) > 0
+        || c.nodes[0].as_ref().is_some_and(|n| n.marks().get(chorus_core::Mark::ReadmitDelayed) > 0)
+        || c.nodes[2].as_ref().is_some_and(|n| n.marks().get(chorus_core::Mark::ReadmitDelayed) > 0)));
+    c.cut.clear();
+    c.run(Duration::from_secs(4));
+    for i in 0..3 {
+        assert_eq!(c.view_of(i).map(|v| v.len()), Some(3), "node {i} back in the view after the heal");
+    }
 }
