@@ -278,6 +278,26 @@ class Nemesis:
         self.record(kind, start, now_ns(), detail)
 
 
+def noquorum_latency(history):
+    """How quickly refused operations were refused: the latency of every NOQUORUM answer."""
+    inv, lat = {}, []
+    with open(history) as f:
+        for line in f:
+            e = json.loads(line)
+            key = (e["process"], e["f"], e["key"])
+            if e["type"] == "invoke":
+                inv[key] = e["time_ns"]
+            elif key in inv:
+                t0 = inv.pop(key)
+                if str(e.get("error", "")).startswith("NOQUORUM"):
+                    lat.append((e["time_ns"] - t0) / 1e6)
+    if not lat:
+        return "NOQUORUM answers: none"
+    lat.sort()
+    return (f"NOQUORUM answers: {len(lat)}, latency median {lat[len(lat) // 2]:.1f} ms, "
+            f"p99 {lat[min(len(lat) - 1, len(lat) * 99 // 100)]:.1f} ms, max {lat[-1]:.1f} ms")
+
+
 def latency_svg(history, faults, path):
     """Latency of every completed operation over time (ok green, fail orange, info red),
     faults shaded."""
@@ -394,6 +414,7 @@ def one_run(args, run_no, out):
         (out / "chorus-lin.txt").write_text(lin.stdout + lin.stderr)
         verdict.append(f"chorus-lin: exit {lin.returncode}: " + (lin.stdout.strip().splitlines() or ["?"])[-1])
         ok &= lin.returncode == 0
+        verdict.append(noquorum_latency(history))
         nem_log.close()
         faults_seen = [json.loads(x) for x in (out / "nemesis.jsonl").read_text().splitlines()]
         latency_svg(history, faults_seen, out / "latency.svg")

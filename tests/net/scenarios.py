@@ -48,6 +48,8 @@ SCENARIOS = {
     "constrained": (5, lambda n: {1: {5}, 2: {5}, 3: {5}, 4: {5}, 5: set(n)}),
     # A chain of three: 1-2 and 2-3 up, 1-3 down. {1,2} and {2,3} are connected majorities.
     "chained-3": (3, lambda n: full(n, [(1, 3)])),
+    # Primary partition: a minority {1, 2} (with the coordinator) and a majority {3, 4, 5}.
+    "halves": (5, lambda n: {i: ({1, 2} if i <= 2 else {3, 4, 5}) for i in n}),
     # A chain of five: only neighbours hear each other. No connected majority exists.
     "chained-5": (5, lambda n: full(n, [(a, b) for a in n for b in n if a < b and b - a > 1])),
 }
@@ -131,6 +133,15 @@ def run(name, hold, base):
         for x in during:
             if x[3] != "ok":
                 errors[x[3]] = errors.get(x[3], 0) + 1
+        # Per node: when it first refused after the cut (NOQUORUM), and how long refusals took.
+        refusals = {}
+        for i in h.ns:
+            mine = [x for x in during if x[2] == i and x[3] == "NOQUORUM"]
+            if mine:
+                lat = sorted(x[1] - x[0] for x in mine)
+                refusals[i] = {"first_s": round(min(x[1] for x in mine) - cut_at, 2),
+                               "median_ms": round(lat[len(lat) // 2] * 1000, 1),
+                               "max_ms": round(lat[-1] * 1000, 1)}
         for i in list(store.procs):
             store.kill(i)
         views = views_in(out, cut_wall, heal_wall)
@@ -143,6 +154,7 @@ def run(name, hold, base):
             "slots_with_a_write": f"{len(good)}/{slots}",
             "views_during_cut": [f"v{v}{list(m)}" for v, m in views],
             "errors_during_cut": errors,
+            "refusals": refusals,
             "every_node_writes_after_heal_s": None if back is None else round(back, 2),
         }
     finally:
