@@ -197,9 +197,13 @@ fn print_stats(o: &Outcome) {
     let k = &s.store;
     if o.options.store.on {
         out!(
-            "  store: {} operations: {} ok, {} failed, {} unknown ({} uncertain, {} cut off, {} timed out); {} transactions",
-            k.ops, k.ok, k.failed, k.unknown, k.uncertain, k.cut_off, k.timed_out, k.transactions
+            "  store: {} operations: {} ok, {} failed, {} unknown ({} uncertain, {} cut off, {} timed out); {} transactions, {} writes sent again",
+            k.ops, k.ok, k.failed, k.unknown, k.uncertain, k.cut_off, k.timed_out, k.transactions, k.retries
         );
+        if !k.refusals.is_empty() {
+            let r: Vec<String> = k.refusals.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            out!("  store refusals: {}", r.join(", "));
+        }
     }
 }
 

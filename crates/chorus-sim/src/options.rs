@@ -304,8 +304,8 @@ impl StoreOpts {
         if !state_on || !r.random_bool(0.35) {
             return StoreOpts::OFF;
         }
-        let clients = r.random_range(2..=5usize);
-        let think = r.random_range(10..=120u64) * MS;
+        let clients = r.random_range(2..=6usize);
+        let think = r.random_range(5..=100u64) * MS;
         let timeout = [300 * MS, 800 * MS, 1500 * MS, 3 * SEC][r.random_range(0..4usize)];
         let expiry_max_ms = [30, 200, 1000][r.random_range(0..3usize)];
         StoreOpts { on: true, clients, think, timeout, expiry_max_ms }

@@ -292,6 +292,26 @@ pub struct StoreOp {
     pub end: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// A write's request as sent, for the client's one retry (see [`Retry`]).
+    pub retry: Option<Retry>,
+}
+
+/// A write's request, kept so that a client that times out can send it again to the same
+/// node, as `chorus-kv`'s clients may (the server's session and request number make the
+/// replica apply it once: its session remembers the reply).
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// The node's life it was sent to (a retry goes to that life only: sessions are per
+    /// connection, and a restarted node is a new server).
+    pub life: u64,
+    /// The client's session at that node.
+    pub session: u64,
+    /// The request's number in the session.
+    pub seq: u64,
+    /// The command.
+    pub cmd: Bytes,
+    /// It was sent again already.
+    pub sent_again: bool,
 }
 
 impl fmt::Display for StoreOp {
@@ -316,6 +336,8 @@ pub struct StoreStats {
     pub ok: u64,
     /// Of which refused.
     pub failed: u64,
+    /// Refusals by reason (the replica's error, up to its colon).
+    pub refusals: BTreeMap<String, u64>,
     /// Of which unknown.
     pub unknown: u64,
     /// UNCERTAIN answers of the replica (to clients still waiting or not).
@@ -324,6 +346,8 @@ pub struct StoreStats {
     pub cut_off: u64,
     /// Unknown because the client gave up waiting.
     pub timed_out: u64,
+    /// Writes sent again after a timeout (the same session and request number).
+    pub retries: u64,
     /// Transactions acknowledged.
     pub transactions: u64,
     /// Linearizable GETs that found the expiring key gone after a `SET ... PX` was acknowledged.
@@ -482,7 +506,15 @@ impl Store {
     }
 
     /// `client` sends `kind` to `node` (member `member`) at `now`; returns the operation's index.
-    pub fn invoke(&mut self, client: usize, node: u64, member: MemberId, kind: OpKind, now: u64) -> usize {
+    pub fn invoke(
+        &mut self,
+        client: usize,
+        node: u64,
+        member: MemberId,
+        kind: OpKind,
+        now: u64,
+        retry: Option<Retry>,
+    ) -> usize {
         let call = self.tick();
         let i = self.ops.len();
         let process = self.clients.get(client).map_or(0, |c| c.process);
@@ -501,8 +533,19 @@ impl Store {
             start: now,
             end: 0,
             outcome: Outcome::Pending,
+            retry,
         });
         i
+    }
+
+    /// Whether a client that timed out on `op` sends it again (once): a write, half the time.
+    pub fn retry(&mut self, op: usize) -> Option<Retry> {
+        let again = self.rng.random_bool(0.5);
+        let o = self.ops.get_mut(op).filter(|o| o.outcome == Outcome::Pending)?;
+        let r = o.retry.as_mut().filter(|r| !r.sent_again && again)?;
+        r.sent_again = true;
+        self.stats.retries += 1;
+        Some(r.clone())
     }
 
     /// Operation `op` got its answer at `now`. Returns the client now free (if the operation was
@@ -539,6 +582,10 @@ impl Store {
             }
             // Reported for commands in flight when the disk failed: they may have been applied.
             Err(e @ ReplicaError::Storage(_)) => o.outcome = Outcome::Info(e.to_string()),
+            // One of its two requests was refused; the other may still be applied.
+            Err(e) if o.retry.as_ref().is_some_and(|r| r.sent_again) => {
+                o.outcome = Outcome::Info(format!("{e} (one of two requests)"));
+            }
             Err(e) => o.outcome = Outcome::Fail(e.to_string()),
         }
         self.after(op)
@@ -572,7 +619,11 @@ impl Store {
                     c.process += n;
                 }
             }
-            Outcome::Fail(_) => self.stats.failed += 1,
+            Outcome::Fail(why) => {
+                self.stats.failed += 1;
+                let reason = why.split(':').next().unwrap_or_default().to_string();
+                *self.stats.refusals.entry(reason).or_default() += 1;
+            }
             Outcome::Ok(res) => {
                 let (kind, member, call, ret) = (o.kind.clone(), o.member, o.call, o.ret);
                 match (&kind, res) {
@@ -979,7 +1030,7 @@ mod tests {
     }
 
     fn op(s: &mut Store, client: usize, kind: OpKind, reply: Result<Reply, ReplicaError>) {
-        let i = s.invoke(client, 1, member(), kind, 0);
+        let i = s.invoke(client, 1, member(), kind, 0, None);
         s.complete(i, reply, 1).unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -1065,7 +1116,7 @@ mod tests {
     fn a_local_read_going_back_fails() {
         let mut s = store();
         op(&mut s, 0, OpKind::Range { key: "l0", linear: false }, Ok(list(&["a"])));
-        let i = s.invoke(0, 1, member(), OpKind::Range { key: "l0", linear: false }, 0);
+        let i = s.invoke(0, 1, member(), OpKind::Range { key: "l0", linear: false }, 0, None);
         let e = s.complete(i, Ok(list(&[])), 1).unwrap_err();
         assert!(e.contains("went back"), "{e}");
     }

@@ -13,7 +13,7 @@ use chorus_smr::storage::{Dir, WalSync};
 use chorus_smr::{Action, Consistency, Phase as ReplicaPhase, Replica, ReplicaConfig, ReplicaError, Ticket};
 
 use super::{life_of, own_len, Cluster, Failure, Phase, Slot, Step};
-use crate::store::{durable_options, OpKind, Request, KEYS};
+use crate::store::{durable_options, OpKind, Request, Retry, KEYS};
 
 /// One life's replica and what it has in flight.
 #[derive(Debug)]
@@ -28,11 +28,20 @@ pub(super) struct KvNode {
     sync_out: Option<WalSync>,
     /// The replica's position when last seen (for `Disk::shadow`).
     last_pos: u64,
+    /// Each client's requests in its session at this node (as a connection's in `chorus-kv`).
+    seqs: BTreeMap<usize, u64>,
 }
 
 impl KvNode {
     fn new(replica: Replica<KvMachine>, last_pos: u64) -> KvNode {
-        KvNode { replica, outbox: VecDeque::new(), waiting: BTreeMap::new(), sync_out: None, last_pos }
+        KvNode {
+            replica,
+            outbox: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            sync_out: None,
+            last_pos,
+            seqs: BTreeMap::new(),
+        }
     }
 }
 
@@ -157,10 +166,22 @@ impl Cluster {
         let Cluster { slots, store, .. } = self;
         let (Some(store), Some(l)) = (store.as_mut(), life_of(slots, node)) else { return };
         let Some(k) = l.kv.as_mut() else { return };
-        let op = store.invoke(client, node, k.replica.me(), kind, now);
-        let answer = match request {
-            Request::Write(cmd) => k.replica.submit(0, 0, &cmd, now_ms).map(Err),
-            Request::Read(q, c) => {
+        // A session per client and node's life (a connection to that server), requests
+        // numbered in it, as `chorus-kv`'s server gives them.
+        let session = (l.id << 8) | (client as u64 + 1);
+        let retry = match &request {
+            Request::Write(cmd) => {
+                let seq = k.seqs.entry(client).or_default();
+                *seq += 1;
+                Some(Retry { life: l.id, session, seq: *seq, cmd: cmd.clone(), sent_again: false })
+            }
+            Request::Read(..) => None,
+        };
+        let op = store.invoke(client, node, k.replica.me(), kind, now, retry.clone());
+        let answer = match (request, retry) {
+            (Request::Write(cmd), Some(r)) => k.replica.submit(r.session, r.seq, &cmd, now_ms).map(Err),
+            (Request::Write(cmd), None) => k.replica.submit(0, 0, &cmd, now_ms).map(Err),
+            (Request::Read(q, c), _) => {
                 let c = if no_barrier { Consistency::Local } else { c };
                 k.replica.read(q, c, now_ms)
             }
@@ -193,8 +214,27 @@ impl Cluster {
     }
 
     /// A client stops waiting for `op`: its outcome is unknown.
-    pub(super) fn store_timeout(&mut self, _client: usize, op: usize) {
+    /// A client stops waiting for `op`: it sends a write again to the same node (once, half the
+    /// time), or gives up (the outcome is unknown).
+    pub(super) fn store_timeout(&mut self, client: usize, op: usize) {
         let now = self.now;
+        let Some(store) = self.store.as_mut() else { return };
+        if let Some(r) = store.retry(op) {
+            let node = store.ops.get(op).map_or(u64::MAX, |o| o.node);
+            let timeout = store.opts.timeout;
+            let now_ms = self.local(node).as_nanos() / 1_000_000;
+            let ready = |l: &super::Life| l.id == r.life && !l.paused && l.leaving.is_none();
+            let k = life_of(&mut self.slots, node).filter(|l| ready(l)).and_then(|l| l.kv.as_mut());
+            if let Some(k) = k {
+                // If refused, the first request may still be applied: the outcome is unknown.
+                if let Ok(ticket) = k.replica.submit(r.session, r.seq, &r.cmd, now_ms) {
+                    k.waiting.insert(ticket, op);
+                    self.push(now + timeout, Step::StoreTimeout { client, op });
+                    self.drain(node);
+                    return;
+                }
+            }
+        }
         let Some(store) = self.store.as_mut() else { return };
         if let Some(client) = store.unknown(op, "timeout", now) {
             let t = now + store.think();
