@@ -72,6 +72,12 @@ fn a_killed_member_is_removed_and_its_restart_loads_the_state() {
     c.wait_view(&[1, 2, 3, 4], LONG).unwrap();
     c.start(5).unwrap();
     c.wait_view(&all, LONG).unwrap();
+    // A joiner prints its view a moment before it starts loading (the install comes first):
+    // wait for the load rather than read the count at once (it raced in CI).
+    let deadline = std::time::Instant::now() + LONG;
+    while c.nodes()[&5].loaded < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(c.nodes()[&5].loaded, 2, "n5 loaded the state in both of its lives");
     finish(&mut c, &all);
 }
