@@ -2,7 +2,8 @@
 # Long fuzzing runs (issue 14, must-show 4): each target for SECONDS (default 3600), one after
 # the other, starting from the committed corpus in fuzz/corpus/TARGET and adding what it finds
 # there (minimized with `cargo fuzz cmin` at the end, so the corpus stays small enough to commit).
-# A crash stops the script with the input in fuzz/artifacts/TARGET. The last lines of each run
+# Inputs that once crashed or hung are kept in fuzz/regressions/TARGET (cmin would drop them)
+# and run too. A crash stops the script with the input in fuzz/artifacts/TARGET. The last lines of each run
 # (executions, coverage) go to fuzz/runs/TARGET.txt.
 #
 #   bash scripts/fuzz-long.sh                      # every target, one hour each
@@ -25,7 +26,9 @@ for t in "${targets[@]}"; do
     log="runs/$t.log"
     echo "==> $t: fuzzing for ${secs} s from $(find "corpus/$t" -type f | wc -l) corpus inputs (log: fuzz/$log)"
     start=$(date -u +%FT%TZ)
-    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- \
+    dirs=("corpus/$t")
+    [ -d "regressions/$t" ] && dirs+=("regressions/$t")  # Inputs that once crashed or hung.
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "${dirs[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz target $t failed: the crashing input is in fuzz/artifacts/$t" >&2
