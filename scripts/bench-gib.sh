@@ -34,11 +34,13 @@ node = $i
 listen = "127.0.0.1:$((BASE + 100 + i))"
 seeds = [$(IFS=,; echo "${seeds[*]}")]
 secret = "bench-gib secret"
+plaintext = true
 bootstrap = $([ "$i" = 1 ] && echo true || echo false)
 data_dir = "$OUT/data$i"
 
 [kv]
 listen = "127.0.0.1:$((BASE + i))"
+plaintext = true
 appendfsync = "always"
 EOF
 }

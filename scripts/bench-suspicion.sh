@@ -37,10 +37,12 @@ node = $i
 listen = "127.0.0.1:$((BASE + 100 + i))"
 seeds = [$(IFS=,; echo "${seeds[*]}")]
 secret = "bench-suspicion secret"
+plaintext = true
 bootstrap = $([ "$i" = 1 ] && echo true || echo false)
 
 [kv]
 listen = "127.0.0.1:$((BASE + i))"
+plaintext = true
 EOF
 }
 port() { echo $((BASE + $1)); }

@@ -60,6 +60,13 @@ class Store:
         self.lives = {i: 0 for i in hosts.ns}
         self.paused = set()
         (out / "data").mkdir(parents=True, exist_ok=True)
+        # Mutual TLS on the peer links, as in production: a development CA and a certificate
+        # per node naming its address (`chorus certs`, the chorus binary next to chorus-kv).
+        # Clients (the workload, redis-py) connect in plaintext.
+        self.certs = out / "certs"
+        addrs = ",".join(hosts.addr(j) for j in hosts.ns)
+        subprocess.run([str(Path(binary).parent / "chorus"), "certs", "--dir", str(self.certs), "--host", addrs]
+                       + [f"node-{j}" for j in hosts.ns], check=True, stdout=subprocess.DEVNULL)
 
     def start(self, i):
         h = self.h
@@ -82,6 +89,10 @@ class Store:
             "CHORUS_LOG": "info",
             "CHORUS_SUSPECT_TIMEOUT_MS": str(self.suspect_ms),
             "CHORUS_TRACE": str(self.trace_path(i)),
+            "CHORUS_TLS_CERT": str(self.certs / f"node-{i}.pem"),
+            "CHORUS_TLS_KEY": str(self.certs / f"node-{i}-key.pem"),
+            "CHORUS_TLS_CA": str(self.certs / "ca.pem"),
+            "CHORUS_KV_PLAINTEXT": "1",
         })
         log = open(self.out / f"node-{i}.log", "a")
         p = h.popen(i, argv, stdout=log, stderr=log, env=env)

@@ -15,7 +15,13 @@
 //! role = "active"                     # or "standby"
 //! reads = "linearizable"              # default for new connections; or "local"
 //! appendfsync = "always"              # with group.data_dir: always, everysec or no
+//! tls_cert = "certs/node-1.pem"       # TLS for clients (redis-cli --tls), with tls_key;
+//! tls_key = "certs/node-1-key.pem"    # tls_client_ca too: clients must show a certificate
+//! # plaintext = true                  # or say that clients connect unencrypted
 //! ```
+//!
+//! The group's peer links need `[group] tls_cert`, `tls_key`, `tls_ca` or `plaintext = true`
+//! likewise (`chorus certs` makes development certificates).
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +74,14 @@ pub struct KvPartial {
     /// The log is kept in files of this many KiB (default 65536); files wholly behind a
     /// snapshot are deleted.
     pub wal_segment_kb: Option<u64>,
+    /// The certificate clients see (PEM), with `tls_key`: the client port speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Clients must show a certificate signed by this CA (PEM; Redis's `tls-auth-clients`).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Clients connect unencrypted (only when no `tls_*` is given).
+    pub plaintext: Option<bool>,
 }
 
 impl KvPartial {
@@ -85,20 +99,40 @@ impl KvPartial {
             appendfsync: o.appendfsync.or(self.appendfsync),
             snapshot_log_mb: o.snapshot_log_mb.or(self.snapshot_log_mb),
             wal_segment_kb: o.wal_segment_kb.or(self.wal_segment_kb),
+            tls_cert: o.tls_cert.or(self.tls_cert),
+            tls_key: o.tls_key.or(self.tls_key),
+            tls_client_ca: o.tls_client_ca.or(self.tls_client_ca),
+            plaintext: o.plaintext.or(self.plaintext),
         }
     }
 
     /// Reads `CHORUS_KV_LISTEN`, `CHORUS_KV_PASSWORD`, `CHORUS_KV_ROLE`, `CHORUS_KV_READS`,
-    /// `CHORUS_KV_APPENDFSYNC`.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> KvPartial {
-        KvPartial {
+    /// `CHORUS_KV_APPENDFSYNC`, `CHORUS_KV_TLS_CERT`, `CHORUS_KV_TLS_KEY`,
+    /// `CHORUS_KV_TLS_CLIENT_CA`, `CHORUS_KV_PLAINTEXT` (1/true/yes or 0/false/no).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<KvPartial, KvConfigError> {
+        let plaintext = match get("CHORUS_KV_PLAINTEXT").as_deref().map(str::trim) {
+            None => None,
+            Some("1" | "true" | "yes") => Some(true),
+            Some("0" | "false" | "no") => Some(false),
+            Some(v) => {
+                return Err(KvConfigError::Invalid {
+                    field: "plaintext",
+                    why: format!("CHORUS_KV_PLAINTEXT={v:?} is not true or false"),
+                })
+            }
+        };
+        Ok(KvPartial {
             listen: get("CHORUS_KV_LISTEN"),
             password: get("CHORUS_KV_PASSWORD"),
             role: get("CHORUS_KV_ROLE"),
             reads: get("CHORUS_KV_READS"),
             appendfsync: get("CHORUS_KV_APPENDFSYNC"),
+            tls_cert: get("CHORUS_KV_TLS_CERT").map(PathBuf::from),
+            tls_key: get("CHORUS_KV_TLS_KEY").map(PathBuf::from),
+            tls_client_ca: get("CHORUS_KV_TLS_CLIENT_CA").map(PathBuf::from),
+            plaintext,
             ..KvPartial::default()
-        }
+        })
     }
 }
 
@@ -232,7 +266,37 @@ pub fn build(group: Partial, kv: KvPartial) -> Result<KvConfig, KvConfigError> {
         max_pending: positive("max_pending", kv.max_pending, 65_536)?,
         ..ReplicaConfig::default()
     };
+    let tls = match (kv.tls_cert, kv.tls_key, kv.tls_client_ca, kv.plaintext.unwrap_or(false)) {
+        (None, None, None, true) => None,
+        (None, None, None, false) => {
+            return Err(KvConfigError::Invalid {
+                field: "tls_cert",
+                why: "missing: the client port needs TLS (tls_cert and tls_key, and tls_client_ca to \
+                      require client certificates; `chorus certs` makes development ones), or say \
+                      `plaintext = true` in [kv] (CHORUS_KV_PLAINTEXT=1, --plaintext) to let clients \
+                      connect unencrypted"
+                    .into(),
+            })
+        }
+        (Some(_), _, _, true) | (_, Some(_), _, true) | (_, _, Some(_), true) => {
+            return Err(KvConfigError::Invalid {
+                field: "plaintext",
+                why: "plaintext = true and tls_* files are both given: choose one".into(),
+            })
+        }
+        (Some(cert), Some(key), ca, false) => Some(crate::server::ClientTls(
+            chorus::tls::client_acceptor(&cert, &key, ca.as_deref())
+                .map_err(|e| KvConfigError::Invalid { field: "tls_cert", why: e.to_string() })?,
+        )),
+        (cert, _, _, false) => {
+            return Err(KvConfigError::Invalid {
+                field: if cert.is_none() { "tls_cert" } else { "tls_key" },
+                why: "missing: TLS for clients needs tls_cert and tls_key together".into(),
+            })
+        }
+    };
     let server = ServerConfig {
+        tls,
         password: kv.password,
         max_clients: positive("max_clients", kv.max_clients, 1024)?,
         read_consistency: reads,

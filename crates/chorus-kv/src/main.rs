@@ -65,6 +65,10 @@ enum Cmd {
         /// When the log is synced: always, everysec or no.
         #[arg(long)]
         appendfsync: Option<String>,
+        /// Run unencrypted: the peer links and the client port (else the config gives TLS
+        /// files: [group] tls_cert, tls_key, tls_ca and [kv] tls_cert, tls_key).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Force this node to bring the store back alone from its own data directory, when a
     /// majority of the store's nodes lost their data for good (like etcd's
@@ -78,6 +82,17 @@ enum Cmd {
         /// Confirm: without it, only says what would be done.
         #[arg(long)]
         yes: bool,
+    },
+    /// Health probe (containers, Kubernetes): asks the node on PORT of this host whether it
+    /// serves (in a primary view, active or standby, its state loaded); exit 0 if so, else 1
+    /// with the reason. Sends AUTH with CHORUS_KV_PASSWORD if set. Plaintext client ports only.
+    Health {
+        /// The node's Redis port.
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+        /// The host it listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
     },
     /// A local 3-node store on loopback (Redis ports 7001-7003 by default): writes through one
     /// port, reads through the others, then prints how to use it with redis-cli and runs until
@@ -127,8 +142,11 @@ fn main() -> ExitCode {
             reads,
             data_dir,
             appendfsync,
+            plaintext,
         } => {
+            let plaintext = plaintext.then_some(true);
             let group = Partial {
+                plaintext,
                 node,
                 listen: group_listen,
                 advertise: group_advertise,
@@ -137,10 +155,11 @@ fn main() -> ExitCode {
                 data_dir,
                 ..Partial::default()
             };
-            let kv = KvPartial { listen, role, reads, appendfsync, ..KvPartial::default() };
+            let kv = KvPartial { listen, role, reads, appendfsync, plaintext, ..KvPartial::default() };
             node_cmd(config, group, kv)
         }
         Cmd::ForceRecovery { config, yes } => force_recovery(&config, yes),
+        Cmd::Health { port, host } => health(&host, port),
         Cmd::Demo { nodes, port, reads, exit, dir, appendfsync, memory } => {
             let durability = (!memory).then_some(appendfsync);
             demo(nodes, port, &reads, exit, dir, durability.as_deref())
@@ -162,7 +181,7 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
     };
     let env = |k: &str| std::env::var(k).ok();
     let group = file.group.overridden_by(Partial::from_env(env)?).overridden_by(group);
-    let kv = file.kv.overridden_by(KvPartial::from_env(env)).overridden_by(kv);
+    let kv = file.kv.overridden_by(KvPartial::from_env(env)?).overridden_by(kv);
     let cfg = config::build(group, kv)?;
     // Worker threads: CHORUS_KV_THREADS (0: one thread for everything), by default half the
     // cores. Cross-thread wake-ups cost more than they bring on a small machine: on 2 cores,
@@ -178,7 +197,7 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
     }
     .context("cannot start tokio")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
+        let listener = chorus::resolve::bind(cfg.listen.as_str())
             .await
             .with_context(|| format!("cannot listen for clients on {}", cfg.listen))?;
         let (member, backend) = start_replica(&cfg).await?;
@@ -227,6 +246,31 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
         member.shutdown().await;
         Ok(())
     })
+}
+
+fn health(host: &str, port: u16) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let info = rt.block_on(async {
+        let probe = async {
+            let mut c = Client::connect((host, port)).await?;
+            if let Ok(pw) = std::env::var("CHORUS_KV_PASSWORD") {
+                c.cmd(&["AUTH", &pw]).await?;
+            }
+            c.info_group().await
+        };
+        tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from {host}:{port} within 2 s"))?
+            .with_context(|| format!("cannot ask {host}:{port}"))
+    })?;
+    let role = info.get("role").map_or("?", String::as_str);
+    let view = info.get("view_id").map_or("?", String::as_str);
+    if matches!(role, "active" | "standby") {
+        println!("ready: {role}, view {view}, {} members", members(&info));
+        Ok(())
+    } else {
+        bail!("not ready: role {role}, view {view}, {} members", members(&info))
+    }
 }
 
 fn force_recovery(path: &std::path::Path, yes: bool) -> anyhow::Result<()> {
@@ -459,12 +503,26 @@ fn demo(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe().context("cannot find this program")?;
     let peer = |i: u16| format!("{}@127.0.0.1:{}", i + 1, port + 100 + i);
-    println!("chorus-kv demo: {nodes} nodes on loopback; configs and logs in {}", dir.display());
+    println!(
+        "chorus-kv demo: {nodes} nodes on loopback, mutual TLS between them; configs, certificates and logs in {}",
+        dir.display()
+    );
     let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
     let peer_ports: Vec<u16> = (0..nodes).map(|i| port + 100 + i).collect();
     ports_free(&[ports.as_slice(), peer_ports.as_slice()].concat())?;
     let mut group = Nodes { children: Vec::new(), ports: ports.clone(), dir: dir.clone() };
     let mut configs = Vec::new();
+    // Mutual TLS on the peer links: a development CA and a certificate per node, made once in
+    // the directory (a rerun with --dir keeps them). Clients connect in plaintext, so that
+    // redis-cli works as is (docs/kv.md says how to turn TLS on for them).
+    let certs = dir.join("certs");
+    let (ca, _) = chorus::tls::dev_certs::ensure_ca(&certs, "chorus-kv demo")?;
+    for i in 0..nodes {
+        let name = format!("node-{}", i + 1);
+        if !certs.join(format!("{name}.pem")).exists() || !certs.join(format!("{name}-key.pem")).exists() {
+            chorus::tls::dev_certs::make_leaf(&certs, &ca, &name, &[])?;
+        }
+    }
     for i in 0..nodes {
         let seeds: Vec<String> = (0..nodes).filter(|j| *j != i).map(|j| format!("\"{}\"", peer(j))).collect();
         let (data, fsync) = match appendfsync {
@@ -474,8 +532,15 @@ fn demo(
             ),
             None => (String::new(), String::new()),
         };
+        let cert = |f: String| certs.join(f).display().to_string();
+        let tls = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n",
+            cert(format!("node-{}.pem", i + 1)),
+            cert(format!("node-{}-key.pem", i + 1)),
+            cert(chorus::tls::dev_certs::CA_CERT.to_string())
+        );
         let toml = format!(
-            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\n{data}\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\n{fsync}",
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\n{data}{tls}\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\nplaintext = true\n{fsync}",
             i + 1,
             port + 100 + i,
             seeds.join(", "),

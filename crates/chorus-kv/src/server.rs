@@ -24,8 +24,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -48,9 +48,24 @@ const MAX_BATCH: usize = 1024;
 /// that INFO costs a bounded number of reads whatever the store's size.
 const AVG_TTL_SAMPLE: u64 = 1000;
 
+/// TLS on the client port: the acceptor (its certificates and client verification).
+#[derive(Clone)]
+pub struct ClientTls(pub chorus::tls::TlsAcceptor);
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls")
+    }
+}
+
+/// A TLS handshake with a client must end within this (a silent connection is dropped).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The server's settings (`Debug` does not show the password).
 #[derive(Clone)]
 pub struct ServerConfig {
+    /// TLS on the client port (None: plaintext, as the config said).
+    pub tls: Option<ClientTls>,
     /// The password of the `default` user (`requirepass`); `None`: no authentication.
     pub password: Option<String>,
     /// The most connections at once; one more is told `-ERR max number of clients reached` and
@@ -105,6 +120,7 @@ impl Default for ServerConfig {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let pid = u64::from(std::process::id());
         ServerConfig {
+            tls: None,
             password: None,
             max_clients: 1024,
             limits: Limits::default(),
@@ -183,9 +199,20 @@ pub async fn serve<B: Backend>(
                     let local = stream.local_addr().ok();
                     let conn = Conn::new(id, peer, local, backend.clone(), shared.clone());
                     let stop = stop_rx.clone();
+                    let tls = shared.cfg.tls.clone();
                     tasks.spawn(async move {
                         let _slot = slot;
-                        conn.run(stream, stop).await;
+                        let _ = stream.set_nodelay(true);
+                        match tls {
+                            None => conn.run(stream, stop).await,
+                            Some(ClientTls(acceptor)) => {
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => conn.run(s, stop).await,
+                                    Ok(Err(e)) => tracing::info!(client = %peer, "TLS handshake failed: {e}"),
+                                    Err(_) => tracing::info!(client = %peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
                     });
                 }
                 Err(e) => {
@@ -314,8 +341,11 @@ impl<B: Backend> Conn<B> {
         }
     }
 
-    async fn run(mut self, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
-        let _ = stream.set_nodelay(true);
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        mut stream: S,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut parser = RequestParser::new(self.shared.cfg.limits.clone());
         let mut rbuf = BytesMut::with_capacity(16 << 10);
         let mut out = BytesMut::with_capacity(16 << 10);
@@ -1195,9 +1225,18 @@ fn command_cmd(args: &[Bytes]) -> Reply {
 }
 
 /// Writes `out` and clears it; false if the connection is gone or the server stops.
-async fn write_out(stream: &mut TcpStream, out: &mut BytesMut, stop: &mut watch::Receiver<bool>) -> bool {
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut BytesMut,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    // The flush pushes a TLS stream's records out (a no-op on a TCP stream).
+    let written = async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    };
     let ok = tokio::select! {
-        r = stream.write_all(out) => r.is_ok(),
+        r = written => r.is_ok(),
         _ = stop.wait_for(|s| *s) => false,
     };
     if out.capacity() > 1 << 20 {

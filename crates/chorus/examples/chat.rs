@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         bootstrap: Some(seed.is_none()),
         seeds: seed.map(|s| vec![s]),
         secret: Some("chat example secret".into()),
+        plaintext: Some(true),
         state_transfer: Some(false),
         ..Partial::default()
     }

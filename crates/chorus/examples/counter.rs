@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         bootstrap: Some(seed.is_none()),
         seeds: seed.map(|s| vec![s]),
         secret: Some("counter example secret".into()),
+        plaintext: Some(true),
         state_transfer: Some(true),
         ..Partial::default()
     }

@@ -119,7 +119,12 @@ async fn sleep_until_mono(at: u64) {
     tokio::time::sleep(Duration::from_nanos(at.saturating_sub(mono_nanos()))).await;
 }
 
-fn cfg(node: u64, seed: Option<SocketAddr>, state_transfer: bool) -> anyhow::Result<NodeConfig> {
+fn cfg(
+    node: u64,
+    seed: Option<SocketAddr>,
+    state_transfer: bool,
+    tls: Option<&Path>,
+) -> anyhow::Result<NodeConfig> {
     Ok(Partial {
         node: Some(node),
         listen: Some("127.0.0.1:0".into()),
@@ -127,9 +132,22 @@ fn cfg(node: u64, seed: Option<SocketAddr>, state_transfer: bool) -> anyhow::Res
         secret: Some("bench secret 0123456789".into()),
         bootstrap: Some(seed.is_none()),
         state_transfer: Some(state_transfer),
+        plaintext: Some(tls.is_none()),
+        tls_cert: tls.map(|d| d.join(format!("node-{node}.pem"))),
+        tls_key: tls.map(|d| d.join(format!("node-{node}-key.pem"))),
+        tls_ca: tls.map(|d| d.join(crate::tls::dev_certs::CA_CERT)),
         ..Partial::default()
     }
     .build()?)
+}
+
+/// Makes a development CA and the certificates of members 1 to 3 in `dir`, for a TLS bench.
+pub fn make_bench_certs(dir: &Path) -> anyhow::Result<()> {
+    let (ca, _) = crate::tls::dev_certs::ensure_ca(dir, "bench")?;
+    for n in 1..=3 {
+        crate::tls::dev_certs::make_leaf(dir, &ca, &format!("node-{n}"), &[])?;
+    }
+    Ok(())
 }
 
 /// The bench has no application state: with state transfer on, the checkpoint a joiner is
@@ -289,7 +307,8 @@ async fn window(start: u64, end: u64, measuring: &AtomicBool) -> Window {
 }
 
 /// Runs one figure: every member multicasting `payload`-byte messages in `order`, at `rate`
-/// per second each (None: as fast as it can), for `secs` seconds of measurement.
+/// per second each (None: as fast as it can), for `secs` seconds of measurement; over mutual
+/// TLS with the certificates in `tls` ([`make_bench_certs`]) if given, else plaintext.
 pub async fn figure(
     mode: &Mode,
     order: Order,
@@ -297,11 +316,12 @@ pub async fn figure(
     rate: Option<f64>,
     secs: f64,
     state_transfer: bool,
+    tls: Option<&Path>,
 ) -> anyhow::Result<Figure> {
     anyhow::ensure!(secs > 0.0 && secs.is_finite(), "--seconds must be positive");
     let per = match mode {
-        Mode::Processes { exe } => processes(exe, order, payload, rate, secs, state_transfer).await?,
-        Mode::InProcess => in_process(order, payload, rate, secs, state_transfer).await?,
+        Mode::Processes { exe } => processes(exe, order, payload, rate, secs, state_transfer, tls).await?,
+        Mode::InProcess => in_process(order, payload, rate, secs, state_transfer, tls).await?,
     };
     Ok(summarize(order, payload, rate.is_some(), per))
 }
@@ -354,12 +374,13 @@ async fn in_process(
     rate: Option<f64>,
     secs: f64,
     state_transfer: bool,
+    tls: Option<&Path>,
 ) -> anyhow::Result<PerMember> {
-    let (m1, e1) = Member::start(cfg(1, None, state_transfer)?).await?;
+    let (m1, e1) = Member::start(cfg(1, None, state_transfer, tls)?).await?;
     let seed = Some(m1.listen_addr());
     let mut members = vec![(m1, e1)];
     for n in 2..=3 {
-        members.push(Member::start(cfg(n, seed, state_transfer)?).await?);
+        members.push(Member::start(cfg(n, seed, state_transfer, tls)?).await?);
     }
     formed(&mut members).await?;
     let (start, end) = plan(secs);
@@ -397,6 +418,16 @@ async fn in_process(
     Ok((per, cpu))
 }
 
+/// What a member process of one figure runs.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    order: Order,
+    payload: usize,
+    rate: Option<f64>,
+    state_transfer: bool,
+    tls: Option<&'a Path>,
+}
+
 /// Reads one line of at most `MAX_LINE` bytes, without its newline; None at the end.
 async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> anyhow::Result<Option<String>> {
     let mut buf = Vec::new();
@@ -419,15 +450,8 @@ struct Child {
 }
 
 impl Child {
-    fn spawn(
-        exe: &Path,
-        node: u64,
-        seed: Option<SocketAddr>,
-        order: Order,
-        payload: usize,
-        rate: Option<f64>,
-        state_transfer: bool,
-    ) -> anyhow::Result<Child> {
+    fn spawn(exe: &Path, node: u64, seed: Option<SocketAddr>, run: &Run<'_>) -> anyhow::Result<Child> {
+        let Run { order, payload, rate, state_transfer, tls } = *run;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["bench-member", "--node", &node.to_string(), "--order", order_name(order)])
             .args(["--payload", &payload.to_string()]);
@@ -439,6 +463,9 @@ impl Child {
         }
         if state_transfer {
             cmd.arg("--state-transfer");
+        }
+        if let Some(dir) = tls {
+            cmd.arg("--tls-dir").arg(dir);
         }
         // Its stderr (logs, errors) is ours; stdout carries its figures.
         cmd.stdin(std::process::Stdio::piped())
@@ -548,13 +575,15 @@ async fn processes(
     rate: Option<f64>,
     secs: f64,
     state_transfer: bool,
+    tls: Option<&Path>,
 ) -> anyhow::Result<PerMember> {
     let soon = |s: u64| tokio::time::Instant::now() + Duration::from_secs(s);
-    let mut c1 = Child::spawn(exe, 1, None, order, payload, rate, state_transfer)?;
+    let run = Run { order, payload, rate, state_transfer, tls };
+    let mut c1 = Child::spawn(exe, 1, None, &run)?;
     let addr = c1.expect("listen", soon(20)).await?;
     let seed: SocketAddr = addr.parse().with_context(|| format!("member n1: listen address {addr:?}"))?;
-    let mut c2 = Child::spawn(exe, 2, Some(seed), order, payload, rate, state_transfer)?;
-    let mut c3 = Child::spawn(exe, 3, Some(seed), order, payload, rate, state_transfer)?;
+    let mut c2 = Child::spawn(exe, 2, Some(seed), &run)?;
+    let mut c3 = Child::spawn(exe, 3, Some(seed), &run)?;
     // n2 and n3 report their addresses too (unused: they join through n1).
     tokio::try_join!(c2.expect("listen", soon(20)), c3.expect("listen", soon(20)))?;
     let formed = soon(30);
@@ -598,6 +627,9 @@ pub struct MemberArgs {
     /// Turn state transfer on.
     #[arg(long)]
     state_transfer: bool,
+    /// Mutual TLS with the certificates in this directory (`make_bench_certs`).
+    #[arg(long)]
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs `chorus bench-member`. Protocol, one line each way at a time: it writes `listen ADDR`
@@ -650,7 +682,7 @@ async fn member(a: MemberArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let (m, e) = Member::start(cfg(a.node, a.seed, a.state_transfer)?).await?;
+    let (m, e) = Member::start(cfg(a.node, a.seed, a.state_transfer, a.tls_dir.as_deref())?).await?;
     say(&mut out, &format!("listen {}", m.listen_addr())).await?;
     let mut me = [(m, e)];
     formed(&mut me).await?;

@@ -192,6 +192,18 @@ impl LocalCluster {
             let names: Vec<&str> = self.o.orders.iter().map(|o| crate::bench::order_name(*o)).collect();
             cmd.arg("--orders").arg(names.join(","));
         }
+        // Mutual TLS on the peer links, as in production: a development CA in the directory,
+        // and a certificate per node (made once, kept across restarts).
+        let certs = self.o.dir.join("certs");
+        let (cert, key) =
+            (certs.join(format!("node-{node}.pem")), certs.join(format!("node-{node}-key.pem")));
+        if !cert.exists() || !key.exists() {
+            let (ca, _) = crate::tls::dev_certs::ensure_ca(&certs, "local-demo")?;
+            crate::tls::dev_certs::make_leaf(&certs, &ca, &format!("node-{node}"), &[])?;
+        }
+        cmd.env("CHORUS_TLS_CERT", &cert)
+            .env("CHORUS_TLS_KEY", &key)
+            .env("CHORUS_TLS_CA", certs.join(crate::tls::dev_certs::CA_CERT));
         let mut child = cmd.spawn().with_context(|| format!("cannot run {}", self.o.exe.display()))?;
         let out = child.stdout.take().context("no stdout")?;
         let shared = self.shared.clone();

@@ -14,6 +14,10 @@
 //! max_clock_skew_ms = 1000        # refuse peers whose wall clock differs more (0: no check)
 //! trace = "node-1.trace.jsonl"    # write the checker's trace
 //! data_dir = "/var/lib/chorus/1"  # keep the membership on disk (recovery, founding once)
+//! tls_cert = "certs/node-1.pem"   # mutual TLS on the peer links (make them: `chorus certs`)
+//! tls_key = "certs/node-1-key.pem"
+//! tls_ca = "certs/ca.pem"
+//! # plaintext = true              # or say that the links go unencrypted (one of the two)
 //! ```
 
 use std::net::SocketAddr;
@@ -134,6 +138,9 @@ pub struct NodeConfig {
     /// largest view-change message, which receivers put together from pieces. Set by the
     /// application.
     pub max_members: usize,
+    /// Mutual TLS on the peer links (None: plaintext; a config file must say `plaintext = true`
+    /// for that). Every node of a cluster runs with TLS or none does.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 /// The configuration is unusable (the operator's fault). Nothing was started.
@@ -199,6 +206,14 @@ pub struct Partial {
     pub trace: Option<PathBuf>,
     /// See [`NodeConfig::data_dir`].
     pub data_dir: Option<PathBuf>,
+    /// This node's certificate for the peer links (PEM), with `tls_key` and `tls_ca`.
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA every node's certificate is signed by (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// Run the peer links unencrypted (only when no `tls_*` is given).
+    pub plaintext: Option<bool>,
 }
 
 impl Partial {
@@ -221,7 +236,10 @@ impl Partial {
     /// Reads `CHORUS_NODE`, `CHORUS_LISTEN`, `CHORUS_ADVERTISE`, `CHORUS_SEEDS` (comma-separated), `CHORUS_CLUSTER`,
     /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
     /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_MAX_CLOCK_SKEW_MS`,
-    /// `CHORUS_TRACE`, `CHORUS_DATA_DIR` from `get`.
+    /// `CHORUS_TRACE`, `CHORUS_DATA_DIR`, `CHORUS_TLS_CERT`, `CHORUS_TLS_KEY`, `CHORUS_TLS_CA`,
+    /// `CHORUS_PLAINTEXT` from `get`. `CHORUS_NODE=ordinal` takes the id from `HOSTNAME` (a
+    /// StatefulSet pod `name-N` is node N+1); `CHORUS_BOOTSTRAP_NODE=N` sets `bootstrap` for node
+    /// N only.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Partial, ConfigError> {
         let num = |key: &'static str, field: &'static str| -> Result<Option<u64>, ConfigError> {
             get(key)
@@ -244,8 +262,25 @@ impl Partial {
                 })
                 .transpose()
         };
+        // A StatefulSet's pods share one template: `CHORUS_NODE=ordinal` takes the node id from
+        // the host name's ordinal (pod `chorus-kv-0` is node 1), and `CHORUS_BOOTSTRAP_NODE=1`
+        // makes node 1 alone found the group.
+        let node = match get("CHORUS_NODE").as_deref().map(str::trim) {
+            Some("ordinal") => Some(node_from_hostname(get("HOSTNAME"))?),
+            _ => num("CHORUS_NODE", "node")?,
+        };
+        let bootstrap = match (num("CHORUS_BOOTSTRAP_NODE", "bootstrap")?, node) {
+            (Some(b), Some(n)) => Some(b == n),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    field: "bootstrap",
+                    why: "CHORUS_BOOTSTRAP_NODE needs CHORUS_NODE".into(),
+                })
+            }
+            (None, _) => flag("CHORUS_BOOTSTRAP", "bootstrap")?,
+        };
         Ok(Partial {
-            node: num("CHORUS_NODE", "node")?,
+            node,
             listen: get("CHORUS_LISTEN"),
             advertise: get("CHORUS_ADVERTISE"),
             seeds: get("CHORUS_SEEDS")
@@ -253,13 +288,17 @@ impl Partial {
             cluster: get("CHORUS_CLUSTER"),
             secret: get("CHORUS_SECRET"),
             secret_file: get("CHORUS_SECRET_FILE").map(PathBuf::from),
-            bootstrap: flag("CHORUS_BOOTSTRAP", "bootstrap")?,
+            bootstrap,
             state_transfer: flag("CHORUS_STATE_TRANSFER", "state_transfer")?,
             heartbeat_ms: num("CHORUS_HEARTBEAT_MS", "heartbeat_ms")?,
             suspect_timeout_ms: num("CHORUS_SUSPECT_TIMEOUT_MS", "suspect_timeout_ms")?,
             max_clock_skew_ms: num("CHORUS_MAX_CLOCK_SKEW_MS", "max_clock_skew_ms")?,
             trace: get("CHORUS_TRACE").map(PathBuf::from),
             data_dir: get("CHORUS_DATA_DIR").map(PathBuf::from),
+            tls_cert: get("CHORUS_TLS_CERT").map(PathBuf::from),
+            tls_key: get("CHORUS_TLS_KEY").map(PathBuf::from),
+            tls_ca: get("CHORUS_TLS_CA").map(PathBuf::from),
+            plaintext: flag("CHORUS_PLAINTEXT", "plaintext")?,
         })
     }
 
@@ -280,6 +319,10 @@ impl Partial {
             max_clock_skew_ms: other.max_clock_skew_ms.or(self.max_clock_skew_ms),
             trace: other.trace.or(self.trace),
             data_dir: other.data_dir.or(self.data_dir),
+            tls_cert: other.tls_cert.or(self.tls_cert),
+            tls_key: other.tls_key.or(self.tls_key),
+            tls_ca: other.tls_ca.or(self.tls_ca),
+            plaintext: other.plaintext.or(self.plaintext),
         }
     }
 
@@ -357,6 +400,7 @@ impl Partial {
         if secret.len() < 8 {
             return Err(ConfigError::Invalid { field: "secret", why: "shorter than 8 bytes".into() });
         }
+        let tls = peer_tls(self.tls_cert, self.tls_key, self.tls_ca, self.plaintext)?;
         let heartbeat = Duration::from_millis(self.heartbeat_ms.unwrap_or(100));
         let suspect_timeout = Duration::from_millis(self.suspect_timeout_ms.unwrap_or(500));
         if heartbeat.is_zero() || suspect_timeout < heartbeat * 2 {
@@ -389,7 +433,64 @@ impl Partial {
             recover_all: false,
             max_payload: 1 << 20,
             max_members: 64,
+            tls,
         })
+    }
+}
+
+/// The node id of a StatefulSet's pod: its host name's ordinal plus one (`chorus-kv-0` is 1).
+fn node_from_hostname(env: Option<String>) -> Result<u64, ConfigError> {
+    let name = match env {
+        Some(h) => h,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
+    };
+    let name = name.trim();
+    let ordinal = name.rsplit_once('-').and_then(|(_, n)| n.parse::<u64>().ok());
+    match ordinal {
+        Some(n) if n < u64::MAX => Ok(n + 1),
+        _ => Err(ConfigError::Invalid {
+            field: "node",
+            why: format!("CHORUS_NODE=ordinal: the host name {name:?} does not end in -NUMBER (a StatefulSet pod's does)"),
+        }),
+    }
+}
+
+/// The peer links' TLS from the three files, or plaintext when the config says so and gives
+/// none of them: encryption is never dropped by an omission.
+fn peer_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    plaintext: Option<bool>,
+) -> Result<Option<Arc<crate::tls::PeerTls>>, ConfigError> {
+    let invalid = |field, why: String| ConfigError::Invalid { field, why };
+    match (cert, key, ca, plaintext.unwrap_or(false)) {
+        (None, None, None, true) => Ok(None),
+        (None, None, None, false) => Err(invalid(
+            "tls_cert",
+            "missing: the peer links need TLS (tls_cert, tls_key and tls_ca; `chorus certs` makes a \
+             development CA and certificates), or say `plaintext = true` (CHORUS_PLAINTEXT=1, --plaintext) \
+             to run them unencrypted"
+                .into(),
+        )),
+        (Some(_), _, _, true) | (_, Some(_), _, true) | (_, _, Some(_), true) => {
+            Err(invalid("plaintext", "plaintext = true and tls_* files are both given: choose one".into()))
+        }
+        (Some(cert), Some(key), Some(ca), false) => {
+            let files = crate::tls::TlsFiles { cert, key, ca };
+            let tls = crate::tls::PeerTls::load(&files).map_err(|e| invalid("tls_cert", e.to_string()))?;
+            Ok(Some(Arc::new(tls)))
+        }
+        (cert, key, _, false) => {
+            let field = if cert.is_none() {
+                "tls_cert"
+            } else if key.is_none() {
+                "tls_key"
+            } else {
+                "tls_ca"
+            };
+            Err(invalid(field, "missing: TLS needs tls_cert, tls_key and tls_ca together".into()))
+        }
     }
 }
 
@@ -403,6 +504,7 @@ mod tests {
         listen = "127.0.0.1:7001"
         seeds = ["2@127.0.0.1:7002"]
         secret = "correct horse"
+        plaintext = true
     "#;
 
     #[test]
@@ -469,5 +571,83 @@ mod tests {
         assert!(e.contains("seeds"), "{e}");
         let e = Partial::from_env(|k| (k == "CHORUS_NODE").then(|| "x".to_string())).unwrap_err().to_string();
         assert!(e.contains("CHORUS_NODE"), "{e}");
+        // A StatefulSet pod: the node id from the host name, node 1 alone founds the group.
+        for (host, node, boots) in [("chorus-kv-0", 1, true), ("chorus-kv-2", 3, false)] {
+            let p = Partial::from_env(|k| match k {
+                "CHORUS_NODE" => Some("ordinal".into()),
+                "HOSTNAME" => Some(host.into()),
+                "CHORUS_BOOTSTRAP_NODE" => Some("1".into()),
+                _ => None,
+            })
+            .unwrap();
+            assert_eq!((p.node, p.bootstrap), (Some(node), Some(boots)), "{host}");
+        }
+        let e = Partial::from_env(|k| match k {
+            "CHORUS_NODE" => Some("ordinal".into()),
+            "HOSTNAME" => Some("laptop".into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("laptop"), "{e}");
+    }
+
+    #[test]
+    fn peer_links_are_encrypted_unless_the_config_says_plaintext() {
+        let p = Partial::from_toml(GOOD).unwrap();
+        assert!(p.clone().build().unwrap().tls.is_none());
+        // Silence is not consent: without TLS files and without plaintext, no start.
+        let e = Partial { plaintext: None, ..p.clone() }.build().unwrap_err().to_string();
+        assert!(
+            e.contains("tls_cert") && e.contains("plaintext = true") && e.contains("chorus certs"),
+            "{e}"
+        );
+        let e = Partial { plaintext: Some(false), ..p.clone() }.build().unwrap_err().to_string();
+        assert!(e.contains("tls_cert"), "{e}");
+        // Both at once is a contradiction.
+        let e = Partial { tls_ca: Some("ca.pem".into()), ..p.clone() }.build().unwrap_err().to_string();
+        assert!(e.contains("choose one"), "{e}");
+        // Half of TLS names the missing file.
+        let half = Partial {
+            plaintext: None,
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..p.clone()
+        };
+        let e = half.clone().build().unwrap_err().to_string();
+        assert!(e.contains("`tls_ca`"), "{e}");
+        // A file that is not there is named.
+        let e =
+            Partial { tls_ca: Some("/nonexistent/ca.pem".into()), ..half }.build().unwrap_err().to_string();
+        assert!(e.contains("c.pem"), "{e}");
+        // Files that work: a development CA.
+        let dir = std::env::temp_dir().join(format!("chorus-config-tls-{}", std::process::id()));
+        let (ca, _) = crate::tls::dev_certs::ensure_ca(&dir, "test").unwrap();
+        let (cert, key) = crate::tls::dev_certs::make_leaf(&dir, &ca, "node-1", &[]).unwrap();
+        let env = |k: &str| match k {
+            "CHORUS_TLS_CERT" => Some(cert.display().to_string()),
+            "CHORUS_TLS_KEY" => Some(key.display().to_string()),
+            "CHORUS_TLS_CA" => Some(dir.join("ca.pem").display().to_string()),
+            _ => None,
+        };
+        let c = Partial { plaintext: None, ..p.clone() }
+            .overridden_by(Partial::from_env(env).unwrap())
+            .build()
+            .unwrap();
+        assert!(c.tls.is_some());
+        // A key of another certificate is refused, naming the key.
+        let (_, other_key) = crate::tls::dev_certs::make_leaf(&dir, &ca, "node-2", &[]).unwrap();
+        let e = Partial {
+            plaintext: None,
+            tls_cert: Some(cert),
+            tls_key: Some(other_key.clone()),
+            tls_ca: Some(dir.join("ca.pem")),
+            ..p
+        }
+        .build()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&other_key.display().to_string()), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

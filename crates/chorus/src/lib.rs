@@ -13,6 +13,7 @@
 //!     listen = "127.0.0.1:7001"
 //!     secret = "correct horse battery"
 //!     bootstrap = true
+//!     plaintext = true   # or tls_cert, tls_key, tls_ca: see `chorus certs`
 //! "#)?.build()?;
 //! let (member, mut events) = Member::start(cfg).await?;
 //! member.multicast(Order::Total, "hello".into()).await?;
@@ -35,7 +36,9 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod datadir;
+pub mod resolve;
 pub mod runtime;
+pub mod tls;
 mod trace;
 pub mod transport;
 

@@ -43,6 +43,19 @@ enum Cmd {
         /// Write the checker's trace (JSON lines) here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// This node's certificate for mutual TLS on the peer links (PEM; with --tls-key and
+        /// --tls-ca; `chorus certs` makes them).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// This node's private key (PEM).
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// The CA that signs every node's certificate (PEM).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// Run the peer links unencrypted (the config must choose: TLS or this).
+        #[arg(long)]
+        plaintext: bool,
         /// Multicasts per second to send, cycling through --orders.
         #[arg(long, default_value_t = 0.0)]
         send_rate: f64,
@@ -88,10 +101,31 @@ enum Cmd {
         /// Turn state transfer on (a joiner gets an empty checkpoint).
         #[arg(long)]
         state_transfer: bool,
+        /// Run every figure twice, over plaintext and over mutual TLS (development
+        /// certificates made for the run), and give the cost of encryption as a ratio.
+        #[arg(long)]
+        tls: bool,
     },
     /// One member process of `chorus bench`, driven by it over stdin and stdout.
     #[command(hide = true)]
     BenchMember(chorus::bench::MemberArgs),
+    /// Make a development CA (once: one already in DIR is used, not replaced) and a
+    /// certificate it signs for each NAME, for mutual TLS on the peer links and TLS on the
+    /// store's client port: DIR/ca.pem, DIR/NAME.pem and DIR/NAME-key.pem. Each certificate
+    /// names NAME, every --host, localhost, 127.0.0.1 and ::1. For development and tests: in
+    /// production, use your own CA.
+    Certs {
+        /// Where the files go (made if missing).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra host names or IP addresses the certificates are valid for (repeat or
+        /// comma-separate; `*.chorus.default.svc` style wildcards work).
+        #[arg(long = "host", value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// The certificates to make, e.g. node-1 node-2 node-3 client.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Check traces written by nodes (merged by time) against the guarantees.
     Check {
         /// Trace files (JSON lines).
@@ -116,6 +150,10 @@ fn main() -> ExitCode {
             seed,
             bootstrap,
             trace,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            plaintext,
             send_rate,
             orders,
             payload_bytes,
@@ -136,6 +174,10 @@ fn main() -> ExitCode {
                 seeds: (!seed.is_empty()).then_some(seed),
                 bootstrap: bootstrap.then_some(true),
                 trace,
+                tls_cert,
+                tls_key,
+                tls_ca,
+                plaintext: plaintext.then_some(true),
                 ..Partial::default()
             };
             node_cmd(
@@ -152,9 +194,10 @@ fn main() -> ExitCode {
             )
         }
         Cmd::Check { traces } => check(&traces),
+        Cmd::Certs { dir, hosts, names } => certs(&dir, &hosts, &names),
         Cmd::Demo { nodes, dir, rate } => demo(nodes, dir, rate),
-        Cmd::Bench { seconds, orders, in_process, state_transfer } => {
-            bench(seconds, &orders, in_process, state_transfer)
+        Cmd::Bench { seconds, orders, in_process, state_transfer, tls } => {
+            bench(seconds, &orders, in_process, state_transfer, tls)
         }
         Cmd::BenchMember(args) => chorus::bench::member_main(args),
     };
@@ -166,6 +209,88 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn certs(dir: &std::path::Path, hosts: &[String], names: &[String]) -> anyhow::Result<bool> {
+    use chorus::tls::dev_certs::{ensure_ca, make_leaf, CaOutcome, CA_CERT, CA_KEY};
+    let (ca, outcome) = ensure_ca(dir, "chorus")?;
+    match outcome {
+        CaOutcome::Made => println!(
+            "made a development CA: {} (its key {}: keep it private)",
+            dir.join(CA_CERT).display(),
+            dir.join(CA_KEY).display()
+        ),
+        CaOutcome::Kept => println!("using the CA already in {}", dir.join(CA_CERT).display()),
+    }
+    for name in names {
+        let (cert, key) = make_leaf(dir, &ca, name, hosts)?;
+        println!("{name}: {} and {}", cert.display(), key.display());
+    }
+    if let Some(first) = names.first() {
+        println!(
+            "\nIn {first}'s config:\n  tls_cert = \"{}\"\n  tls_key = \"{}\"\n  tls_ca = \"{}\"",
+            dir.join(format!("{first}.pem")).display(),
+            dir.join(format!("{first}-key.pem")).display(),
+            dir.join(CA_CERT).display()
+        );
+    }
+    Ok(true)
+}
+
+/// `chorus bench --tls`: each figure over plaintext and over mutual TLS, interleaved (plain,
+/// TLS, plain, TLS) so that a shared machine's drift hits both alike; the ratio is TLS over
+/// plaintext of the medians.
+async fn bench_tls(
+    mode: &chorus::bench::Mode,
+    orders: &[chorus::Order],
+    secs: f64,
+    state_transfer: bool,
+    certs: &std::path::Path,
+) -> anyhow::Result<()> {
+    use chorus::bench::{figure, order_name};
+    const ROUNDS: usize = 3;
+    println!("chorus bench --tls: 3 member processes over loopback, every member multicasting as fast as");
+    println!(
+        "back-pressure lets it; each figure {ROUNDS} times over plaintext and {ROUNDS} times over mutual TLS"
+    );
+    println!("(rustls, aws-lc-rs; TLS 1.3), interleaved; deliveries/s at one member over {secs} s, median of rounds;");
+    println!("CPU = the members' CPU time per second of window, summed (cores)");
+    println!();
+    println!(
+        "  {:<7} {:>7} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9}",
+        "order", "payload", "plain/s", "TLS/s", "TLS/plain", "CPU plain", "CPU TLS", "CPU ratio"
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    for payload in [64usize, 1024] {
+        for order in orders {
+            let (mut plain, mut tls, mut cpu_p, mut cpu_t) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..ROUNDS {
+                let p = figure(mode, *order, payload, None, secs, state_transfer, None).await?;
+                let t = figure(mode, *order, payload, None, secs, state_transfer, Some(certs)).await?;
+                plain.push(p.rate);
+                tls.push(t.rate);
+                cpu_p.extend(p.cpu);
+                cpu_t.extend(t.cpu);
+            }
+            let (p, t) = (median(plain), median(tls));
+            let (cp, ct) = (median(cpu_p), median(cpu_t));
+            println!(
+                "  {:<7} {:>6}B {:>12.0} {:>12.0} {:>9.2} {:>10.2} {:>10.2} {:>9.2}",
+                order_name(*order),
+                payload,
+                p,
+                t,
+                t / p.max(1e-9),
+                cp,
+                ct,
+                ct / cp.max(1e-9)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn node_cmd(config: Option<PathBuf>, flags: Partial, opts: NodeOptions) -> anyhow::Result<bool> {
@@ -313,8 +438,14 @@ fn count_deliveries(traces: &[PathBuf]) -> usize {
         .sum()
 }
 
-fn bench(secs: f64, orders: &[String], in_process: bool, state_transfer: bool) -> anyhow::Result<bool> {
-    use chorus::bench::{figure, order_name, parse_order, tcp_fanout, Mode};
+fn bench(
+    secs: f64,
+    orders: &[String],
+    in_process: bool,
+    state_transfer: bool,
+    tls: bool,
+) -> anyhow::Result<bool> {
+    use chorus::bench::{figure, make_bench_certs, order_name, parse_order, tcp_fanout, Mode};
     use chorus::Order;
     let orders: Vec<Order> = if orders.is_empty() {
         Order::ALL.to_vec()
@@ -326,8 +457,26 @@ fn bench(secs: f64, orders: &[String], in_process: bool, state_transfer: bool) -
     } else {
         Mode::Processes { exe: std::env::current_exe().context("cannot find the chorus executable")? }
     };
+    // Certificates for the TLS figures, in a directory removed at the end.
+    struct Certs(PathBuf);
+    impl Drop for Certs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let certs = if tls {
+        let dir = std::env::temp_dir().join(format!("chorus-bench-certs-{}", std::process::id()));
+        let certs = Certs(dir);
+        make_bench_certs(&certs.0)?;
+        Some(certs)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run = async {
+        if let Some(c) = &certs {
+            return bench_tls(&mode, &orders, secs, state_transfer, &c.0).await;
+        }
         let members = match mode {
             Mode::InProcess => "3 members in this process (one tokio runtime)",
             Mode::Processes { .. } => "3 member processes (one tokio runtime each, as `chorus node`)",
@@ -356,8 +505,8 @@ fn bench(secs: f64, orders: &[String], in_process: bool, state_transfer: bool) -
                 "order", "deliv/s", "MB/s", "vs TCP", "p50@1k/s", "p99@1k/s"
             );
             for order in &orders {
-                let t = figure(&mode, *order, payload, None, secs, state_transfer).await?;
-                let l = figure(&mode, *order, payload, Some(1000.0), secs, state_transfer).await?;
+                let t = figure(&mode, *order, payload, None, secs, state_transfer, None).await?;
+                let l = figure(&mode, *order, payload, Some(1000.0), secs, state_transfer, None).await?;
                 println!(
                     "  {:<7} {:>12.0} {:>9.1} {:>8.1}%   {:>9} {:>9}",
                     order_name(*order),

@@ -38,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
 use crate::datadir::{DataDirError, NodeStore};
+use crate::tls::PeerTls;
 use crate::transport::frame::{self, FrameReader};
 use crate::transport::handshake::{self, Identity};
 
@@ -299,7 +300,7 @@ impl Member {
         store: Option<NodeStore>,
         state: Option<u64>,
     ) -> Result<(Member, Events), StartError> {
-        let listener = TcpListener::bind(cfg.listen.as_str())
+        let listener = crate::resolve::bind(cfg.listen.as_str())
             .await
             .map_err(|source| StartError::Listen { addr: cfg.listen.clone(), source })?;
         // Port 0 picks a free port: peers must be told the real one.
@@ -375,9 +376,12 @@ impl Member {
         for s in &cfg.seeds {
             book.insert(s.node, s.addr.clone());
         }
-        let listener_task = tokio::spawn(accept_loop(listener, identity.clone(), net_tx.clone()));
+        let tls = cfg.tls.clone();
+        let listener_task =
+            tokio::spawn(accept_loop(listener, identity.clone(), tls.clone(), net_tx.clone()));
         let driver = Driver {
             node,
+            tls,
             start: tokio::time::Instant::now(),
             me: cfg.node,
             identity,
@@ -575,8 +579,11 @@ impl Drop for Conn {
 /// The sending side of a connection: the frames queued for the peer, written by the driver
 /// itself at the end of each pass (one syscall for everything the pass produced, no task
 /// switch), and by the connection's writer task only when the socket is full (a slow peer).
+/// Over TLS the writer task does every write (it owns the TLS stream's write half): the
+/// driver queues and wakes it.
 struct Outbox {
-    stream: OwnedWriteHalf,
+    /// The plain socket's write half; None over TLS.
+    stream: Option<OwnedWriteHalf>,
     state: std::sync::Mutex<OutState>,
     /// Tells the writer task that the socket was full and bytes are waiting.
     parked: Notify,
@@ -618,6 +625,12 @@ impl Outbox {
         if st.parked || st.failed || st.buf.is_empty() {
             return Ok(());
         }
+        if self.stream.is_none() {
+            // TLS: the writer task writes.
+            st.parked = true;
+            self.parked.notify_one();
+            return Ok(());
+        }
         match self.write_some(&mut st) {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -634,8 +647,9 @@ impl Outbox {
 
     /// Writes until the buffer is empty (true) or the socket is full (false).
     fn write_some(&self, st: &mut OutState) -> std::io::Result<bool> {
+        let Some(stream) = &self.stream else { return Ok(false) };
         while !st.buf.is_empty() {
-            match self.stream.try_write(&st.buf) {
+            match stream.try_write(&st.buf) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => st.buf.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
@@ -647,10 +661,11 @@ impl Outbox {
 
     /// The writer task: takes over while the socket is full, hands back once it has drained.
     async fn run_parked(&self) -> std::io::Result<()> {
+        let Some(stream) = &self.stream else { return Ok(()) };
         loop {
             self.parked.notified().await;
             loop {
-                self.stream.writable().await?;
+                stream.writable().await?;
                 let mut st = self.lock();
                 match self.write_some(&mut st) {
                     Ok(true) => {
@@ -664,6 +679,35 @@ impl Outbox {
                         st.failed = true;
                         return Err(e);
                     }
+                }
+            }
+        }
+    }
+}
+
+impl Outbox {
+    /// The writer task over TLS: writes what the driver queued, as it comes. What it writes is
+    /// taken out of the queue first, so a connection holds at most twice `MAX_QUEUED_BYTES`.
+    async fn run_tls<W: tokio::io::AsyncWrite + Unpin>(&self, mut w: W) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            self.parked.notified().await;
+            loop {
+                let chunk = {
+                    let mut st = self.lock();
+                    if st.buf.is_empty() {
+                        st.parked = false;
+                        break;
+                    }
+                    st.buf.split().freeze()
+                };
+                let written = async {
+                    w.write_all(&chunk).await?;
+                    w.flush().await
+                };
+                if let Err(e) = written.await {
+                    self.lock().failed = true;
+                    return Err(e);
                 }
             }
         }
@@ -690,6 +734,8 @@ struct Driver {
     start: tokio::time::Instant,
     me: u64,
     identity: Arc<Identity>,
+    /// Mutual TLS on the peer links (None: plaintext, as the config said).
+    tls: Option<Arc<PeerTls>>,
     peers: BTreeMap<u64, Peer>,
     book: BTreeMap<u64, String>,
     dials: BTreeMap<u64, Dial>,
@@ -1082,11 +1128,12 @@ impl Driver {
         }
         d.in_progress = true;
         let identity = self.identity.clone();
+        let tls = self.tls.clone();
         let net = self.net_tx.clone();
         let id = self.next_conn;
         self.next_conn += 1;
         tokio::spawn(async move {
-            match connect(&addr, to, &identity).await {
+            match connect(&addr, to, &identity, tls.as_deref()).await {
                 Ok((stream, peer)) => {
                     let conn = spawn_conn(stream, to, id, net.clone());
                     let _ = net
@@ -1195,18 +1242,72 @@ fn dialable(addr: &str) -> bool {
 /// opposed to a peer that is down or slow, which the backoff handles).
 type DialError = (String, bool);
 
-async fn connect(addr: &str, to: u64, me: &Identity) -> Result<(TcpStream, handshake::PeerInfo), DialError> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+async fn connect(
+    addr: &str,
+    to: u64,
+    me: &Identity,
+    tls: Option<&PeerTls>,
+) -> Result<(Link, handshake::PeerInfo), DialError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::resolve::connect(addr))
         .await
         .map_err(|_| ("connect timed out".to_string(), false))?
         .map_err(|e| (e.to_string(), false))?;
     tune(&stream);
-    let peer = handshake::dial(&mut stream, me, Some(to), HANDSHAKE_TIMEOUT).await.map_err(|e| {
+    let mut link = match tls {
+        None => Link::Plain(stream),
+        Some(tls) => {
+            let name = crate::tls::server_name(addr).map_err(|e| (e, true))?;
+            let tls_stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connector.connect(name, stream))
+                .await
+                .map_err(|_| ("the TLS handshake timed out".to_string(), false))?
+                .map_err(|e| {
+                    (
+                        crate::tls::explain(&e),
+                        !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                        ),
+                    )
+                })?;
+            Link::Tls(Box::new(tokio_rustls::TlsStream::Client(tls_stream)))
+        }
+    };
+    let peer = link.handshake_dial(me, to).await.map_err(|e| {
         use handshake::HandshakeError as E;
         let act = !matches!(e, E::Io(_) | E::Timeout(_) | E::Closed);
         (e.to_string(), act)
     })?;
-    Ok((stream, peer))
+    Ok((link, peer))
+}
+
+/// An authenticated peer connection's stream: plain TCP, or TLS over it.
+enum Link {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Link {
+    async fn handshake_dial(
+        &mut self,
+        me: &Identity,
+        to: u64,
+    ) -> Result<handshake::PeerInfo, handshake::HandshakeError> {
+        match self {
+            Link::Plain(s) => handshake::dial(s, me, Some(to), HANDSHAKE_TIMEOUT).await,
+            Link::Tls(s) => handshake::dial(s.as_mut(), me, Some(to), HANDSHAKE_TIMEOUT).await,
+        }
+    }
+
+    async fn handshake_accept(
+        &mut self,
+        me: &Identity,
+        within: Duration,
+    ) -> Result<handshake::PeerInfo, handshake::HandshakeError> {
+        match self {
+            Link::Plain(s) => handshake::accept(s, me, within).await,
+            Link::Tls(s) => handshake::accept(s.as_mut(), me, within).await,
+        }
+    }
 }
 
 /// A peer connection: no Nagle delay, and aborted when the peer stops acknowledging
@@ -1216,12 +1317,18 @@ fn tune(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(PEER_USER_TIMEOUT));
 }
 
-/// Accepts connections, authenticates them, and hands them to the driver.
-async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender<NetEvent>) {
+/// Accepts connections, authenticates them (TLS first if configured, then the handshake inside
+/// it), and hands them to the driver.
+async fn accept_loop(
+    listener: TcpListener,
+    me: Arc<Identity>,
+    tls: Option<Arc<PeerTls>>,
+    net: mpsc::Sender<NetEvent>,
+) {
     let gate = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let mut next_id = u64::MAX / 2; // Distinct from the dialer's ids.
     loop {
-        let (mut stream, from) = match listener.accept().await {
+        let (stream, from) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 warn!("accept failed: {e}");
@@ -1233,15 +1340,49 @@ async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender
             debug!(%from, "too many handshakes in progress: connection refused");
             continue;
         };
-        let (me, net) = (me.clone(), net.clone());
+        let (me, net, tls) = (me.clone(), net.clone(), tls.clone());
         next_id += 1;
         let id = next_id;
         tokio::spawn(async move {
             let _permit = permit;
             tune(&stream);
-            match handshake::accept(&mut stream, &me, HANDSHAKE_TIMEOUT).await {
+            // One deadline for the whole of it: TLS (or the look at the first byte), then the
+            // handshake inside.
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let mut link = match tls {
+                None => {
+                    // A TLS record's first byte, where a Hello's magic should be: say so, not
+                    // just "bad magic".
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] == 0x16 => {
+                            warn!(%from, "connection refused: the peer speaks TLS and this node runs with plaintext = true (every node of a cluster must do the same)");
+                            return;
+                        }
+                        Err(_) => {
+                            warn!(%from, "connection refused at the handshake: {}", handshake::HandshakeError::Timeout(HANDSHAKE_TIMEOUT));
+                            return;
+                        }
+                        _ => {}
+                    }
+                    Link::Plain(stream)
+                }
+                Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => Link::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
+                    Ok(Err(e)) => {
+                        warn!(%from, "connection refused at the TLS handshake: {}", crate::tls::explain(&e));
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(%from, "connection refused at the TLS handshake: it did not complete within {HANDSHAKE_TIMEOUT:?} (peer silent or too slow)");
+                        return;
+                    }
+                },
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match link.handshake_accept(&me, left).await {
                 Ok(peer) => {
-                    let conn = spawn_conn(stream, peer.node, id, net.clone());
+                    let conn = spawn_conn(link, peer.node, id, net.clone());
                     let _ = net
                         .send(NetEvent::Up { node: peer.node, listen: peer.listen, dialer: peer.node, conn })
                         .await;
@@ -1253,10 +1394,20 @@ async fn accept_loop(listener: TcpListener, me: Arc<Identity>, net: mpsc::Sender
 }
 
 /// Starts the reader and writer tasks of an authenticated connection to `node`.
-fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>) -> Conn {
-    let (rd, wr) = stream.into_split();
+fn spawn_conn(link: Link, node: u64, id: u64, net: mpsc::Sender<NetEvent>) -> Conn {
+    type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+    let (rd, plain, tls): (Reader, _, _) = match link {
+        Link::Plain(s) => {
+            let (r, w) = s.into_split();
+            (Box::new(r), Some(w), None)
+        }
+        Link::Tls(s) => {
+            let (r, w) = tokio::io::split(*s);
+            (Box::new(r), None, Some(w))
+        }
+    };
     let out = Arc::new(Outbox {
-        stream: wr,
+        stream: plain,
         state: std::sync::Mutex::new(OutState {
             buf: BytesMut::with_capacity(WRITE_BUF),
             parked: false,
@@ -1284,6 +1435,13 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
                         }
                     }
                     Ok(None) => break,
+                    // A TLS peer that ended without a close_notify: it crashed or was killed,
+                    // as a plain connection's end says (an attacker cutting the stream gains
+                    // nothing either: every frame taken was whole and checked).
+                    Err(frame::FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        debug!(peer = node, "connection ended: {e}");
+                        break;
+                    }
                     Err(e) => {
                         warn!(peer = node, "closing the connection: {e}");
                         let _ = net.send(NetEvent::Bad).await;
@@ -1297,7 +1455,11 @@ fn spawn_conn(stream: TcpStream, node: u64, id: u64, net: mpsc::Sender<NetEvent>
     let writer = {
         let out = out.clone();
         tokio::spawn(async move {
-            if let Err(e) = out.run_parked().await {
+            let run = match tls {
+                None => out.run_parked().await,
+                Some(w) => out.run_tls(w).await,
+            };
+            if let Err(e) = run {
                 debug!(peer = node, "write failed: {e}");
             }
             let _ = net.send(NetEvent::Down { node, id }).await;

@@ -119,6 +119,7 @@ fn config(node: u64, seeds: &[(u64, SocketAddr)]) -> NodeConfig {
         listen: Some("127.0.0.1:0".into()),
         seeds: Some(seeds.iter().map(|(n, a)| format!("{n}@{a}")).collect()),
         secret: Some(SECRET.into()),
+        plaintext: Some(true),
         bootstrap: Some(seeds.is_empty()),
         heartbeat_ms: Some(20),
         suspect_timeout_ms: Some(200),

@@ -17,6 +17,7 @@ fn config(node: u64, seeds: &[(u64, std::net::SocketAddr)]) -> chorus::config::N
         listen: Some("127.0.0.1:0".into()),
         seeds: Some(seeds.iter().map(|(n, a)| format!("{n}@{a}")).collect()),
         secret: Some("test secret 123".into()),
+        plaintext: Some(true),
         bootstrap: Some(seeds.is_empty()),
         heartbeat_ms: Some(20),
         suspect_timeout_ms: Some(200),
@@ -233,6 +234,7 @@ async fn members_find_each_other_by_host_name() {
             bootstrap: Some(seeds.is_empty()),
             seeds: Some(seeds),
             secret: Some("test secret 123".into()),
+            plaintext: Some(true),
             // Not a test of failure detection: a loaded machine must not exclude anyone.
             heartbeat_ms: Some(100),
             suspect_timeout_ms: Some(3000),

@@ -71,11 +71,23 @@ impl Store {
             .filter(|j| *j != i)
             .map(|j| format!("\"{}@127.0.0.1:{}\"", j + 1, self.base + 100 + j))
             .collect();
+        // Mutual TLS on the peer links, as the demo and a production store run them: these
+        // tests cover the TLS transport under crashes, pauses and restarts.
+        let certs = self.dir.join("certs");
+        let (cert, key) =
+            (certs.join(format!("node-{}.pem", i + 1)), certs.join(format!("node-{}-key.pem", i + 1)));
+        if !cert.exists() {
+            let (ca, _) = chorus::tls::dev_certs::ensure_ca(&certs, "test").unwrap();
+            chorus::tls::dev_certs::make_leaf(&certs, &ca, &format!("node-{}", i + 1), &[]).unwrap();
+        }
         let text = format!(
-            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"faults test secret\"\nbootstrap = {bootstrap}\n\n[kv]\nlisten = \"127.0.0.1:{}\"\nrole = \"{}\"\n",
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"faults test secret\"\nbootstrap = {bootstrap}\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n\n[kv]\nlisten = \"127.0.0.1:{}\"\nrole = \"{}\"\nplaintext = true\n",
             i + 1,
             self.base + 100 + i,
             seeds.join(", "),
+            cert.display(),
+            key.display(),
+            certs.join("ca.pem").display(),
             self.port(i),
             self.roles.get(i as usize).copied().unwrap_or("active")
         );
