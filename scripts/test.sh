@@ -82,3 +82,18 @@ fi
 cargo build --release -q -p chorus-kv -p chorus-lin -p chorus
 python3 tests/net/hosts.py --self-test
 python3 tests/net/jepsen.py --nodes 5 --seconds 30 --interval 6 --runs 2 --out "target/jepsen/ci-$(date +%s)"
+
+step "TLS: chorus bench over mutual TLS next to plaintext, 64 B total order (a smoke run: it must form and deliver)"
+target/release/chorus bench --tls --orders total --seconds 0.5 | tail -n 3
+
+step "deploy: the Kubernetes manifests against the Kubernetes schemas (kubernetes-validate, PyPI)"
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    python3 -m pip install -q kubernetes-validate || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+kubernetes-validate --strict --quiet -k 1.29.0 deploy/k8s/*.yaml
+kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+echo "deploy/k8s: valid for Kubernetes 1.29 and $(kubernetes-validate --version 2>/dev/null | tail -n 1)"
+
+step "deploy: the image (FROM scratch, static binaries) and the compose file for real"
+# Needs docker and docker-compose (CI has them); elsewhere it prints SKIP with the reason.
+bash tests/deploy/compose.sh
