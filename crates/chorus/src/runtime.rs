@@ -1272,10 +1272,17 @@ async fn connect(
             Link::Tls(Box::new(tokio_rustls::TlsStream::Client(tls_stream)))
         }
     };
+    let plain = tls.is_none();
     let peer = link.handshake_dial(me, to).await.map_err(|e| {
         use handshake::HandshakeError as E;
         let act = !matches!(e, E::Io(_) | E::Timeout(_) | E::Closed);
-        (e.to_string(), act)
+        // A TLS acceptor answers a plaintext Hello with a TLS alert (7 bytes) and closes.
+        let hint = if plain && matches!(e, E::Frame(_)) {
+            " (does the peer run with TLS? then this node needs tls_cert, tls_key and tls_ca too)"
+        } else {
+            ""
+        };
+        (format!("{e}{hint}"), act)
     })?;
     Ok((link, peer))
 }

@@ -169,6 +169,11 @@ async fn a_group_over_mutual_tls_delivers_and_refuses_strangers_with_reasons() {
         "a plaintext peer is refused as such:\n{}",
         log_text()
     );
+    assert!(
+        log_shows("does the peer run with TLS?", Duration::from_secs(5)).await,
+        "the plaintext dialer is told why:\n{}",
+        log_text()
+    );
     let quiet = timeout(Duration::from_secs(2), async {
         loop {
             let (who, ev) = tokio::select! {
