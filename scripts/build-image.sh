@@ -15,7 +15,9 @@ command -v docker >/dev/null || { echo "docker is needed to build the image" >&2
 echo "==> static release build (target $TARGET, crt-static)"
 # A target directory of its own: the flags differ from the normal build's, and sharing one
 # would rebuild everything each time either is built.
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static \
+# No debug info in the image's binaries (the workspace's release profile keeps line tables for
+# profiling): smaller, and a quicker build in CI.
+RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=target/static CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo build --release --locked --target "$TARGET" -p chorus -p chorus-kv
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT

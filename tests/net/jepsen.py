@@ -43,7 +43,7 @@ import hosts as hostsmod  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 PEER_PORT, CLIENT_PORT = 7101, 6379
 
-FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause"]
+FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause", "leave"]
 
 
 def now_ns():
@@ -131,6 +131,27 @@ class Store:
             if life is not None:
                 self.harness({"t": time.time_ns(), "p": life, "ev": "crash"})
         self.paused.discard(i)
+
+    def leave(self, i, within=10.0):
+        """SIGTERM: the node leaves the group (a new view without it) and exits. If it has not
+        exited within `within` seconds it is killed, and that counts as a crash."""
+        p = self.procs.pop(i, None)
+        if p is None:
+            return True
+        if i in self.paused:
+            os.killpg(p.pid, signal.SIGCONT)
+            self.paused.discard(i)
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=within)
+            return True
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            life = self.current_proc(i)
+            if life is not None:
+                self.harness({"t": time.time_ns(), "p": life, "ev": "crash"})
+            return False
 
     def pause(self, i):
         if i in self.procs:
@@ -283,6 +304,19 @@ class Nemesis:
                     self.s.resume(x)
 
             detail = f"SIGSTOP {victims}, SIGCONT at the heal"
+        elif kind == "leave":
+            # Membership: a node (or a minority) leaves the group for good (SIGTERM: it says
+            # goodbye, a view without it is installed) and joins again at the heal, as a new
+            # member that loads the state.
+            victims = [self.rng.choice(nodes)] if self.rng.random() < 0.7 else self.rng.sample(nodes, (n - 1) // 2)
+            clean = [self.s.leave(x) for x in victims]
+
+            def heal():
+                for x in victims:
+                    self.s.start(x)
+
+            how = "left cleanly" if all(clean) else "did not exit within 10 s after SIGTERM: killed"
+            detail = f"SIGTERM {victims} ({how}), joined again at the heal"
         print(f"nemesis: {kind}: {detail}", flush=True)
         time.sleep(duration)
         heal()
