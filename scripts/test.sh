@@ -81,7 +81,7 @@ if [ "$(id -u)" = 0 ] && ! command -v ping >/dev/null 2>&1 && command -v apt-get
 fi
 cargo build --release -q -p chorus-kv -p chorus-lin -p chorus
 python3 tests/net/hosts.py --self-test
-python3 tests/net/jepsen.py --nodes 5 --seconds 30 --interval 6 --runs 2 --out "target/jepsen/ci-$(date +%s)"
+python3 tests/net/jepsen.py --nodes 5 --seconds 20 --interval 5 --runs 2 --out "target/jepsen/ci-$(date +%s)"
 
 step "TLS: chorus bench over mutual TLS next to plaintext, 64 B total order (a smoke run: it must form and deliver)"
 target/release/chorus bench --tls --orders total --seconds 0.5 | tail -n 3

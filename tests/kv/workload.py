@@ -6,7 +6,12 @@ re-chosen after an error), run for --seconds:
 
 - register: SET k v / GET k on keys r0..r{n}; values are unique per write;
 - list-append: MULTI; RPUSH k v; LRANGE k 0 -1; EXEC on keys l0..l{n}, recorded as an append
-  and a read-list over the same interval (sound for the checker: weaker than one atomic op).
+  and a read-list over the same interval (sound for the checker: weaker than one atomic op);
+- counter (with --counters FILE): INCR on keys c0..c{n}, checked here, not by chorus-lin (as
+  Jepsen's counter workload): every value an acknowledged INCR returned is distinct, and the
+  final value read through every node lies between the acknowledged increments and those plus
+  the ones of unknown outcome (a refused one never counts). The verdict goes to FILE and to the
+  exit status.
 
 Every operation is written to the history (JSON lines, the chorus-lin format) as an invoke and
 then ok / fail / info: ok with the value read, fail when the store said nothing was done
@@ -32,6 +37,10 @@ START = time.monotonic()
 # Every list key the clients used (the final reads read them all).
 LISTS = set()
 LISTS_LOCK = threading.Lock()
+
+# Counter keys: [acknowledged, unknown outcome, values the acknowledged ones returned].
+COUNTERS = {}
+COUNTERS_LOCK = threading.Lock()
 
 DEFINITE = ("NOQUORUM", "NOTREADY", "READONLY", "OVERLOADED", "LOADING", "TRYAGAIN", "STANDBY")
 
@@ -93,7 +102,25 @@ def client(cid, args, ports, hist, stop, counters):
         if conn is None:
             conn = connect(ports[node], args.timeout)
         seq += 1
-        if rng.random() < 0.5:
+        if args.counters and rng.random() < 0.2:
+            key = f"c{rng.randrange(args.keys)}"
+            with COUNTERS_LOCK:
+                COUNTERS.setdefault(key, [0, 0, []])
+            try:
+                v = conn.incr(key)
+                with COUNTERS_LOCK:
+                    COUNTERS[key][0] += 1
+                    COUNTERS[key][2].append(v)
+                counters["ok"] += 1
+            except Exception as e:  # noqa: BLE001
+                t = classify(e)
+                if t == "info":
+                    with COUNTERS_LOCK:
+                        COUNTERS[key][1] += 1
+                gen += t == "info"
+                counters["err"] += 1
+                conn, node = None, (node + 1) % len(ports)
+        elif rng.random() < 0.5:
             key = f"r{rng.randrange(args.keys)}"
             if rng.random() < 0.5:
                 value = f"{cid}-{seq}"
@@ -177,6 +204,32 @@ def final_reads_at(args, ports, hist):
     return False
 
 
+def check_counters(args, ports):
+    """The counter verdict (see the module docs); True if it holds at every node."""
+    lines, ok = [], True
+    for key, (acked, unknown, values) in sorted(COUNTERS.items()):
+        if len(set(values)) != len(values):
+            ok = False
+            lines.append(f"{key}: two acknowledged INCRs returned the same value")
+        for host, port in ports:
+            try:
+                c = connect((host, port), args.timeout)
+                final = int(c.get(key) or 0)
+            except Exception as e:  # noqa: BLE001
+                ok = False
+                lines.append(f"{key} at {host}:{port}: final read failed: {e}")
+                continue
+            good = acked <= final <= acked + unknown and all(v <= final for v in values)
+            ok &= good
+            lines.append(f"{key} at {host}:{port}: final {final}, acknowledged {acked}, unknown {unknown}: "
+                         f"{'ok' if good else 'VIOLATION'}")
+    verdict = f"counters: {'ok' if ok else 'VIOLATION'} ({len(COUNTERS)} keys, " \
+              f"{sum(a for a, _, _ in COUNTERS.values())} acknowledged increments)"
+    with open(args.counters, "w") as f:
+        f.write(verdict + "\n" + "\n".join(lines) + "\n")
+    return ok, verdict
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ports", help="nodes on 127.0.0.1, e.g. 7001,7002,7003")
@@ -190,6 +243,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--pace", type=float, default=0.002)
     ap.add_argument("--history", required=True)
+    ap.add_argument("--counters", help="run the counter workload too; its verdict goes here")
     args = ap.parse_args()
     if args.addrs:
         ports = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in args.addrs.split(",")]
@@ -210,9 +264,14 @@ def main():
     stop.set()
     for t in threads:
         t.join()
-    ok = final_reads(args, ports, hist)
+    reads = final_reads(args, ports, hist)
     hist.close()
-    print(f"workload done: {counters['ok']} ok, {counters['err']} errors, final reads {'taken' if ok else 'FAILED'}")
+    ok, counted = reads, ""
+    if args.counters:
+        c_ok, verdict = check_counters(args, ports)
+        ok &= c_ok
+        counted = f", {verdict}"
+    print(f"workload done: {counters['ok']} ok, {counters['err']} errors, final reads {'taken' if reads else 'FAILED'}{counted}")
     sys.exit(0 if ok else 1)
 
 

@@ -420,7 +420,7 @@ def one_run(args, run_no, out):
         work = subprocess.Popen([
             sys.executable, str(REPO / "tests/kv/workload.py"), "--addrs", addrs, "--seconds", str(args.seconds),
             "--clients", str(args.clients), "--keys", "4", "--seed", str(args.seed + run_no), "--history", str(history),
-            "--timeout", "2", "--final-all", "--rotate", "1",
+            "--timeout", "2", "--final-all", "--rotate", "1", "--counters", str(out / "counters.txt"),
         ], stdout=open(out / "workload.log", "w"), stderr=subprocess.STDOUT)
         nem_log = open(out / "nemesis.jsonl", "w")
         nemesis = Nemesis(store, rng, nem_log, faults)
