@@ -66,24 +66,52 @@ pub async fn lookup(addr: &str) -> io::Result<Vec<SocketAddr>> {
 
 /// Connects to the first address of `addr` that answers.
 pub async fn connect(addr: &str) -> io::Result<tokio::net::TcpStream> {
+    first(addr, tokio::net::TcpStream::connect).await
+}
+
+/// Binds a listener to the first address of `addr` that takes it.
+pub async fn bind(addr: &str) -> io::Result<tokio::net::TcpListener> {
+    first(addr, tokio::net::TcpListener::bind).await
+}
+
+/// `f` on each address of `addr` in turn, until one succeeds; else the last error.
+async fn first<T, F, Fut>(addr: &str, mut f: F) -> io::Result<T>
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
     let mut last = None;
     for a in lookup(addr).await? {
-        match tokio::net::TcpStream::connect(a).await {
-            Ok(s) => return Ok(s),
+        match f(a).await {
+            Ok(x) => return Ok(x),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} has no address"))))
 }
 
-/// Binds a listener to the first address of `addr` that takes it.
-pub async fn bind(addr: &str) -> io::Result<tokio::net::TcpListener> {
-    let mut last = None;
-    for a in lookup(addr).await? {
-        match tokio::net::TcpListener::bind(a).await {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses_names_and_failures() {
+        assert_eq!(lookup("127.0.0.1:7001").await.unwrap(), vec!["127.0.0.1:7001".parse().unwrap()]);
+        assert_eq!(lookup("[::1]:7001").await.unwrap(), vec!["[::1]:7001".parse().unwrap()]);
+        // /etc/hosts names localhost on every machine this runs on.
+        assert!(lookup("localhost:7001")
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 7001));
+        // A name that cannot exist (RFC 6761 reserves .invalid): the error names it and both
+        // resolvers' answers.
+        let e = lookup("no-such-host.invalid:7001").await.unwrap_err().to_string();
+        assert!(e.contains("no-such-host.invalid") && e.contains("system"), "{e}");
+        assert!(lookup("not an address").await.is_err());
+        let l = bind("localhost:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(connect(&format!("localhost:{port}")).await.is_ok());
     }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} has no address"))))
 }
