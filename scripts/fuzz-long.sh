@@ -4,7 +4,8 @@
 # there (minimized with `cargo fuzz cmin` at the end, so the corpus stays small enough to commit).
 # Inputs that once crashed or hung are kept in fuzz/regressions/TARGET (cmin would drop them)
 # and run too. A crash stops the script with the input in fuzz/artifacts/TARGET. The last lines of each run
-# (executions, coverage) go to fuzz/runs/TARGET.txt.
+# (executions, coverage, and the CPU time the fuzzer really got, which is less than SECONDS on a
+# shared machine) go to fuzz/runs/TARGET.txt.
 #
 #   bash scripts/fuzz-long.sh                      # every target, one hour each
 #   SECONDS_PER_TARGET=600 bash scripts/fuzz-long.sh node_inputs wire_decode
@@ -14,6 +15,10 @@ secs="${SECONDS_PER_TARGET:-3600}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(wire_decode node_inputs resp_request config_toml trace_reader)
+fi
+if ! [ -x /usr/bin/time ]; then
+    echo "fuzz-long.sh needs GNU time (apt-get install time) to report the CPU each target got" >&2
+    exit 1
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --quiet
@@ -28,7 +33,8 @@ for t in "${targets[@]}"; do
     start=$(date -u +%FT%TZ)
     dirs=("corpus/$t")
     [ -d "regressions/$t" ] && dirs+=("regressions/$t")  # Inputs that once crashed or hung.
-    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "${dirs[@]}" -- \
+    # GNU time counts the CPU of cargo and of the fuzzer it waits for.
+    if ! /usr/bin/time -o "runs/$t.cpu" -f '%U %S' env RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "${dirs[@]}" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz target $t failed: the crashing input is in fuzz/artifacts/$t" >&2
@@ -39,8 +45,9 @@ for t in "${targets[@]}"; do
     after=$(find "corpus/$t" -type f | wc -l)
     {
         echo "target $t: ${secs} s from $start, no crash; corpus $before inputs, $after after cmin"
+        awk '{ printf "cpu: %.0f s user+system\n", $1 + $2 }' "runs/$t.cpu"
         grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | head -n 3
         grep -E '#[0-9]+.*(cov|ft):' "$log" | grep -v -i cmin | tail -n 1
     } | tee "runs/$t.txt"
-    rm -f "$log"
+    rm -f "$log" "runs/$t.cpu"
 done
