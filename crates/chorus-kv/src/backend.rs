@@ -91,6 +91,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         seq: u64,
         cmd: Bytes,
     ) -> impl Future<Output = Result<Reply, BackendError>> + Send;
+    /// Replicates and applies pipelined writes of one session, requests `first_seq`,
+    /// `first_seq + 1`, ...: results in the order given. Backends that can take them in one
+    /// step do (one request and one reply for the lot); by default, one `write` each.
+    fn writes(
+        &self,
+        session: u64,
+        first_seq: u64,
+        cmds: Vec<Bytes>,
+    ) -> impl Future<Output = Vec<Result<Reply, BackendError>>> + Send {
+        let futs: Vec<_> = (first_seq..).zip(cmds).map(|(seq, cmd)| self.write(session, seq, cmd)).collect();
+        crate::server::join_ordered(futs)
+    }
     /// Runs a read with the given consistency.
     fn read(&self, q: Query, c: Consistency) -> impl Future<Output = Result<Reply, BackendError>> + Send;
     /// The group's state for INFO.

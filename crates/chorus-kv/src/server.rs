@@ -294,7 +294,7 @@ fn eq(a: &[u8], b: &str) -> bool {
 }
 
 /// Polls every future until all are done; the outputs in the order given.
-async fn join_ordered<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+pub(crate) async fn join_ordered<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -401,24 +401,38 @@ impl<B: Backend> Conn<B> {
                             run.push(c);
                         }
                     }
-                    type Pending<'a> = Pin<Box<dyn Future<Output = Result<Reply, BackendError>> + Send + 'a>>;
-                    let futs: Vec<Pending<'_>> = run
-                        .into_iter()
-                        .filter_map(|c| match c {
-                            Classified::Write(cmd) => {
-                                self.seq += 1;
-                                let w = encode_write(&WriteCmd::One(cmd));
-                                Some(Box::pin(self.backend.write(self.session, self.seq, w)) as Pending<'_>)
-                            }
-                            Classified::Read(cmd) => {
-                                Some(Box::pin(self.backend.read(Query(cmd), self.consistency)) as Pending<'_>)
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    let results = tokio::select! {
-                        r = join_ordered(futs) => r,
-                        _ = stop.wait_for(|s| *s) => return,
+                    let results = if matches!(run[0], Classified::Write(_)) {
+                        // Writes go to the backend as one batch (one request, one reply).
+                        let first_seq = self.seq + 1;
+                        let cmds: Vec<Bytes> = run
+                            .into_iter()
+                            .filter_map(|c| match c {
+                                Classified::Write(cmd) => Some(encode_write(&WriteCmd::One(cmd))),
+                                _ => None,
+                            })
+                            .collect();
+                        self.seq += cmds.len() as u64;
+                        tokio::select! {
+                            r = self.backend.writes(self.session, first_seq, cmds) => r,
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    } else {
+                        type Pending<'a> =
+                            Pin<Box<dyn Future<Output = Result<Reply, BackendError>> + Send + 'a>>;
+                        let futs: Vec<Pending<'_>> = run
+                            .into_iter()
+                            .filter_map(|c| match c {
+                                Classified::Read(cmd) => {
+                                    Some(Box::pin(self.backend.read(Query(cmd), self.consistency))
+                                        as Pending<'_>)
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        tokio::select! {
+                            r = join_ordered(futs) => r,
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
                     };
                     // Encoded one by one, the output limit checked and the buffer written out
                     // as it fills: a client that pipelines reads of a large value and never

@@ -30,9 +30,14 @@ impl<O: Clone> Sessions<O> {
 
     /// Records request `seq` of `session`, applied at `index` (increasing) with `out`.
     pub(crate) fn put(&mut self, session: u64, seq: u64, index: u64, out: O) {
-        if let Some((_, used, _)) = self.by_id.get(&session) {
-            self.by_use.remove(used);
-        } else if self.by_id.len() >= self.max {
+        // One lookup for a known session (the common case: a client's next request).
+        if let Some(e) = self.by_id.get_mut(&session) {
+            let used = std::mem::replace(e, (seq, index, out)).1;
+            self.by_use.remove(&used);
+            self.by_use.insert(index, session);
+            return;
+        }
+        if self.by_id.len() >= self.max {
             if let Some((_, oldest)) = self.by_use.pop_first() {
                 self.by_id.remove(&oldest);
             }
