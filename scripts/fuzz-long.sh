@@ -5,7 +5,9 @@
 # Inputs that once crashed or hung are kept in fuzz/regressions/TARGET (cmin would drop them)
 # and run too. A crash stops the script with the input in fuzz/artifacts/TARGET. The last lines of each run
 # (executions, coverage, and the CPU time the fuzzer really got, which is less than SECONDS on a
-# shared machine) go to fuzz/runs/TARGET.txt.
+# shared machine) go to fuzz/runs/TARGET.txt. Never pause a run (SIGSTOP): libFuzzer's -timeout
+# counts wall time, so the input running at the pause is reported as a hang. Lower its priority
+# (nice -n 19) instead.
 #
 #   bash scripts/fuzz-long.sh                      # every target, one hour each
 #   SECONDS_PER_TARGET=600 bash scripts/fuzz-long.sh node_inputs wire_decode

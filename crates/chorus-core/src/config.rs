@@ -47,6 +47,11 @@ pub struct Config {
     /// needed when the application acknowledges writes before every member stored them
     /// (otherwise a member cut off, alive, may hold acknowledged writes the others lack).
     pub recover_all: bool,
+    /// A node restarted from stable storage waits this long, on top of `suspect_timeout`, before
+    /// it suspects a member of its stored view it has not heard from: after a whole group
+    /// restarts, its nodes open their stored state at different speeds, and one left out of the
+    /// recovered view by a few milliseconds must then load the whole state from another.
+    pub recovery_grace: Duration,
     /// How often members send heartbeats (which also carry acknowledgements).
     pub heartbeat_interval: Duration,
     /// Silence after which a member is suspected (and so removed from the view).
@@ -112,6 +117,7 @@ impl Config {
             bootstrap: false,
             heartbeat_interval: Duration::from_millis(100),
             suspect_timeout: Duration::from_millis(500),
+            recovery_grace: Duration::from_secs(2),
             lag_timeout: Duration::from_secs(3),
             tick_interval: Duration::from_millis(10),
             retransmit_interval: Duration::from_millis(50),

@@ -196,7 +196,12 @@ impl Node {
         self.me = old;
         self.outq.clear();
         self.install_member(now, view.clone(), rank, None, &[]);
+        let grace = self.cfg.recovery_grace;
         if let Some(m) = self.member_mut() {
+            // Stragglers of a whole-group restart get `recovery_grace` more to be heard.
+            for p in m.peers.iter_mut() {
+                p.last_heard = now + grace;
+            }
             m.wedged = true;
             m.frozen_acks = Some(vec![0; n]);
             m.max_round = promised.map_or(0, |b| b.round).max(accepted.as_ref().map_or(0, |(b, _)| b.round));
