@@ -37,7 +37,7 @@ if [ "${CHORUS_SKIP_REDIS:-0}" != 1 ]; then
     echo "$(redis-server --version | cut -d' ' -f1-3); redis-py $(python3 -c 'import redis; print(redis.__version__)')"
 fi
 
-step "test dependency: libfaketime (Debian's faketime), for the clock-skew test"
+step "test dependency: libfaketime (Debian's faketime), for the clock-skew test and the Jepsen runner's clock faults"
 if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null

@@ -9,7 +9,15 @@ MULTI), and a nemesis that injects a fault about every --interval seconds and he
   netem:           delay with jitter, loss, duplication, reordering on one or every link (on a
                    kernel without sch_netem: loss by iptables and bandwidth limits by tbf only);
   process:         kill -9 and restart (one, a minority, the coordinator), pause and resume
-                   (SIGSTOP / SIGCONT) past the suspicion timeout.
+                   (SIGSTOP / SIGCONT) past the suspicion timeout;
+  membership:      a node or a minority leaves (SIGTERM) and joins again as a new member;
+  clock:           a node's (or a minority's) wall clock stepped forward or back by up to 5
+                   minutes, or running 3 times fast or at half speed (libfaketime, Debian's
+                   `faketime` package, preloaded into every node when clock faults are in the
+                   mix, which slows a node's hot path a lot: no clock faults in throughput
+                   figures; a fault takes effect within about 2 s; the monotonic clock, which the timeouts use, is left alone, as an NTP
+                   step would leave it). The traces keep the machine's clock (runtime::
+                   trace_nanos reads it without libc), so `chorus check` can merge them.
 
 Then every fault is healed, every node must be back in one view, every node answers a final
 read of every list key, and the run is judged:
@@ -43,7 +51,14 @@ import hosts as hostsmod  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 PEER_PORT, CLIENT_PORT = 7101, 6379
 
-FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause", "leave"]
+FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause", "leave", "clock"]
+
+
+def faketime_lib():
+    """libfaketime's multi-threaded library, if installed (apt-get install faketime)."""
+    for p in sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1")):
+        return p
+    return None
 
 
 def now_ns():
@@ -51,9 +66,13 @@ def now_ns():
 
 
 class Store:
-    def __init__(self, hosts, out, binary, suspect_ms):
+    def __init__(self, hosts, out, binary, suspect_ms, faketime=None):
         self.h = hosts
         self.out = out
+        # With clock faults: libfaketime preloaded, each node's offset in clocks/node-N ("+0"
+        # until a fault writes another; re-read at most once a second).
+        self.faketime = faketime
+        (out / "clocks").mkdir(parents=True, exist_ok=True)
         self.bin = binary
         self.suspect_ms = suspect_ms
         self.procs = {}
@@ -94,10 +113,29 @@ class Store:
             "CHORUS_TLS_CA": str(self.certs / "ca.pem"),
             "CHORUS_KV_PLAINTEXT": "1",
         })
+        if self.faketime is not None:
+            clock = self.clock_file(i)
+            if not clock.exists():
+                clock.write_text("+0\n")
+            env.update({
+                "LD_PRELOAD": str(self.faketime),
+                "FAKETIME_TIMESTAMP_FILE": str(clock),
+                "FAKETIME_CACHE_DURATION": "1",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            })
         log = open(self.out / f"node-{i}.log", "a")
         p = h.popen(i, argv, stdout=log, stderr=log, env=env)
         self.procs[i] = p
         h.procs[i] = p
+
+    def clock_file(self, i):
+        return self.out / "clocks" / f"node-{i}"
+
+    def set_clock(self, i, spec):
+        """libfaketime's spec for node i: "+0", "+120s", "-30s", "+0 x3"."""
+        tmp = self.clock_file(i).with_suffix(".tmp")
+        tmp.write_text(spec + "\n")
+        tmp.replace(self.clock_file(i))
 
     def trace_path(self, i):
         return self.out / f"node-{i}.life-{self.lives[i]}.trace.jsonl"
@@ -169,6 +207,18 @@ class Store:
                         socket_connect_timeout=timeout)
         try:
             return c.info()
+        finally:
+            c.close()
+
+    def skew(self, i):
+        """Node i's wall clock (Redis TIME) minus the harness's, in seconds; None if no answer."""
+        import redis
+        c = redis.Redis(host=self.h.addr(i), port=CLIENT_PORT, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            sec, usec = c.time()
+            return sec + usec / 1e6 - time.time()
+        except Exception:  # noqa: BLE001 - a node down or cut off
+            return None
         finally:
             c.close()
 
@@ -317,6 +367,24 @@ class Nemesis:
 
             how = "left cleanly" if all(clean) else "did not exit within 10 s after SIGTERM: killed"
             detail = f"SIGTERM {victims} ({how}), joined again at the heal"
+        elif kind == "clock":
+            victims = [self.rng.choice(nodes)] if self.rng.random() < 0.6 else self.rng.sample(nodes, (n - 1) // 2)
+            spec = self.rng.choice([
+                f"+{self.rng.randint(5, 300)}s", f"-{self.rng.randint(5, 300)}s", "+0 x3", "+0 x0.5",
+            ])
+            for x in victims:
+                self.s.set_clock(x, spec)
+            # The node's own word for it: its TIME against ours, once libfaketime re-read the file
+            # (it does within about 2 s).
+            time.sleep(2.5)
+            skews = {x: self.s.skew(x) for x in victims}
+
+            def heal():
+                for x in victims:
+                    self.s.set_clock(x, "+0")
+
+            seen = ", ".join(f"node {x} {'?' if v is None else f'{v:+.0f} s'}" for x, v in skews.items())
+            detail = f"wall clock '{spec}' on {victims} (TIME - real time after 2.5 s: {seen}), real again at the heal"
         print(f"nemesis: {kind}: {detail}", flush=True)
         time.sleep(duration)
         heal()
@@ -403,12 +471,16 @@ def one_run(args, run_no, out):
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed + run_no)
     faults = args.faults.split(",") if args.faults else FAULTS
+    faketime = faketime_lib() if "clock" in faults else None
+    if "clock" in faults and faketime is None:
+        print("clock faults need libfaketime (apt-get install faketime): left out of this run", flush=True)
+        faults = [f for f in faults if f != "clock"]
     h = hostsmod.Hosts(args.nodes)
     verdict = []
     ok = True
     work = None
     try:
-        store = Store(h, out, args.bin, args.suspect_ms)
+        store = Store(h, out, args.bin, args.suspect_ms, faketime)
         for i in h.ns:
             store.start(i)
         t = store.one_view(60)
@@ -424,6 +496,8 @@ def one_run(args, run_no, out):
         ], stdout=open(out / "workload.log", "w"), stderr=subprocess.STDOUT)
         nem_log = open(out / "nemesis.jsonl", "w")
         nemesis = Nemesis(store, rng, nem_log, faults)
+        if "clock" in args.faults.split(",") + (FAULTS if not args.faults else []) and faketime is None:
+            verdict.append("clock faults: no libfaketime here (apt-get install faketime): none injected")
         if not nemesis.netem:
             verdict.append("link faults: this kernel has no sch_netem: loss (iptables) and bandwidth (tbf) only; "
                            "no delay, jitter, duplication or reordering")

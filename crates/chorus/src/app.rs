@@ -49,10 +49,6 @@ impl Default for NodeOptions {
     }
 }
 
-fn wall_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn proc_of(m: MemberId) -> Proc {
     Proc { node: m.node.0, inc: m.inc.0 }
 }
@@ -161,7 +157,7 @@ pub async fn run_node(
         Member::start(NodeConfig { trace: None, ..cfg.clone() }).await.context("cannot start the member")?;
     let mut me = proc_of(member.first_id());
     println!("n{node} started as {} on {}", member.first_id(), member.listen_addr());
-    tracer.write(wall_nanos(), me, Ev::Start { bootstrap: cfg.bootstrap });
+    tracer.write(crate::runtime::trace_nanos(), me, Ev::Start { bootstrap: cfg.bootstrap });
     tracer.flush();
     let mut state = State::default();
     let (sent_tx, mut sent_rx) = mpsc::channel::<TraceEvent>(1024);
@@ -483,7 +479,7 @@ async fn send_loop(
         let orders = if shape.orders.is_empty() { &Order::ALL[..] } else { &shape.orders[..] };
         let order = orders[(k % orders.len() as u64) as usize];
         let id = member.first_id();
-        let mut text = format!("n{} msg {k} {}", id.node.0, wall_nanos()).into_bytes();
+        let mut text = format!("n{} msg {k} {}", id.node.0, crate::runtime::trace_nanos()).into_bytes();
         if text.len() < shape.payload_bytes {
             text.resize(shape.payload_bytes, b'.');
         }

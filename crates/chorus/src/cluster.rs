@@ -89,10 +89,6 @@ impl std::fmt::Debug for LocalCluster {
     }
 }
 
-fn wall_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// A port free now, for a node to bind a moment later. Taken below Linux's ephemeral range
 /// (32768 and up): a port the kernel hands out (`bind :0`) can also be given to an outgoing
 /// connection before the node binds it (seen once in CI: "Address already in use").
@@ -234,7 +230,10 @@ impl LocalCluster {
     }
 
     fn record(&mut self, p: Option<Proc>, ev: Ev) -> anyhow::Result<()> {
-        chorus_check::trace::write_jsonl(&mut self.trace, &TraceEvent { t: wall_nanos(), p, ev })?;
+        chorus_check::trace::write_jsonl(
+            &mut self.trace,
+            &TraceEvent { t: crate::runtime::trace_nanos(), p, ev },
+        )?;
         self.trace.flush()?;
         Ok(())
     }

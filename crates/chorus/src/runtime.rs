@@ -252,8 +252,8 @@ impl Events {
         self.next_stamped().await.map(|(_, e)| e)
     }
 
-    /// The next event with the wall-clock time (nanoseconds since the Unix epoch) at which the
-    /// member produced it, for traces: it orders the event exactly among this member's
+    /// The next event with the time ([`trace_nanos`]: nanoseconds since the Unix epoch) at which
+    /// the member produced it, for traces: it orders the event exactly among this member's
     /// multicasts (see [`Member::multicast_stamped`]) and before anything it caused elsewhere.
     pub async fn next_stamped(&mut self) -> Option<(u64, Event)> {
         if self.taken.is_empty() {
@@ -269,6 +269,19 @@ impl Events {
 /// Nanoseconds since the Unix epoch.
 pub fn wall_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Nanoseconds since the Unix epoch, for traces: the kernel's real-time clock, read without
+/// libc. The checker compares the traces of several processes on one clock; a process whose
+/// clock is faked in a test (libfaketime's `LD_PRELOAD`, as the Jepsen runner's clock faults
+/// do) still stamps its trace with the machine's time, while everything else in it (expiry,
+/// logs, incarnations) sees the faked one.
+pub fn trace_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 impl Member {
@@ -354,7 +367,7 @@ impl Member {
         let node = Node::new(core, Instant::ZERO)?;
         let trace = match &cfg.trace {
             Some(path) => Some(
-                crate::trace::CoreTrace::open(path, first_id, cfg.bootstrap, wall_nanos())
+                crate::trace::CoreTrace::open(path, first_id, cfg.bootstrap, trace_nanos())
                     .map_err(|source| StartError::Trace { path: path.clone(), source })?,
             ),
             None => None,
@@ -467,8 +480,8 @@ impl Member {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// [`Member::multicast`], also returning when the member accepted the message (wall-clock
-    /// nanoseconds, comparable with [`Events::next_stamped`]), for traces.
+    /// [`Member::multicast`], also returning when the member accepted the message
+    /// ([`trace_nanos`], comparable with [`Events::next_stamped`]), for traces.
     pub async fn multicast_stamped(
         &self,
         order: Order,
@@ -941,7 +954,7 @@ impl Driver {
                 }
             };
             if let Some((order, payload, _, reply)) = self.pending_sends.pop_front() {
-                let at = *stamp.get_or_insert_with(wall_nanos);
+                let at = *stamp.get_or_insert_with(trace_nanos);
                 if let Ok(id) = &r {
                     self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if let Some(tr) = &mut self.trace {
@@ -967,7 +980,7 @@ impl Driver {
 
     /// Hands the core's events to the application.
     async fn drain_events(&mut self) {
-        let stamp = wall_nanos(); // One reading per batch: the events of a batch are one step.
+        let stamp = trace_nanos(); // One reading per batch: the events of a batch are one step.
         while let Some(e) = self.node.poll_event() {
             self.observe(&e);
             if let Some(tr) = &mut self.trace {
