@@ -57,7 +57,7 @@ def available():
 class Hosts:
     made = 0  # Hosts made by this process: each gets its own names and subnet.
 
-    def __init__(self, n, tag=None):
+    def __init__(self, n, tag=None, spares=0):
         self.n = n
         Hosts.made += 1
         self.tag = tag or str(os.getpid() % 10000 * 10 + Hosts.made % 10)
@@ -67,6 +67,10 @@ class Hosts:
         self.bridge = f"{PREFIX}{self.tag}br"
         self.gateway = f"{self.net}.254"
         self.ns = {i: f"{PREFIX}{self.tag}-{i}" for i in range(1, n + 1)}
+        # Spare hosts (n+1, ...): made and deleted with the others, but outside `ns`, so that no
+        # fault and no final check touches them; a node that joins mid-run runs there.
+        self.spares = list(range(n + 1, n + 1 + spares))
+        self.all_ns = {**self.ns, **{i: f"{PREFIX}{self.tag}-{i}" for i in self.spares}}
         self.procs = {}
         self.closed = False
         self._forward_rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
@@ -92,7 +96,7 @@ class Hosts:
         run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
         run("iptables", "-I", *self._forward_rule)
-        for i, ns in self.ns.items():
+        for i, ns in self.all_ns.items():
             run("ip", "netns", "add", ns)
             host_end, ns_end = f"{PREFIX}{self.tag}v{i}", f"{PREFIX}{self.tag}p{i}"
             run("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end)
@@ -109,12 +113,12 @@ class Hosts:
         return f"{self.net}.{i}"
 
     def sh(self, i, *argv, check=True):
-        return run("ip", "netns", "exec", self.ns[i], *argv, check=check)
+        return run("ip", "netns", "exec", self.all_ns[i], *argv, check=check)
 
     def popen(self, i, argv, **kw):
         """Starts `argv` inside host i's namespace (its own process group, so a pause or a kill
         reaches everything it started)."""
-        return subprocess.Popen(["ip", "netns", "exec", self.ns[i], *argv], start_new_session=True, **kw)
+        return subprocess.Popen(["ip", "netns", "exec", self.all_ns[i], *argv], start_new_session=True, **kw)
 
     # --- the nemesis -------------------------------------------------------------------
 
@@ -198,7 +202,7 @@ class Hosts:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        for ns in self.ns.values():
+        for ns in self.all_ns.values():
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
                 try:

@@ -10,7 +10,10 @@ MULTI), and a nemesis that injects a fault about every --interval seconds and he
                    kernel without sch_netem: loss by iptables and bandwidth limits by tbf only);
   process:         kill -9 and restart (one, a minority, the coordinator), pause and resume
                    (SIGSTOP / SIGCONT) past the suspicion timeout;
-  membership:      a node or a minority leaves (SIGTERM) and joins again as a new member;
+  membership:      a node or a minority leaves (SIGTERM) and joins again as a new member
+                   (leave); a node never seen before (a new node id, an empty data directory,
+                   on a spare host) joins mid-run, loads the state, and leaves at the heal
+                   (join);
   clock:           a node's (or a minority's) wall clock stepped forward or back by up to 5
                    minutes, or running 3 times fast or at half speed (libfaketime, Debian's
                    `faketime` package, preloaded into every node when clock faults are in the
@@ -51,7 +54,7 @@ import hosts as hostsmod  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 PEER_PORT, CLIENT_PORT = 7101, 6379
 
-FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause", "leave", "clock"]
+FAULTS = ["isolate", "halves", "ring", "one-way", "bridge", "netem", "kill", "pause", "leave", "join", "clock"]
 
 
 def faketime_lib():
@@ -69,7 +72,7 @@ class Store:
     def __init__(self, hosts, out, binary, suspect_ms, faketime=None):
         self.h = hosts
         self.out = out
-        # With clock faults: libfaketime preloaded, each node's offset in clocks/node-N ("+0"
+        # With clock faults: libfaketime preloaded, each node's offset in clocks/node-N ("+0 x1"
         # until a fault writes another; re-read at most once a second).
         self.faketime = faketime
         (out / "clocks").mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,8 @@ class Store:
         self.suspect_ms = suspect_ms
         self.procs = {}
         self.lives = {i: 0 for i in hosts.ns}
+        # Node id -> host: node i on host i, and nodes that join mid-run on a spare host.
+        self.host_of = {i: i for i in hosts.ns}
         self.paused = set()
         (out / "data").mkdir(parents=True, exist_ok=True)
         # Mutual TLS on the peer links, as in production: a development CA and a certificate
@@ -87,14 +92,22 @@ class Store:
         subprocess.run([str(Path(binary).parent / "chorus"), "certs", "--dir", str(self.certs), "--host", addrs]
                        + [f"node-{j}" for j in hosts.ns], check=True, stdout=subprocess.DEVNULL)
 
+    def addr(self, i):
+        return self.h.addr(self.host_of[i])
+
+    def cert(self, i):
+        """A certificate for node i (one that joins mid-run), signed by the run's CA."""
+        subprocess.run([str(Path(self.bin).parent / "chorus"), "certs", "--dir", str(self.certs), "--host",
+                        self.addr(i), f"node-{i}"], check=True, stdout=subprocess.DEVNULL)
+
     def start(self, i):
         h = self.h
         self.lives[i] += 1
         seeds = ",".join(f"{j}@{h.addr(j)}:{PEER_PORT}" for j in h.ns if j != i)
         argv = [
             str(self.bin), "node", "--node", str(i),
-            "--group-listen", f"{h.addr(i)}:{PEER_PORT}",
-            "--listen", f"{h.addr(i)}:{CLIENT_PORT}",
+            "--group-listen", f"{self.addr(i)}:{PEER_PORT}",
+            "--listen", f"{self.addr(i)}:{CLIENT_PORT}",
             "--seed", seeds,
             "--data-dir", str(self.out / "data" / f"node-{i}"),
             "--appendfsync", "always",
@@ -116,7 +129,7 @@ class Store:
         if self.faketime is not None:
             clock = self.clock_file(i)
             if not clock.exists():
-                clock.write_text("+0\n")
+                clock.write_text("+0 x1\n")
             env.update({
                 "LD_PRELOAD": str(self.faketime),
                 "FAKETIME_TIMESTAMP_FILE": str(clock),
@@ -124,7 +137,7 @@ class Store:
                 "FAKETIME_DONT_FAKE_MONOTONIC": "1",
             })
         log = open(self.out / f"node-{i}.log", "a")
-        p = h.popen(i, argv, stdout=log, stderr=log, env=env)
+        p = h.popen(self.host_of[i], argv, stdout=log, stderr=log, env=env)
         self.procs[i] = p
         h.procs[i] = p
 
@@ -132,7 +145,7 @@ class Store:
         return self.out / "clocks" / f"node-{i}"
 
     def set_clock(self, i, spec):
-        """libfaketime's spec for node i: "+0", "+120s", "-30s", "+0 x3"."""
+        """libfaketime's spec for node i: "+0 x1" (the real time), "+120s x1", "-30s x1", "+0 x3"."""
         tmp = self.clock_file(i).with_suffix(".tmp")
         tmp.write_text(spec + "\n")
         tmp.replace(self.clock_file(i))
@@ -203,7 +216,7 @@ class Store:
 
     def info(self, i, timeout=1.0):
         import redis
-        c = redis.Redis(host=self.h.addr(i), port=CLIENT_PORT, socket_timeout=timeout,
+        c = redis.Redis(host=self.addr(i), port=CLIENT_PORT, socket_timeout=timeout,
                         socket_connect_timeout=timeout)
         try:
             return c.info()
@@ -213,7 +226,7 @@ class Store:
     def skew(self, i):
         """Node i's wall clock (Redis TIME) minus the harness's, in seconds; None if no answer."""
         import redis
-        c = redis.Redis(host=self.h.addr(i), port=CLIENT_PORT, socket_timeout=1.0, socket_connect_timeout=1.0)
+        c = redis.Redis(host=self.addr(i), port=CLIENT_PORT, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
             sec, usec = c.time()
             return sec + usec / 1e6 - time.time()
@@ -252,6 +265,7 @@ class Store:
 
 class Nemesis:
     def __init__(self, store, rng, log, faults):
+        self.joined = 0  # Nodes that joined mid-run so far (ids 101, 102, ...).
         self.s = store
         self.h = store.h
         self.rng = rng
@@ -367,10 +381,36 @@ class Nemesis:
 
             how = "left cleanly" if all(clean) else "did not exit within 10 s after SIGTERM: killed"
             detail = f"SIGTERM {victims} ({how}), joined again at the heal"
+        elif kind == "join":
+            # A node never seen before: a new id, an empty data directory, on the spare host.
+            self.joined += 1
+            k = 100 + self.joined
+            self.s.host_of[k] = self.h.spares[0]
+            self.s.lives[k] = 0
+            self.s.cert(k)
+            t0 = time.monotonic()
+            self.s.start(k)
+            active = None
+            while time.monotonic() - t0 < duration:
+                try:
+                    if self.s.info(k, 0.5).get("role") == "active":
+                        active = time.monotonic() - t0
+                        break
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+                time.sleep(0.2)
+            duration = max(0.0, duration - (time.monotonic() - t0))
+
+            def heal():
+                self.s.leave(k)
+
+            got = f"active after {active:.1f} s" if active is not None else "not active before the heal"
+            detail = f"node {k} (never a member) joined from {self.s.addr(k)}: {got}; left at the heal"
         elif kind == "clock":
             victims = [self.rng.choice(nodes)] if self.rng.random() < 0.6 else self.rng.sample(nodes, (n - 1) // 2)
             spec = self.rng.choice([
-                f"+{self.rng.randint(5, 300)}s", f"-{self.rng.randint(5, 300)}s", "+0 x3", "+0 x0.5",
+                # "x1" every time: libfaketime keeps the last rate when a spec names none.
+                f"+{self.rng.randint(5, 300)}s x1", f"-{self.rng.randint(5, 300)}s x1", "+0 x3", "+0 x0.5",
             ])
             for x in victims:
                 self.s.set_clock(x, spec)
@@ -381,7 +421,7 @@ class Nemesis:
 
             def heal():
                 for x in victims:
-                    self.s.set_clock(x, "+0")
+                    self.s.set_clock(x, "+0 x1")
 
             seen = ", ".join(f"node {x} {'?' if v is None else f'{v:+.0f} s'}" for x, v in skews.items())
             detail = f"wall clock '{spec}' on {victims} (TIME - real time after 2.5 s: {seen}), real again at the heal"
@@ -475,7 +515,7 @@ def one_run(args, run_no, out):
     if "clock" in faults and faketime is None:
         print("clock faults need libfaketime (apt-get install faketime): left out of this run", flush=True)
         faults = [f for f in faults if f != "clock"]
-    h = hostsmod.Hosts(args.nodes)
+    h = hostsmod.Hosts(args.nodes, spares=1 if "join" in faults else 0)
     verdict = []
     ok = True
     work = None
