@@ -7,6 +7,9 @@ re-chosen after an error), run for --seconds:
 - register: SET k v / GET k on keys r0..r{n}; values are unique per write;
 - list-append: MULTI; RPUSH k v; LRANGE k 0 -1; EXEC on keys l0..l{n}, recorded as an append
   and a read-list over the same interval (sound for the checker: weaker than one atomic op);
+- transactions (with --txn-history FILE): MULTI of 1 to 4 micro-operations on keys t0..t3
+  (RPUSH of a unique element, or LRANGE 0 -1), EXEC; recorded in FILE in the `"f":"txn"`
+  format that `chorus-lin txn` judges for strict serializability (Elle's list-append method);
 - counter (with --counters FILE): INCR on keys c0..c{n}, checked here, not by chorus-lin (as
   Jepsen's counter workload): every value an acknowledged INCR returned is distinct, and the
   final value read through every node lies between the acknowledged increments and those plus
@@ -89,7 +92,26 @@ def connect(addr, timeout):
     )
 
 
-def client(cid, args, ports, hist, stop, counters):
+def txn(conn, rng, cid, seq, args, txh, proc):
+    """One transaction of list appends and reads over a few keys, in MULTI/EXEC."""
+    rot = f"{int((time.monotonic() - START) / args.rotate)}-" if args.rotate else ""
+    mops = []
+    for j in range(rng.randint(1, 4)):
+        key = f"t{rot}{rng.randrange(4)}"
+        mops.append(["append", key, f"{cid}-{seq}-{j}"] if rng.random() < 0.5 else ["r", key, None])
+    txh.write(process=proc, type="invoke", f="txn", value=mops)
+    pipe = conn.pipeline(transaction=True)
+    for f, key, v in mops:
+        if f == "append":
+            pipe.rpush(key, v)
+        else:
+            pipe.lrange(key, 0, -1)
+    results = pipe.execute()
+    done = [[f, key, [x.decode() for x in r] if f == "r" else v] for (f, key, v), r in zip(mops, results)]
+    txh.write(process=proc, type="ok", f="txn", value=done)
+
+
+def client(cid, args, ports, hist, stop, counters, txh=None):
     rng = random.Random(args.seed * 1000 + cid)
     node = cid % len(ports)
     conn = None
@@ -102,7 +124,17 @@ def client(cid, args, ports, hist, stop, counters):
         if conn is None:
             conn = connect(ports[node], args.timeout)
         seq += 1
-        if args.counters and rng.random() < 0.2:
+        if txh is not None and rng.random() < 0.25:
+            try:
+                txn(conn, rng, cid, seq, args, txh, proc)
+                counters["ok"] += 1
+            except Exception as e:  # noqa: BLE001 - every failure is recorded
+                t = classify(e)
+                txh.write(process=proc, type=t, f="txn", value=[], error=str(e))
+                gen += t == "info"
+                counters["err"] += 1
+                conn, node = None, (node + 1) % len(ports)
+        elif args.counters and rng.random() < 0.2:
             key = f"c{rng.randrange(args.keys)}"
             with COUNTERS_LOCK:
                 COUNTERS.setdefault(key, [0, 0, []])
@@ -244,6 +276,7 @@ def main():
     ap.add_argument("--pace", type=float, default=0.002)
     ap.add_argument("--history", required=True)
     ap.add_argument("--counters", help="run the counter workload too; its verdict goes here")
+    ap.add_argument("--txn-history", help="run multi-key transactions too, recorded here (chorus-lin txn)")
     args = ap.parse_args()
     if args.addrs:
         ports = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in args.addrs.split(",")]
@@ -252,9 +285,11 @@ def main():
     else:
         ap.error("--ports or --addrs is required")
     hist = History(args.history)
+    txh = History(args.txn_history) if args.txn_history else None
     stop = threading.Event()
     counters = {"ok": 0, "err": 0}
-    threads = [threading.Thread(target=client, args=(c, args, ports, hist, stop, counters)) for c in range(args.clients)]
+    threads = [threading.Thread(target=client, args=(c, args, ports, hist, stop, counters, txh))
+               for c in range(args.clients)]
     for t in threads:
         t.start()
     end = time.monotonic() + args.seconds
@@ -266,6 +301,8 @@ def main():
         t.join()
     reads = final_reads(args, ports, hist)
     hist.close()
+    if txh is not None:
+        txh.close()
     ok, counted = reads, ""
     if args.counters:
         c_ok, verdict = check_counters(args, ports)

@@ -26,6 +26,8 @@ Then every fault is healed, every node must be back in one view, every node answ
 read of every list key, and the run is judged:
 
   - chorus-lin: linearizability per key, and no acknowledged append missing from any final read;
+  - chorus-lin txn: the multi-key transactions (MULTI of list appends and reads) strictly
+    serializable by Elle's method: no write-write, write-read, read-write or real-time cycle;
   - chorus check: the nodes' merged traces (view agreement, the flush, integrity, ordering; the
     runtime writes them, without the application's state lines);
   - every replica reports the same applied index once the writes stop.
@@ -533,6 +535,7 @@ def one_run(args, run_no, out):
             sys.executable, str(REPO / "tests/kv/workload.py"), "--addrs", addrs, "--seconds", str(args.seconds),
             "--clients", str(args.clients), "--keys", "4", "--seed", str(args.seed + run_no), "--history", str(history),
             "--timeout", "2", "--final-all", "--rotate", "1", "--counters", str(out / "counters.txt"),
+            "--txn-history", str(out / "txn.jsonl"),
         ], stdout=open(out / "workload.log", "w"), stderr=subprocess.STDOUT)
         nem_log = open(out / "nemesis.jsonl", "w")
         nemesis = Nemesis(store, rng, nem_log, faults)
@@ -573,6 +576,12 @@ def one_run(args, run_no, out):
         (out / "chorus-lin.txt").write_text(lin.stdout + lin.stderr)
         verdict.append(f"chorus-lin: exit {lin.returncode}: " + (lin.stdout.strip().splitlines() or ["?"])[-1])
         ok &= lin.returncode == 0
+        txn = subprocess.run([str(REPO / "target/release/chorus-lin"), "txn", str(out / "txn.jsonl")],
+                             capture_output=True, text=True)
+        (out / "chorus-lin-txn.txt").write_text(txn.stdout + txn.stderr)
+        verdict.append(f"transactions (chorus-lin txn): exit {txn.returncode}: "
+                       + (txn.stdout.strip().splitlines() or txn.stderr.strip().splitlines() or ["?"])[-1])
+        ok &= txn.returncode == 0
         verdict.append(noquorum_latency(history))
         nem_log.close()
         faults_seen = [json.loads(x) for x in (out / "nemesis.jsonl").read_text().splitlines()]
@@ -600,7 +609,7 @@ def one_run(args, run_no, out):
         h.close()
     if ok and args.runs > 1:
         # A campaign keeps every failing run whole; a passing run's history is compressed.
-        subprocess.run(["gzip", "-f", str(out / "history.jsonl")], check=False)
+        subprocess.run(["gzip", "-f", str(out / "history.jsonl"), str(out / "txn.jsonl")], check=False)
         shutil.rmtree(out / "data", ignore_errors=True)
     verdict.insert(0, f"run {run_no}: {'PASS' if ok else 'FAIL'} ({out})")
     (out / "verdict.txt").write_text("\n".join(verdict) + "\n")

@@ -22,6 +22,10 @@
 //! everything else). Besides linearizability, [`lost_appends`] checks that every acknowledged
 //! append is in the final reads.
 //!
+//! [`txn`] judges multi-key transactions of list appends and reads (a separate history,
+//! `chorus-lin txn`) for strict serializability, by Elle's method: dependency cycles rather
+//! than a search.
+//!
 //! ## The JSONL history format
 //!
 //! One JSON object per line, one line per event, **in real-time order**: a harness writes the
@@ -115,6 +119,7 @@ pub mod jepsen;
 pub mod jsonl;
 mod lost;
 pub mod models;
+pub mod txn;
 pub mod verdicts;
 pub mod wgl;
 

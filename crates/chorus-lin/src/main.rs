@@ -1,4 +1,6 @@
 //! `chorus-lin check FILE...`: the linearizability verdict on recorded histories.
+//! `chorus-lin txn FILE...`: strict serializability of list-append transactions (Elle's
+//! method; see the `txn` module).
 //!
 //! Exit code: 0 every history is linearizable (and no acknowledged append is lost), 1 some
 //! history is not (or loses an append), 2 otherwise: a verdict is unknown (budget exceeded) or
@@ -26,6 +28,24 @@ struct Cli {
 enum Command {
     /// Check histories: per key verdicts, op counts, time, and an explanation of violations.
     Check(CheckArgs),
+    /// Check transaction histories (MULTI of list appends and reads) for strict
+    /// serializability: dependency cycles (G0, G1c, G-single, G2, real time), incompatible
+    /// orders, aborted reads, internal reads.
+    Txn {
+        /// Transaction history files (JSON lines, `"f":"txn"`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn txn_file(path: &Path) -> anyhow::Result<Status> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let start = Instant::now();
+    let txns = chorus_lin::txn::parse(&text).with_context(|| format!("reading {}", path.display()))?;
+    let report = chorus_lin::txn::check(&txns);
+    println!("== {}", path.display());
+    println!("{report} ({:.3} s)", start.elapsed().as_secs_f64());
+    Ok(if report.is_ok() { Status::Ok } else { Status::Violation })
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,11 +176,18 @@ fn check_file(path: &Path, args: &CheckArgs) -> anyhow::Result<Status> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Check(args) = cli.command;
     let mut worst = Status::Ok;
     let mut bad_input = false;
-    for f in &args.files {
-        match check_file(f, &args) {
+    let (files, args) = match cli.command {
+        Command::Check(args) => (args.files.clone(), Some(args)),
+        Command::Txn { files } => (files, None),
+    };
+    for f in &files {
+        let r = match &args {
+            Some(a) => check_file(f, a),
+            None => txn_file(f),
+        };
+        match r {
             Ok(s) => worst = worst.max(s),
             Err(e) => {
                 eprintln!("error: {e:#}");
