@@ -37,6 +37,13 @@ if [ "${CHORUS_SKIP_REDIS:-0}" != 1 ]; then
     echo "$(redis-server --version | cut -d' ' -f1-3); redis-py $(python3 -c 'import redis; print(redis.__version__)')"
 fi
 
+step "test dependency: xmllint (Debian's libxml2-utils), to validate the space-time diagrams"
+if ! command -v xmllint >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxml2-utils >/dev/null
+fi
+command -v xmllint >/dev/null 2>&1 && echo "xmllint present: the SVG test validates" || echo "xmllint missing: the SVG test skips its validation (it says so)"
+
 step "test dependency: libfaketime (Debian's faketime), for the clock-skew test and the Jepsen runner's clock faults"
 if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq

@@ -35,6 +35,7 @@ mod checker;
 pub mod checkpoint;
 mod hash;
 mod invariants;
+pub mod svg;
 #[cfg(test)]
 mod testkit;
 pub mod trace;

@@ -132,6 +132,33 @@ enum Cmd {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Work with traces: `chorus trace svg FILES... > run.svg` draws a space-time diagram.
+    Trace {
+        #[command(subcommand)]
+        cmd: TraceCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TraceCmd {
+    /// Draw traces (merged by time) as an SVG space-time diagram on standard output: a time
+    /// line per process life, views as bands, multicasts as arrows coloured by ordering, the
+    /// flush, installs, state transfers, suspicions, crashes. Time runs in event order.
+    Svg {
+        /// Trace files (JSON lines): real nodes' traces, or `chorus-sim replay --trace`'s.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+        /// Only events at or after this time (the traces' nanoseconds).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Only events at or before this time.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only the change to this view: from its first sign (a suspicion, a flush, a crash)
+        /// to the last state loaded in it.
+        #[arg(long)]
+        view: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +221,7 @@ fn main() -> ExitCode {
             )
         }
         Cmd::Check { traces } => check(&traces),
+        Cmd::Trace { cmd: TraceCmd::Svg { traces, from, to, view } } => trace_svg(&traces, from, to, view),
         Cmd::Certs { dir, hosts, names } => certs(&dir, &hosts, &names),
         Cmd::Demo { nodes, dir, rate } => demo(nodes, dir, rate),
         Cmd::Bench { seconds, orders, in_process, state_transfer, tls } => {
@@ -328,6 +356,27 @@ fn node_cmd(config: Option<PathBuf>, flags: Partial, opts: NodeOptions) -> anyho
         });
         run_node(cfg, opts, stop_rx).await
     })?;
+    Ok(true)
+}
+
+fn trace_svg(
+    paths: &[PathBuf],
+    from: Option<u64>,
+    to: Option<u64>,
+    view: Option<u64>,
+) -> anyhow::Result<bool> {
+    let mut traces = Vec::new();
+    for p in paths {
+        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        traces.push(
+            chorus_check::trace::read_jsonl(std::io::BufReader::new(f))
+                .with_context(|| format!("{}", p.display()))?,
+        );
+    }
+    let merged = chorus_check::trace::merge_by_time(traces);
+    let svg = chorus_check::svg::render(&merged, &chorus_check::svg::Window { from, to, view })?;
+    use std::io::Write as _;
+    std::io::stdout().write_all(svg.as_bytes()).context("cannot write the diagram")?;
     Ok(true)
 }
 
