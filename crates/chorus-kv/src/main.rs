@@ -124,11 +124,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only on a terminal: a log file or journald gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    // A node logs what an operator needs (views and why, suspicions, transfers, quorum); the
+    // other commands only warnings.
+    chorus::logging::init(if matches!(cli.cmd, Cmd::Node { .. }) { "info" } else { "warn" });
     let result = match cli.cmd {
         Cmd::Node {
             config,
@@ -230,8 +228,8 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
                     Err(_) => return std::future::pending().await,
                 };
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: leaving the group and stopping"),
+                    _ = term.recv() => tracing::info!("SIGTERM: leaving the group and stopping"),
                     why = backend.stopped() => {
                         if let Ok(mut f) = fatal.lock() {
                             *f = Some(why);

@@ -179,6 +179,8 @@ impl LocalCluster {
             .env("CHORUS_CLUSTER", "local-demo")
             .env("CHORUS_HEARTBEAT_MS", self.o.heartbeat_ms.to_string())
             .env("CHORUS_SUSPECT_TIMEOUT_MS", self.o.suspect_timeout_ms.to_string())
+            // The members share the demo's terminal: warnings only, unless asked for more.
+            .env("CHORUS_LOG", std::env::var("CHORUS_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if bootstrap {

@@ -36,6 +36,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod datadir;
+pub mod logging;
 pub mod resolve;
 pub mod runtime;
 pub mod tls;

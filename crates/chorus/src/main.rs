@@ -163,11 +163,9 @@ enum TraceCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only on a terminal: a log file or journald gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    // A node logs what an operator needs (views and why, suspicions, transfers, quorum); the
+    // other commands only warnings.
+    chorus::logging::init(if matches!(cli.cmd, Cmd::Node { .. }) { "info" } else { "warn" });
     let result = match cli.cmd {
         Cmd::Node {
             config,
@@ -349,8 +347,8 @@ fn node_cmd(config: Option<PathBuf>, flags: Partial, opts: NodeOptions) -> anyho
                 Err(_) => return,
             };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: leaving the group and stopping"),
+                _ = term.recv() => tracing::info!("SIGTERM: leaving the group and stopping"),
             }
             let _ = stop_tx.send(()).await;
         });

@@ -409,6 +409,8 @@ impl Member {
             next_conn: 0,
             listener: listener_task.abort_handle(),
             last_view: None,
+            loading_since: None,
+            no_quorum: false,
             dropped_frames: 0,
             bad_frames: 0,
             store,
@@ -760,6 +762,10 @@ struct Driver {
     next_conn: u64,
     listener: AbortHandle,
     last_view: Option<ViewId>,
+    /// For the log: the state being loaded (view, donor, since when), and whether this member
+    /// is blocked without a quorum.
+    loading_since: Option<(ViewId, MemberId, std::time::Instant)>,
+    no_quorum: bool,
     dropped_frames: u64,
     bad_frames: u64,
     /// The data directory, where the core's record is kept before any frame that follows it.
@@ -1061,8 +1067,42 @@ impl Driver {
 
     fn observe(&mut self, e: &Event) {
         match e {
-            Event::ViewInstalled { view, departed, .. } => {
-                info!(node = self.me, view = %view.id.0, members = ?view.members, "view installed");
+            Event::ViewInstalled { view, joined, departed, loading, recovered } => {
+                let list = |ms: &[MemberId]| {
+                    ms.iter().map(|m| format!("n{}", m.node.0)).collect::<Vec<_>>().join(" ")
+                };
+                // A node back from its data directory replaces its earlier life: say so once,
+                // not as one member joining and another departing.
+                let back = |m: &MemberId| recovered.iter().any(|r| r.node == m.node);
+                let new: Vec<MemberId> = joined.iter().copied().filter(|m| !back(m)).collect();
+                let gone: Vec<MemberId> = departed.iter().copied().filter(|m| !back(m)).collect();
+                let mut why = Vec::new();
+                if !new.is_empty() {
+                    why.push(format!("joined: {}", list(&new)));
+                }
+                if !gone.is_empty() {
+                    why.push(format!("departed: {}", list(&gone)));
+                }
+                if !loading.is_empty() {
+                    why.push(format!("loading the state: {}", list(loading)));
+                }
+                if !recovered.is_empty() {
+                    why.push(format!("back from their data directories: {}", list(recovered)));
+                }
+                info!(
+                    node = self.me,
+                    view = %view.id.0,
+                    members = ?view.members,
+                    "view {} installed: {} members [{}]{}{}",
+                    view.id.0,
+                    view.members.len(),
+                    list(&view.members),
+                    if why.is_empty() { "" } else { "; " },
+                    why.join("; ")
+                );
+                if std::mem::take(&mut self.no_quorum) {
+                    info!(node = self.me, view = %view.id.0, "quorum regained: this member is in view {} again with a majority", view.id.0);
+                }
                 // Close connections to members that left the view (a dead or stuck peer would
                 // otherwise keep its queue and a blocked writer); a later life reconnects.
                 for d in departed {
@@ -1081,7 +1121,46 @@ impl Driver {
                     self.send(m, book.clone());
                 }
             }
+            Event::Blocked { reason: chorus_core::BlockReason::NoQuorum } => {
+                self.no_quorum = true;
+                warn!(
+                    node = self.me,
+                    "no quorum: this member hears fewer than a majority of its view; it installs no view and delivers nothing until a majority is back"
+                );
+            }
+            Event::Blocked { reason: chorus_core::BlockReason::Flush } => {
+                debug!(node = self.me, "flush: the view is changing; sending paused until the next view");
+            }
+            Event::Recovering { view, member } => {
+                info!(
+                    node = self.me,
+                    "restarted from the data directory: speaks for its earlier life {member} in view {} until the group's next view",
+                    view.id.0
+                );
+            }
+            Event::CheckpointRequest { view, joiners } => {
+                let to: Vec<String> = joiners.iter().map(|m| format!("n{}", m.node.0)).collect();
+                info!(node = self.me, view = %view.0, "state transfer: giving the state to {} for view {}", to.join(" "), view.0);
+            }
+            Event::CheckpointComplete { view } => {
+                info!(node = self.me, view = %view.0, "state transfer: the state for view {} is given", view.0);
+            }
+            Event::StateIncoming { view, donor } => {
+                self.loading_since = Some((*view, *donor, std::time::Instant::now()));
+                info!(node = self.me, view = %view.0, donor = %donor, "state transfer: loading the group's state from n{} for view {}", donor.node.0, view.0);
+            }
+            Event::StateLoaded { view, len } => {
+                let (from, took) = match self.loading_since.take() {
+                    Some((v, d, since)) if v == *view => (
+                        format!(" from n{}", d.node.0),
+                        format!(" in {:.1} s", since.elapsed().as_secs_f64()),
+                    ),
+                    _ => (String::new(), String::new()),
+                };
+                info!(node = self.me, view = %view.0, bytes = len, "state transfer: loaded the state of view {} ({len} bytes){from}{took}", view.0);
+            }
             Event::Left => {
+                info!(node = self.me, "left the group");
                 for w in self.leave_waiters.drain(..) {
                     let _ = w.send(());
                 }
