@@ -172,6 +172,10 @@ pub async fn run_node(
     let mut sends = Sends::default();
     // Sends heard back from the send loop (one per multicast the member accepted).
     let mut heard = 0u64;
+    // A leave needs the others to install a view without this node; when they are stopping
+    // too (every node of a cluster SIGTERMed at once), or a majority is gone, none comes.
+    let give_up = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(give_up);
     loop {
         tokio::select! {
             // Sends first: a send is stamped before anything it causes, and a record written
@@ -236,8 +240,13 @@ pub async fn run_node(
                     break;
                 }
             }
+            () = &mut give_up, if stopping => {
+                println!("n{node} stops without a view that leaves it out: none came within {LEAVE_WAIT:?} (the others are stopping too, or a majority is gone)");
+                break;
+            }
             _ = stop.recv(), if !stopping => {
                 stopping = true;
+                give_up.as_mut().reset(tokio::time::Instant::now() + LEAVE_WAIT);
                 println!("n{node} leaving the group");
                 let m = member.clone();
                 tokio::spawn(async move { let _ = m.leave().await; });
@@ -248,6 +257,9 @@ pub async fn run_node(
     member.shutdown().await;
     Ok(())
 }
+
+/// How long a stopping node waits for the view that leaves it out (as `chorus-kv node` does).
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
 
 fn ready(s: &TraceEvent, me: Proc, app_view: u64) -> bool {
     s.p == Some(me) && matches!(s.ev, Ev::Send { view, .. } if view <= app_view)
