@@ -56,6 +56,18 @@ else
     echo "libfaketime missing (not root, or no apt-get): the clock-skew test is compiled as ignored"
 fi
 
+step "test dependencies: promtool (Debian's prometheus) and chromium, for the metrics and status page tests"
+if { ! command -v promtool >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null
+fi
+if command -v promtool >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+    export CHORUS_REQUIRE_METRICS_TOOLS=1
+    echo "promtool and chromium present: the metrics test checks every scrape, the status page test renders"
+else
+    echo "promtool or chromium missing (not root, or no apt-get): those checks skip and say so"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

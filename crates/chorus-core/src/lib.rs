@@ -44,7 +44,7 @@ pub use error::{CheckpointError, ConfigError, DecodeError, FrameError, SendError
 pub use event::{BlockReason, Event, SuspectReason};
 pub use id::{GroupId, Incarnation, MemberId, MsgId, NodeId, Seqno, View, ViewId};
 pub use marks::{Mark, Marks};
-pub use node::{LocalPauses, Node, Status, Transmit};
+pub use node::{LocalPauses, Node, Stability, Status, Transmit};
 pub use order::Order;
 pub use recovery::{Membership, Persisted, Recovery};
 pub use time::Instant;

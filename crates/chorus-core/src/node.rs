@@ -125,6 +125,22 @@ pub struct LocalPauses {
     pub last: Duration,
 }
 
+/// What this member's multicasts hold in memory until every member has them (stability), and
+/// how much of the send window that uses (see [`Node::stability`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stability {
+    /// This member's own messages not yet stable (kept for retransmission and the flush).
+    pub own_msgs: u64,
+    /// Their payload bytes.
+    pub own_bytes: u64,
+    /// Messages of every sender of the view received here and not yet stable.
+    pub all_msgs: u64,
+    /// The send window: at most this many own messages unstable (`window_msgs`)...
+    pub window_msgs: u64,
+    /// ...and at most this many payload bytes (`window_bytes`).
+    pub window_bytes: u64,
+}
+
 #[derive(Debug)]
 pub(crate) enum State {
     Joining { next_retry: Instant },
@@ -384,6 +400,22 @@ impl Node {
         if let Some(c) = &mut m.coord {
             later(&mut c.started);
         }
+    }
+
+    /// Unstable messages and the send window's use, for metrics. Zero outside a view.
+    pub fn stability(&self) -> Stability {
+        let mut s = Stability {
+            window_msgs: u64::from(self.cfg.window_msgs),
+            window_bytes: self.cfg.window_bytes,
+            ..Stability::default()
+        };
+        if let Some(m) = self.member() {
+            s.own_msgs = m.senders[m.me].received.saturating_sub(m.stable[m.me]);
+            s.own_bytes = m.unstable_bytes;
+            s.all_msgs =
+                (0..m.senders.len()).map(|r| m.senders[r].received.saturating_sub(m.stable[r])).sum();
+        }
+        s
     }
 
     /// Coverage marks hit so far.

@@ -226,10 +226,15 @@ pub static COMMANDS: &[Spec] = &[
 
 /// Finds a command by name, ignoring case.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// Finds a command's index in [`COMMANDS`] by name, ignoring case.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
     if name.len() > 16 {
         return None;
     }
-    COMMANDS.iter().find(|s| s.name.len() == name.len() && s.name.as_bytes().eq_ignore_ascii_case(name))
+    COMMANDS.iter().position(|s| s.name.len() == name.len() && s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The Redis version that introduced the command (COMMAND DOCS' `since`), as redis-server
@@ -646,8 +651,17 @@ pub enum Classified {
 
 /// Classifies the request `args` (the name first).
 pub fn classify(args: &[Bytes]) -> Classified {
-    let Some(name) = args.first() else { return Classified::Reject(unknown_command(args)) };
-    let Some(spec) = lookup(name) else { return Classified::Reject(unknown_command(args)) };
+    classify_indexed(args).0
+}
+
+/// [`classify`], also giving the command's index in [`COMMANDS`] (None if unknown).
+pub fn classify_indexed(args: &[Bytes]) -> (Classified, Option<usize>) {
+    let Some(name) = args.first() else { return (Classified::Reject(unknown_command(args)), None) };
+    let Some(index) = lookup_index(name) else { return (Classified::Reject(unknown_command(args)), None) };
+    (classify_spec(&COMMANDS[index], args), Some(index))
+}
+
+fn classify_spec(spec: &'static Spec, args: &[Bytes]) -> Classified {
     if !arity_ok(spec.arity, args.len()) {
         return Classified::Reject(wrong_arity(spec.name));
     }

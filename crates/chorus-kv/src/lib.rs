@@ -39,6 +39,7 @@ pub mod backend;
 pub mod command;
 pub mod config;
 pub mod local;
+pub mod metrics;
 pub mod replicated;
 pub mod reply;
 pub mod resp;

@@ -62,6 +62,10 @@ enum Cmd {
         /// is a new node and a whole-store crash loses everything.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics (/metrics), the status page (/) and /health over HTTP
+        /// here (host:port), e.g. 127.0.0.1:9121.
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// When the log is synced: always, everysec or no.
         #[arg(long)]
         appendfsync: Option<String>,
@@ -101,7 +105,8 @@ enum Cmd {
         /// Nodes.
         #[arg(long, default_value_t = 3)]
         nodes: u16,
-        /// The first node's Redis port; peers use the ports 100 above.
+        /// The first node's Redis port; peers use the ports 100 above, the status pages and metrics
+        /// the ports 200 above.
         #[arg(long, default_value_t = 7001)]
         port: u16,
         /// Default read consistency of the nodes: linearizable or local.
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
             role,
             reads,
             data_dir,
+            metrics_listen,
             appendfsync,
             plaintext,
         } => {
@@ -151,6 +157,7 @@ fn main() -> ExitCode {
                 seeds: (!seed.is_empty()).then_some(seed),
                 bootstrap: bootstrap.then_some(true),
                 data_dir,
+                metrics_listen,
                 ..Partial::default()
             };
             let kv = KvPartial { listen, role, reads, appendfsync, plaintext, ..KvPartial::default() };
@@ -238,9 +245,24 @@ fn node_cmd(path: Option<PathBuf>, group: Partial, kv: KvPartial) -> anyhow::Res
                 }
             }
         };
-        chorus_kv::serve(listener, backend, cfg.server.clone(), shutdown)
-            .await
-            .context("client listener failed")?;
+        // The store's metrics beside the runtime's, on the node's metrics port.
+        let mut server = cfg.server.clone();
+        match member.registry().lock() {
+            Ok(mut r) => {
+                server.metrics = Some(chorus_kv::metrics::KvMetrics::register(&mut r));
+                r.sub_registry_with_prefix("chorus_kv").register_collector(Box::new(
+                    chorus_kv::metrics::ReplicaCollector { replica: backend.clone() },
+                ));
+            }
+            Err(_) => bail!("the metrics registry is poisoned"),
+        }
+        if let Some(addr) = member.metrics_addr() {
+            eprintln!(
+                "chorus-kv node {}: metrics on http://{addr}/metrics, status page on http://{addr}/",
+                cfg.group.node
+            );
+        }
+        chorus_kv::serve(listener, backend, server, shutdown).await.context("client listener failed")?;
         if let Some(why) = fatal.lock().ok().and_then(|mut f| f.take()) {
             member.shutdown().await;
             bail!("node {} stopped: {why}", cfg.group.node);
@@ -513,7 +535,8 @@ fn demo(
     );
     let ports: Vec<u16> = (0..nodes).map(|i| port + i).collect();
     let peer_ports: Vec<u16> = (0..nodes).map(|i| port + 100 + i).collect();
-    ports_free(&[ports.as_slice(), peer_ports.as_slice()].concat())?;
+    let metrics_ports: Vec<u16> = (0..nodes).map(|i| port + 200 + i).collect();
+    ports_free(&[ports.as_slice(), peer_ports.as_slice(), metrics_ports.as_slice()].concat())?;
     let mut group = Nodes { children: Vec::new(), ports: ports.clone(), dir: dir.clone() };
     let mut configs = Vec::new();
     // Mutual TLS on the peer links: a development CA and a certificate per node, made once in
@@ -544,18 +567,25 @@ fn demo(
             cert(chorus::tls::dev_certs::CA_CERT.to_string())
         );
         let toml = format!(
-            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\n{data}{tls}\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\nplaintext = true\n{fsync}",
+            "[group]\nnode = {}\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\nsecret = \"chorus-kv demo secret\"\nbootstrap = {}\nmetrics_listen = \"127.0.0.1:{}\"\n{data}{tls}\n[kv]\nlisten = \"127.0.0.1:{}\"\nreads = \"{reads}\"\nplaintext = true\n{fsync}",
             i + 1,
             port + 100 + i,
             seeds.join(", "),
             i == 0,
+            port + 200 + i,
             port + i
         );
         let path = dir.join(format!("node{}.toml", i + 1));
         std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
         let child = spawn_node(&exe, &path, &dir, i)?;
         configs.push(path);
-        println!("  node {}: redis on 127.0.0.1:{}, peers on 127.0.0.1:{}", i + 1, port + i, port + 100 + i);
+        println!(
+            "  node {}: redis on 127.0.0.1:{}, peers on 127.0.0.1:{}, status page http://127.0.0.1:{}/ (metrics at /metrics)",
+            i + 1,
+            port + i,
+            port + 100 + i,
+            port + 200 + i
+        );
         group.children.push(Some(child));
     }
     for i in 0..ports.len() {

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::backend::{Backend, BackendError, Consistency};
 use crate::command::{
-    arity_ok, classify, encode_write, Classified, Cmd, ConnCmd, Kind, Query, Spec, WriteCmd, COMMANDS,
+    arity_ok, classify_indexed, encode_write, Classified, Cmd, ConnCmd, Kind, Query, Spec, WriteCmd, COMMANDS,
 };
 use crate::reply::{Protocol, Reply, NOT_INTEGER, SYNTAX};
 use crate::resp::{parse_i64, Limits, RequestParser};
@@ -96,6 +96,8 @@ pub struct ServerConfig {
     /// Sessions are `session_base | connection id` (ids stay below 2^32): make it unique per
     /// server process and node (default: from the clock and the process id, low 32 bits zero).
     pub session_base: u64,
+    /// Where to count commands and their latency for Prometheus (None: not counted).
+    pub metrics: Option<std::sync::Arc<crate::metrics::KvMetrics>>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -111,6 +113,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("read_consistency", &self.read_consistency)
             .field("concurrent_writes", &self.concurrent_writes)
             .field("session_base", &self.session_base)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -131,6 +134,7 @@ impl Default for ServerConfig {
             read_consistency: Consistency::Linearizable,
             concurrent_writes: false,
             session_base: (nanos.rotate_left(17) ^ (pid << 40)) & !0xFFFF_FFFF,
+            metrics: None,
         }
     }
 }
@@ -372,8 +376,19 @@ impl<B: Backend> Conn<B> {
             }
             let more_ready = batch.len() == MAX_BATCH || (!self.authed && !batch.is_empty());
             let mut close = false;
-            let mut batch =
-                batch.into_iter().map(|a| (classify(&a), a)).collect::<Vec<_>>().into_iter().peekable();
+            let metrics = self.shared.cfg.metrics.clone();
+            let mut batch = batch
+                .into_iter()
+                .map(|a| {
+                    let (cls, index) = classify_indexed(&a);
+                    if let Some(m) = &metrics {
+                        m.command(index);
+                    }
+                    (cls, a)
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .peekable();
             while let Some((cls, args)) = batch.next() {
                 self.shared.commands.fetch_add(1, Ordering::Relaxed);
                 // A run of pipelined writes (or linearizable reads) goes to the backend
@@ -393,6 +408,7 @@ impl<B: Backend> Conn<B> {
                         || (matches!(cls, Classified::Read(_))
                             && self.consistency == Consistency::Linearizable))
                     && batch.peek().is_some_and(|(next, _)| same(&cls, next));
+                let began = metrics.as_ref().map(|_| std::time::Instant::now());
                 let flow = if runs {
                     let mut run = vec![cls];
                     while batch.peek().is_some_and(|(next, _)| same(&run[0], next)) {
@@ -401,6 +417,11 @@ impl<B: Backend> Conn<B> {
                             run.push(c);
                         }
                     }
+                    let kind = if matches!(run[0], Classified::Write(_)) {
+                        crate::metrics::Kind::Write
+                    } else {
+                        crate::metrics::Kind::read(self.consistency)
+                    };
                     let results = if matches!(run[0], Classified::Write(_)) {
                         // Writes go to the backend as one batch (one request, one reply).
                         let first_seq = self.seq + 1;
@@ -434,6 +455,9 @@ impl<B: Backend> Conn<B> {
                             _ = stop.wait_for(|s| *s) => return,
                         }
                     };
+                    if let (Some(m), Some(t)) = (&metrics, began) {
+                        m.observe(kind, t.elapsed().as_secs_f64(), results.len());
+                    }
                     // Encoded one by one, the output limit checked and the buffer written out
                     // as it fills: a client that pipelines reads of a large value and never
                     // reads its replies blocks on its own socket, and its replies are never all
@@ -453,10 +477,19 @@ impl<B: Backend> Conn<B> {
                     }
                     Flow::Continue
                 } else {
-                    tokio::select! {
+                    let kind = match &cls {
+                        Classified::Write(_) => crate::metrics::Kind::Write,
+                        Classified::Read(_) => crate::metrics::Kind::read(self.consistency),
+                        _ => crate::metrics::Kind::Other,
+                    };
+                    let f = tokio::select! {
                         f = self.handle(cls, args, &mut out) => f,
                         _ = stop.wait_for(|s| *s) => return,
+                    };
+                    if let (Some(m), Some(t)) = (&metrics, began) {
+                        m.observe(kind, t.elapsed().as_secs_f64(), 1);
                     }
+                    f
                 };
                 if out.len() > max_out {
                     tracing::info!(

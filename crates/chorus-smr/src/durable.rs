@@ -115,6 +115,10 @@ impl LogEntry<'_> {
 /// The file naming the member that owns the stored state.
 const OWNER: &str = "owner";
 
+/// The upper bounds (microseconds) of the fsync duration buckets in [`StorageStatus`].
+pub const FSYNC_BUCKETS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
 /// What a replica reports of its storage (Redis's `INFO persistence`).
 #[derive(Clone, Debug, Default)]
 pub struct StorageStatus {
@@ -142,6 +146,11 @@ pub struct StorageStatus {
     pub fsync_last_us: u64,
     /// Longest fsync since start, in microseconds.
     pub fsync_max_us: u64,
+    /// fsyncs by duration: `fsync_buckets[i]` counts those that took at most
+    /// [`FSYNC_BUCKETS_US`]`[i]` and more than the bound before; the last counts the rest.
+    pub fsync_buckets: [u64; FSYNC_BUCKETS_US.len() + 1],
+    /// Total time of the fsyncs, in microseconds.
+    pub fsync_total_us: u64,
     /// The stored state belongs to this member (it may be offered for recovery).
     pub owned: bool,
     /// Why the last snapshot failed, if it did (the log still holds everything).
@@ -278,6 +287,9 @@ impl Stored {
         self.status.fsyncs += 1;
         self.status.fsync_last_us = took_us;
         self.status.fsync_max_us = self.status.fsync_max_us.max(took_us);
+        self.status.fsync_total_us = self.status.fsync_total_us.saturating_add(took_us);
+        let b = FSYNC_BUCKETS_US.iter().position(|&ub| took_us <= ub).unwrap_or(FSYNC_BUCKETS_US.len());
+        self.status.fsync_buckets[b] += 1;
     }
 
     /// The synced position, if it rose past what was reported (and the state is this

@@ -29,7 +29,7 @@ pub(crate) fn as_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S:
     s.serialize_bytes(b)
 }
 
-pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus, Stored};
+pub use durable::{DurableOptions, Fsync, SnapshotJob, StorageStatus, Stored, FSYNC_BUCKETS_US};
 pub use machine::{Ctx, Frozen, RestoreError, StateMachine, WholeSnapshot};
 pub use replica::{
     frozen_digest, Action, Consistency, Phase, Replica, ReplicaConfig, ReplicaError, ReplicaStatus, Role,

@@ -54,6 +54,8 @@ pub struct Figure {
     /// member processes summed, or the whole bench process in-process; if known. On a shared
     /// machine, `rate / cpu` compares runs better than `rate` alone.
     pub cpu: Option<f64>,
+    /// With a scraper: the scrapes of the members' `/metrics` answered.
+    pub scrapes: Option<u64>,
 }
 
 /// Where the members run.
@@ -124,6 +126,7 @@ fn cfg(
     seed: Option<SocketAddr>,
     state_transfer: bool,
     tls: Option<&Path>,
+    metrics: bool,
 ) -> anyhow::Result<NodeConfig> {
     Ok(Partial {
         node: Some(node),
@@ -136,6 +139,7 @@ fn cfg(
         tls_cert: tls.map(|d| d.join(format!("node-{node}.pem"))),
         tls_key: tls.map(|d| d.join(format!("node-{node}-key.pem"))),
         tls_ca: tls.map(|d| d.join(crate::tls::dev_certs::CA_CERT)),
+        metrics_listen: metrics.then(|| "127.0.0.1:0".to_string()),
         ..Partial::default()
     }
     .build()?)
@@ -308,7 +312,10 @@ async fn window(start: u64, end: u64, measuring: &AtomicBool) -> Window {
 
 /// Runs one figure: every member multicasting `payload`-byte messages in `order`, at `rate`
 /// per second each (None: as fast as it can), for `secs` seconds of measurement; over mutual
-/// TLS with the certificates in `tls` ([`make_bench_certs`]) if given, else plaintext.
+/// TLS with the certificates in `tls` ([`make_bench_certs`]) if given, else plaintext. With
+/// `scrape`, every member serves metrics and the bench scrapes each one's `/metrics` every
+/// second, as Prometheus would (the figure's `scrapes` counts the answers).
+#[allow(clippy::too_many_arguments)]
 pub async fn figure(
     mode: &Mode,
     order: Order,
@@ -317,13 +324,41 @@ pub async fn figure(
     secs: f64,
     state_transfer: bool,
     tls: Option<&Path>,
+    scrape: bool,
 ) -> anyhow::Result<Figure> {
     anyhow::ensure!(secs > 0.0 && secs.is_finite(), "--seconds must be positive");
-    let per = match mode {
-        Mode::Processes { exe } => processes(exe, order, payload, rate, secs, state_transfer, tls).await?,
-        Mode::InProcess => in_process(order, payload, rate, secs, state_transfer, tls).await?,
+    let (per, scrapes) = match mode {
+        Mode::Processes { exe } => {
+            processes(exe, Run { order, payload, rate, state_transfer, tls, scrape }, secs).await?
+        }
+        Mode::InProcess => in_process(order, payload, rate, secs, state_transfer, tls, scrape).await?,
     };
-    Ok(summarize(order, payload, rate.is_some(), per))
+    let mut f = summarize(order, payload, rate.is_some(), per);
+    f.scrapes = scrapes;
+    Ok(f)
+}
+
+/// Scrapes `/metrics` of every address once a second until `stop`; counts the `200` answers.
+async fn scraper(addrs: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> u64 {
+    let mut ok = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(AtomicOrdering::Relaxed) {
+        tick.tick().await;
+        for a in &addrs {
+            let get = async {
+                let mut s = tokio::net::TcpStream::connect(a).await?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").await?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body).await?;
+                Ok::<_, std::io::Error>(body.starts_with(b"HTTP/1.1 200"))
+            };
+            if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), get).await {
+                ok += 1;
+            }
+        }
+    }
+    ok
 }
 
 /// Every member's tally and window, and the members' CPU time per second of window.
@@ -359,7 +394,14 @@ fn summarize(order: Order, payload: usize, paced: bool, (per, cpu): PerMember) -
             per_member / cpu.unwrap_or(f64::NAN)
         );
     }
-    Figure { rate: per_member, mbps: per_member * payload as f64 / 1e6, p50: pct(0.5), p99: pct(0.99), cpu }
+    Figure {
+        rate: per_member,
+        mbps: per_member * payload as f64 / 1e6,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        cpu,
+        scrapes: None,
+    }
 }
 
 /// The window's CLOCK_MONOTONIC instants, from now.
@@ -375,14 +417,20 @@ async fn in_process(
     secs: f64,
     state_transfer: bool,
     tls: Option<&Path>,
-) -> anyhow::Result<PerMember> {
-    let (m1, e1) = Member::start(cfg(1, None, state_transfer, tls)?).await?;
+    scrape: bool,
+) -> anyhow::Result<(PerMember, Option<u64>)> {
+    let (m1, e1) = Member::start(cfg(1, None, state_transfer, tls, scrape)?).await?;
     let seed = Some(m1.listen_addr());
     let mut members = vec![(m1, e1)];
     for n in 2..=3 {
-        members.push(Member::start(cfg(n, seed, state_transfer, tls)?).await?);
+        members.push(Member::start(cfg(n, seed, state_transfer, tls, scrape)?).await?);
     }
     formed(&mut members).await?;
+    let scraping = Arc::new(AtomicBool::new(false));
+    let scrapes = scrape.then(|| {
+        let addrs = members.iter().filter_map(|(m, _)| m.metrics_addr()).collect();
+        tokio::spawn(scraper(addrs, scraping.clone()))
+    });
     let (start, end) = plan(secs);
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -415,7 +463,12 @@ async fn in_process(
     }
     // One process: its CPU time is all three members'.
     let cpu = w.cpu_nanos.map(|c| c as f64 / w.nanos as f64);
-    Ok((per, cpu))
+    scraping.store(true, AtomicOrdering::Relaxed);
+    let scrapes = match scrapes {
+        Some(t) => Some(t.await.context("scraper")?),
+        None => None,
+    };
+    Ok(((per, cpu), scrapes))
 }
 
 /// What a member process of one figure runs.
@@ -426,6 +479,8 @@ struct Run<'a> {
     rate: Option<f64>,
     state_transfer: bool,
     tls: Option<&'a Path>,
+    /// Members serve metrics, scraped every second.
+    scrape: bool,
 }
 
 /// Reads one line of at most `MAX_LINE` bytes, without its newline; None at the end.
@@ -451,7 +506,7 @@ struct Child {
 
 impl Child {
     fn spawn(exe: &Path, node: u64, seed: Option<SocketAddr>, run: &Run<'_>) -> anyhow::Result<Child> {
-        let Run { order, payload, rate, state_transfer, tls } = *run;
+        let Run { order, payload, rate, state_transfer, tls, scrape } = *run;
         let mut cmd = tokio::process::Command::new(exe);
         cmd.args(["bench-member", "--node", &node.to_string(), "--order", order_name(order)])
             .args(["--payload", &payload.to_string()]);
@@ -466,6 +521,9 @@ impl Child {
         }
         if let Some(dir) = tls {
             cmd.arg("--tls-dir").arg(dir);
+        }
+        if scrape {
+            cmd.arg("--metrics");
         }
         // Its stderr (logs, errors) is ours; stdout carries its figures.
         cmd.stdin(std::process::Stdio::piped())
@@ -568,26 +626,27 @@ impl Child {
     }
 }
 
-async fn processes(
-    exe: &Path,
-    order: Order,
-    payload: usize,
-    rate: Option<f64>,
-    secs: f64,
-    state_transfer: bool,
-    tls: Option<&Path>,
-) -> anyhow::Result<PerMember> {
+async fn processes(exe: &Path, run: Run<'_>, secs: f64) -> anyhow::Result<(PerMember, Option<u64>)> {
     let soon = |s: u64| tokio::time::Instant::now() + Duration::from_secs(s);
-    let run = Run { order, payload, rate, state_transfer, tls };
+    // `listen ADDR [METRICS_ADDR]`.
+    let addrs = |node: u64, line: String| -> anyhow::Result<Vec<SocketAddr>> {
+        line.split_ascii_whitespace()
+            .map(|a| a.parse().with_context(|| format!("member n{node}: address {a:?}")))
+            .collect()
+    };
     let mut c1 = Child::spawn(exe, 1, None, &run)?;
-    let addr = c1.expect("listen", soon(20)).await?;
-    let seed: SocketAddr = addr.parse().with_context(|| format!("member n1: listen address {addr:?}"))?;
+    let a1 = addrs(1, c1.expect("listen", soon(20)).await?)?;
+    let seed = *a1.first().context("member n1 gave no listen address")?;
     let mut c2 = Child::spawn(exe, 2, Some(seed), &run)?;
     let mut c3 = Child::spawn(exe, 3, Some(seed), &run)?;
-    // n2 and n3 report their addresses too (unused: they join through n1).
-    tokio::try_join!(c2.expect("listen", soon(20)), c3.expect("listen", soon(20)))?;
+    // n2 and n3 report their addresses too (they join through n1; their metrics are scraped).
+    let (l2, l3) = tokio::try_join!(c2.expect("listen", soon(20)), c3.expect("listen", soon(20)))?;
+    let metrics: Vec<SocketAddr> =
+        [a1, addrs(2, l2)?, addrs(3, l3)?].iter().filter_map(|a| a.get(1).copied()).collect();
     let formed = soon(30);
     tokio::try_join!(c1.expect("ready", formed), c2.expect("ready", formed), c3.expect("ready", formed))?;
+    let scraping = Arc::new(AtomicBool::new(false));
+    let scrapes = run.scrape.then(|| tokio::spawn(scraper(metrics, scraping.clone())));
     let (start, end) = plan(secs);
     let go = format!("go {start} {end}");
     for c in [&mut c1, &mut c2, &mut c3] {
@@ -603,7 +662,12 @@ async fn processes(
     // Each process measured its own CPU time over its window.
     let per = vec![r1, r2, r3];
     let cpu = per.iter().map(|(_, w)| w.cpu_nanos.map(|c| c as f64 / w.nanos as f64)).sum::<Option<f64>>();
-    Ok((per, cpu))
+    scraping.store(true, AtomicOrdering::Relaxed);
+    let scrapes = match scrapes {
+        Some(t) => Some(t.await.context("scraper")?),
+        None => None,
+    };
+    Ok(((per, cpu), scrapes))
 }
 
 /// `chorus bench-member`: one member of `chorus bench`, driven by it (hidden from `--help`).
@@ -630,6 +694,9 @@ pub struct MemberArgs {
     /// Mutual TLS with the certificates in this directory (`make_bench_certs`).
     #[arg(long)]
     tls_dir: Option<std::path::PathBuf>,
+    /// Serve metrics on a free port (told to the bench on the `listen` line).
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// Runs `chorus bench-member`. Protocol, one line each way at a time: it writes `listen ADDR`
@@ -682,8 +749,10 @@ async fn member(a: MemberArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let (m, e) = Member::start(cfg(a.node, a.seed, a.state_transfer, a.tls_dir.as_deref())?).await?;
-    say(&mut out, &format!("listen {}", m.listen_addr())).await?;
+    let (m, e) =
+        Member::start(cfg(a.node, a.seed, a.state_transfer, a.tls_dir.as_deref(), a.metrics)?).await?;
+    let metrics = m.metrics_addr().map(|a| format!(" {a}")).unwrap_or_default();
+    say(&mut out, &format!("listen {}{metrics}", m.listen_addr())).await?;
     let mut me = [(m, e)];
     formed(&mut me).await?;
     say(&mut out, "ready").await?;
@@ -762,5 +831,5 @@ pub async fn tcp_fanout(payload: usize, secs: f64) -> anyhow::Result<Figure> {
         bytes += r.await?;
     }
     let per = bytes as f64 / 2.0 / secs;
-    Ok(Figure { rate: per / payload as f64, mbps: per / 1e6, p50: None, p99: None, cpu: None })
+    Ok(Figure { rate: per / payload as f64, mbps: per / 1e6, p50: None, p99: None, cpu: None, scrapes: None })
 }

@@ -77,6 +77,8 @@ pub struct ClusterOptions {
 pub struct LocalCluster {
     o: ClusterOptions,
     ports: BTreeMap<u64, u16>,
+    /// Each node's metrics and status page port.
+    metrics_ports: BTreeMap<u64, u16>,
     children: BTreeMap<u64, Child>,
     shared: Arc<Mutex<Shared>>,
     trace: std::fs::File,
@@ -111,9 +113,10 @@ impl LocalCluster {
     /// A cluster of nodes `1..=n` (none started yet).
     pub fn new(o: ClusterOptions, n: u64) -> anyhow::Result<LocalCluster> {
         std::fs::create_dir_all(&o.dir).with_context(|| format!("cannot create {}", o.dir.display()))?;
-        let mut ports = BTreeMap::new();
+        let (mut ports, mut metrics_ports) = (BTreeMap::new(), BTreeMap::new());
         for node in 1..=n {
             ports.insert(node, free_port()?);
+            metrics_ports.insert(node, free_port()?);
         }
         let trace_path = o.dir.join("harness.trace.jsonl");
         let trace = std::fs::File::create(&trace_path)
@@ -121,6 +124,7 @@ impl LocalCluster {
         Ok(LocalCluster {
             o,
             ports,
+            metrics_ports,
             children: BTreeMap::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             trace,
@@ -132,7 +136,13 @@ impl LocalCluster {
     pub fn add(&mut self, node: u64) -> anyhow::Result<()> {
         let port = free_port()?;
         self.ports.insert(node, port);
+        self.metrics_ports.insert(node, free_port()?);
         Ok(())
+    }
+
+    /// Where node `node` serves its metrics (`/metrics`) and status page (`/`).
+    pub fn metrics_addr(&self, node: u64) -> Option<String> {
+        self.metrics_ports.get(&node).map(|p| format!("127.0.0.1:{p}"))
     }
 
     fn trace_path(&self, node: u64) -> PathBuf {
@@ -169,6 +179,8 @@ impl LocalCluster {
             .arg(seeds.join(","))
             .arg("--trace")
             .arg(self.trace_path(node))
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr(node).context("unknown node")?)
             .arg("--send-rate")
             .arg(self.o.send_rate.to_string())
             .arg("--payload-bytes")

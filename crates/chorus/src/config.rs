@@ -141,6 +141,9 @@ pub struct NodeConfig {
     /// Mutual TLS on the peer links (None: plaintext; a config file must say `plaintext = true`
     /// for that). Every node of a cluster runs with TLS or none does.
     pub tls: Option<Arc<crate::tls::PeerTls>>,
+    /// Where to serve Prometheus metrics (`/metrics`), the status page (`/`) and the health
+    /// check (`/health`) over HTTP (`host:port`; None: not served). See docs/metrics.md.
+    pub metrics_listen: Option<String>,
 }
 
 /// The configuration is unusable (the operator's fault). Nothing was started.
@@ -214,6 +217,8 @@ pub struct Partial {
     pub tls_ca: Option<PathBuf>,
     /// Run the peer links unencrypted (only when no `tls_*` is given).
     pub plaintext: Option<bool>,
+    /// See [`NodeConfig::metrics_listen`].
+    pub metrics_listen: Option<String>,
 }
 
 impl Partial {
@@ -237,7 +242,7 @@ impl Partial {
     /// `CHORUS_SECRET`, `CHORUS_SECRET_FILE`, `CHORUS_BOOTSTRAP`, `CHORUS_STATE_TRANSFER`,
     /// `CHORUS_HEARTBEAT_MS`, `CHORUS_SUSPECT_TIMEOUT_MS`, `CHORUS_MAX_CLOCK_SKEW_MS`,
     /// `CHORUS_TRACE`, `CHORUS_DATA_DIR`, `CHORUS_TLS_CERT`, `CHORUS_TLS_KEY`, `CHORUS_TLS_CA`,
-    /// `CHORUS_PLAINTEXT` from `get`. `CHORUS_NODE=ordinal` takes the id from `HOSTNAME` (a
+    /// `CHORUS_PLAINTEXT`, `CHORUS_METRICS_LISTEN` from `get`. `CHORUS_NODE=ordinal` takes the id from `HOSTNAME` (a
     /// StatefulSet pod `name-N` is node N+1); `CHORUS_BOOTSTRAP_NODE=N` sets `bootstrap` for node
     /// N only.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Partial, ConfigError> {
@@ -299,6 +304,7 @@ impl Partial {
             tls_key: get("CHORUS_TLS_KEY").map(PathBuf::from),
             tls_ca: get("CHORUS_TLS_CA").map(PathBuf::from),
             plaintext: flag("CHORUS_PLAINTEXT", "plaintext")?,
+            metrics_listen: get("CHORUS_METRICS_LISTEN"),
         })
     }
 
@@ -323,6 +329,7 @@ impl Partial {
             tls_key: other.tls_key.or(self.tls_key),
             tls_ca: other.tls_ca.or(self.tls_ca),
             plaintext: other.plaintext.or(self.plaintext),
+            metrics_listen: other.metrics_listen.or(self.metrics_listen),
         }
     }
 
@@ -401,6 +408,16 @@ impl Partial {
             return Err(ConfigError::Invalid { field: "secret", why: "shorter than 8 bytes".into() });
         }
         let tls = peer_tls(self.tls_cert, self.tls_key, self.tls_ca, self.plaintext)?;
+        let metrics_listen = match self.metrics_listen.map(|m| m.trim().to_string()) {
+            Some(m) => {
+                host_port(&m).map_err(|why| ConfigError::Invalid {
+                    field: "metrics_listen",
+                    why: format!("{m:?}: {why} (e.g. 127.0.0.1:9101 or 0.0.0.0:9101)"),
+                })?;
+                Some(m)
+            }
+            None => None,
+        };
         let heartbeat = Duration::from_millis(self.heartbeat_ms.unwrap_or(100));
         let suspect_timeout = Duration::from_millis(self.suspect_timeout_ms.unwrap_or(500));
         if heartbeat.is_zero() || suspect_timeout < heartbeat * 2 {
@@ -434,6 +451,7 @@ impl Partial {
             max_payload: 1 << 20,
             max_members: 64,
             tls,
+            metrics_listen,
         })
     }
 }

@@ -43,6 +43,10 @@ enum Cmd {
         /// Write the checker's trace (JSON lines) here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Serve Prometheus metrics (/metrics), the status page (/) and /health over HTTP
+        /// here (host:port), e.g. 127.0.0.1:9101.
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// This node's certificate for mutual TLS on the peer links (PEM; with --tls-key and
         /// --tls-ca; `chorus certs` makes them).
         #[arg(long)]
@@ -105,6 +109,13 @@ enum Cmd {
         /// certificates made for the run), and give the cost of encryption as a ratio.
         #[arg(long)]
         tls: bool,
+        /// Run every figure (64 B) with and without metrics served and scraped every second,
+        /// interleaved, and give the cost of metrics as a ratio.
+        #[arg(long, conflicts_with = "tls")]
+        metrics: bool,
+        /// Rounds of each setting with --tls or --metrics (the median is given).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// One member process of `chorus bench`, driven by it over stdin and stdout.
     #[command(hide = true)]
@@ -175,6 +186,7 @@ fn main() -> ExitCode {
             seed,
             bootstrap,
             trace,
+            metrics_listen,
             tls_cert,
             tls_key,
             tls_ca,
@@ -203,6 +215,7 @@ fn main() -> ExitCode {
                 tls_key,
                 tls_ca,
                 plaintext: plaintext.then_some(true),
+                metrics_listen,
                 ..Partial::default()
             };
             node_cmd(
@@ -222,8 +235,8 @@ fn main() -> ExitCode {
         Cmd::Trace { cmd: TraceCmd::Svg { traces, from, to, view } } => trace_svg(&traces, from, to, view),
         Cmd::Certs { dir, hosts, names } => certs(&dir, &hosts, &names),
         Cmd::Demo { nodes, dir, rate } => demo(nodes, dir, rate),
-        Cmd::Bench { seconds, orders, in_process, state_transfer, tls } => {
-            bench(seconds, &orders, in_process, state_transfer, tls)
+        Cmd::Bench { seconds, orders, in_process, state_transfer, tls, metrics, rounds } => {
+            bench(seconds, &orders, in_process, state_transfer, tls, metrics, rounds.max(1))
         }
         Cmd::BenchMember(args) => chorus::bench::member_main(args),
     };
@@ -272,12 +285,13 @@ async fn bench_tls(
     secs: f64,
     state_transfer: bool,
     certs: &std::path::Path,
+    rounds: usize,
 ) -> anyhow::Result<()> {
     use chorus::bench::{figure, order_name};
-    const ROUNDS: usize = 3;
+    let rounds_n = rounds;
     println!("chorus bench --tls: 3 member processes over loopback, every member multicasting as fast as");
     println!(
-        "back-pressure lets it; each figure {ROUNDS} times over plaintext and {ROUNDS} times over mutual TLS"
+        "back-pressure lets it; each figure {rounds_n} times over plaintext and {rounds_n} times over mutual TLS"
     );
     println!("(rustls, aws-lc-rs; TLS 1.3), interleaved; deliveries/s at one member over {secs} s, median of rounds;");
     println!("CPU = the members' CPU time per second of window, summed (cores)");
@@ -293,9 +307,9 @@ async fn bench_tls(
     for payload in [64usize, 1024] {
         for order in orders {
             let (mut plain, mut tls, mut cpu_p, mut cpu_t) = (vec![], vec![], vec![], vec![]);
-            for _ in 0..ROUNDS {
-                let p = figure(mode, *order, payload, None, secs, state_transfer, None).await?;
-                let t = figure(mode, *order, payload, None, secs, state_transfer, Some(certs)).await?;
+            for _ in 0..rounds_n {
+                let p = figure(mode, *order, payload, None, secs, state_transfer, None, false).await?;
+                let t = figure(mode, *order, payload, None, secs, state_transfer, Some(certs), false).await?;
                 plain.push(p.rate);
                 tls.push(t.rate);
                 cpu_p.extend(p.cpu);
@@ -316,6 +330,68 @@ async fn bench_tls(
             );
         }
     }
+    Ok(())
+}
+
+/// `chorus bench --metrics`: each figure with and without metrics served and scraped.
+async fn bench_metrics(
+    mode: &chorus::bench::Mode,
+    orders: &[chorus::Order],
+    secs: f64,
+    state_transfer: bool,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    use chorus::bench::{figure, order_name};
+    println!(
+        "chorus bench --metrics: 3 member processes over loopback, every member multicasting 64 B as fast"
+    );
+    println!(
+        "as back-pressure lets it; each figure {rounds} times without metrics and {rounds} times with every"
+    );
+    println!("member serving metrics and the bench scraping each one's /metrics every second, interleaved;");
+    println!("deliveries/s at one member over {secs} s, median of rounds; CPU = the members' CPU time per");
+    println!("second of window, summed (cores)");
+    println!();
+    println!(
+        "  {:<7} {:>12} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "order", "plain/s", "scraped/s", "ratio", "CPU plain", "CPU scr.", "scrapes"
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    for order in orders {
+        let (mut plain, mut scraped, mut cpu_p, mut cpu_s, mut scrapes) = (vec![], vec![], vec![], vec![], 0);
+        for r in 0..rounds {
+            // Alternate which goes first: a drift of the machine falls on both.
+            let first_scraped = r % 2 == 1;
+            for scrape in [first_scraped, !first_scraped] {
+                let f = figure(mode, *order, 64, None, secs, state_transfer, None, scrape).await?;
+                if scrape {
+                    scraped.push(f.rate);
+                    cpu_s.extend(f.cpu);
+                    scrapes += f.scrapes.unwrap_or(0);
+                } else {
+                    plain.push(f.rate);
+                    cpu_p.extend(f.cpu);
+                }
+            }
+        }
+        let (p, s) = (median(plain), median(scraped));
+        let (cp, cs) = (median(cpu_p), median(cpu_s));
+        println!(
+            "  {:<7} {:>12.0} {:>12.0} {:>10.3} {:>10.2} {:>10.2} {:>8}",
+            order_name(*order),
+            p,
+            s,
+            s / p.max(1e-9),
+            cp,
+            cs,
+            scrapes
+        );
+    }
+    println!();
+    println!("ratio = deliveries/s with metrics scraped over without (1.000: no cost)");
     Ok(())
 }
 
@@ -424,6 +500,11 @@ fn demo(n: u64, dir: Option<PathBuf>, rate: f64) -> anyhow::Result<bool> {
     }
     let v = c.wait_view(&all, Duration::from_secs(30))?;
     say(&c, &format!("all {n} members are in view v{v} and hold the state; traffic flows for 2 s"));
+    for node in 1..=n {
+        if let Some(a) = c.metrics_addr(node) {
+            println!("           n{node}: status page http://{a}/  metrics http://{a}/metrics");
+        }
+    }
     std::thread::sleep(Duration::from_secs(2));
     say(&c, &format!("killing n{n} with SIGKILL (a crash): the others suspect it and change the view"));
     c.kill(n)?;
@@ -491,6 +572,8 @@ fn bench(
     in_process: bool,
     state_transfer: bool,
     tls: bool,
+    metrics: bool,
+    rounds: usize,
 ) -> anyhow::Result<bool> {
     use chorus::bench::{figure, make_bench_certs, order_name, parse_order, tcp_fanout, Mode};
     use chorus::Order;
@@ -521,8 +604,11 @@ fn bench(
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run = async {
+        if metrics {
+            return bench_metrics(&mode, &orders, secs, state_transfer, rounds).await;
+        }
         if let Some(c) = &certs {
-            return bench_tls(&mode, &orders, secs, state_transfer, &c.0).await;
+            return bench_tls(&mode, &orders, secs, state_transfer, &c.0, rounds).await;
         }
         let members = match mode {
             Mode::InProcess => "3 members in this process (one tokio runtime)",
@@ -552,8 +638,9 @@ fn bench(
                 "order", "deliv/s", "MB/s", "vs TCP", "p50@1k/s", "p99@1k/s"
             );
             for order in &orders {
-                let t = figure(&mode, *order, payload, None, secs, state_transfer, None).await?;
-                let l = figure(&mode, *order, payload, Some(1000.0), secs, state_transfer, None).await?;
+                let t = figure(&mode, *order, payload, None, secs, state_transfer, None, false).await?;
+                let l =
+                    figure(&mode, *order, payload, Some(1000.0), secs, state_transfer, None, false).await?;
                 println!(
                     "  {:<7} {:>12.0} {:>9.1} {:>8.1}%   {:>9} {:>9}",
                     order_name(*order),

@@ -106,6 +106,15 @@ pub enum StartError {
     /// No randomness for the group id a founder would draw (a local fault).
     #[error("cannot draw a random group id: {0}")]
     Rng(String),
+    /// The metrics port (`NodeConfig::metrics_listen`) cannot be bound.
+    #[error("cannot listen on {addr} for metrics (metrics_listen): {source}")]
+    MetricsListen {
+        /// The address, as configured.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The trace file (`NodeConfig::trace`) cannot be opened.
     #[error("cannot open the trace file {}: {source}", path.display())]
     Trace {
@@ -197,6 +206,14 @@ enum Command {
     Status {
         reply: oneshot::Sender<MemberStatus>,
     },
+    /// Copy the counts into the Prometheus metrics (a scrape).
+    Publish {
+        reply: oneshot::Sender<()>,
+    },
+    /// The status page's figures.
+    Page {
+        reply: oneshot::Sender<crate::http::PageStatus>,
+    },
     SetDurable {
         pos: u64,
     },
@@ -214,6 +231,10 @@ pub struct Member {
     /// Multicasts the core accepted, counted by the driver before it answers each.
     accepted: Arc<std::sync::atomic::AtomicU64>,
     listen: SocketAddr,
+    /// The metrics the runtime serves (with the application's, if it adds some).
+    registry: crate::metrics::SharedRegistry,
+    /// Where the metrics port listens, if `metrics_listen` is set.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Command {
@@ -223,6 +244,8 @@ impl std::fmt::Debug for Command {
             Command::Write { .. } => "Write",
             Command::Leave { .. } => "Leave",
             Command::Status { .. } => "Status",
+            Command::Publish { .. } => "Publish",
+            Command::Page { .. } => "Page",
             Command::SetDurable { .. } => "SetDurable",
             Command::Shutdown => "Shutdown",
         })
@@ -390,8 +413,31 @@ impl Member {
             book.insert(s.node, s.addr.clone());
         }
         let tls = cfg.tls.clone();
-        let listener_task =
-            tokio::spawn(accept_loop(listener, identity.clone(), tls.clone(), net_tx.clone()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = crate::metrics::RuntimeMetrics::register(&mut registry);
+        let registry = Arc::new(std::sync::Mutex::new(registry));
+        let metrics_listener = match &cfg.metrics_listen {
+            Some(addr) => Some(
+                crate::resolve::bind(addr.as_str())
+                    .await
+                    .map_err(|source| StartError::MetricsListen { addr: addr.clone(), source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| StartError::MetricsListen {
+                addr: cfg.metrics_listen.clone().unwrap_or_default(),
+                source,
+            })?),
+            None => None,
+        };
+        let listener_task = tokio::spawn(accept_loop(
+            listener,
+            identity.clone(),
+            tls.clone(),
+            net_tx.clone(),
+            metrics.handshake_failures.clone(),
+        ));
         let driver = Driver {
             node,
             tls,
@@ -421,17 +467,55 @@ impl Member {
             life_inc: life_inc.clone(),
             accepted: accepted.clone(),
             trace,
+            counts: crate::metrics::Counts::default(),
+            metrics,
+            history: VecDeque::new(),
+            change_began: None,
+            flush_began: None,
+            blocked_since: None,
         };
         tokio::spawn(driver.run(cmd_rx, net_rx));
-        Ok((
-            Member { cmd: cmd_tx, first_id, life_inc, accepted, listen },
-            Events { rx: ev_rx, taken: VecDeque::new(), batch: Vec::new() },
-        ))
+        let member = Member { cmd: cmd_tx, first_id, life_inc, accepted, listen, registry, metrics_addr };
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::http::serve(l, member.clone()));
+        }
+        Ok((member, Events { rx: ev_rx, taken: VecDeque::new(), batch: Vec::new() }))
     }
 
     /// The address it listens on for peers (the real port if the config said 0).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where the metrics port listens (the real port if the config said 0), if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The registry served on the metrics port: an application registers its own metrics
+    /// here (under a prefix of its own, e.g. `chorus_kv`), and they are served beside the
+    /// runtime's.
+    pub fn registry(&self) -> &crate::metrics::SharedRegistry {
+        &self.registry
+    }
+
+    /// Copies the member's figures into its Prometheus metrics (a scrape does it first).
+    pub async fn publish_metrics(&self) -> Result<(), ShutDown> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Publish { reply }).await.map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)
+    }
+
+    /// What the status page shows.
+    pub async fn page_status(&self) -> Result<crate::http::PageStatus, ShutDown> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd.send(Command::Page { reply }).await.map_err(|_| ShutDown)?;
+        rx.await.map_err(|_| ShutDown)
+    }
+
+    /// Whether the member has shut down (its driver stopped).
+    pub fn is_shut_down(&self) -> bool {
+        self.cmd.is_closed()
     }
 
     /// The identity it started with (see [`Member::status`] for the current one).
@@ -782,7 +866,21 @@ struct Driver {
     accepted: Arc<std::sync::atomic::AtomicU64>,
     /// The checker's trace, when `NodeConfig::trace` is set (see `crate::trace`).
     trace: Option<crate::trace::CoreTrace>,
+    /// Figures for the metrics, copied into `metrics` at a scrape.
+    counts: crate::metrics::Counts,
+    metrics: crate::metrics::RuntimeMetrics,
+    /// The last views installed, for the status page (at most `HISTORY`).
+    history: VecDeque<crate::http::PageViewRecord>,
+    /// When this node first saw the view change now under way (a suspicion or the flush's
+    /// block), and when the flush began: for the durations in the metrics.
+    change_began: Option<std::time::Instant>,
+    flush_began: Option<std::time::Instant>,
+    /// Since when multicasts have waited (window full or a view change), for the metrics.
+    blocked_since: Option<std::time::Instant>,
 }
+
+/// Views kept for the status page.
+const HISTORY: usize = 32;
 
 impl Driver {
     fn now(&self) -> Instant {
@@ -936,6 +1034,13 @@ impl Driver {
                     foreign_group_refusals: self.identity.refusals.load(std::sync::atomic::Ordering::Relaxed),
                 });
             }
+            Command::Publish { reply } => {
+                self.publish();
+                let _ = reply.send(());
+            }
+            Command::Page { reply } => {
+                let _ = reply.send(self.page());
+            }
             Command::SetDurable { pos } => {
                 let now = self.now();
                 self.node.set_durable(now, pos);
@@ -955,13 +1060,22 @@ impl Driver {
                 Err(MulticastError::Superseded { asked_by: *by, now: life })
             } else {
                 match self.node.multicast_ordered(now, payload.clone(), *order) {
-                    Err(e) if e.is_transient() => break,
+                    Err(e) if e.is_transient() => {
+                        self.blocked_since.get_or_insert_with(std::time::Instant::now);
+                        break;
+                    }
                     r => r.map_err(MulticastError::from),
                 }
             };
+            if let Some(since) = self.blocked_since.take() {
+                self.counts.send_blocked_seconds += since.elapsed().as_secs_f64();
+            }
             if let Some((order, payload, _, reply)) = self.pending_sends.pop_front() {
                 let at = *stamp.get_or_insert_with(trace_nanos);
                 if let Ok(id) = &r {
+                    let o = crate::metrics::order_index(order);
+                    self.counts.sent_msgs[o] += 1;
+                    self.counts.sent_bytes[o] += payload.len() as u64;
                     self.accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     if let Some(tr) = &mut self.trace {
                         tr.send(at, *id, order, &payload);
@@ -977,6 +1091,9 @@ impl Driver {
             };
             if r == Err(CheckpointError::WindowFull) {
                 break;
+            }
+            if let (Ok(()), Some(c)) = (&r, chunk) {
+                self.counts.state_sent_bytes += c.len() as u64;
             }
             if let Some((_, _, reply)) = self.pending_writes.pop_front() {
                 let _ = reply.send(r);
@@ -1065,9 +1182,106 @@ impl Driver {
         }
     }
 
+    /// Whether this node is in a view with a majority, and why not.
+    fn primary(&self) -> Result<(), String> {
+        match self.node.status() {
+            Status::Member | Status::Blocked if self.no_quorum => {
+                Err("no quorum: it hears fewer than a majority of its view".into())
+            }
+            // Blocked by a flush: the view changes, and this member is in it.
+            Status::Member | Status::Blocked => Ok(()),
+            Status::Joining => Err("joining the group".into()),
+            Status::Recovering => Err("recovering: speaking for its earlier life".into()),
+            Status::Left => Err("left the group".into()),
+            other => Err(format!("{other:?}").to_lowercase()),
+        }
+    }
+
+    /// Copies the counts and the figures of the moment into the Prometheus metrics.
+    fn publish(&self) {
+        let marks = self.node.marks();
+        let snapshot = crate::metrics::Snapshot {
+            members: self.node.view().map_or(0, |v| v.members.len()),
+            primary: self.primary().is_ok(),
+            stability: self.node.stability(),
+            retransmissions: marks.get(chorus_core::Mark::Retransmitted),
+            window_full: marks.get(chorus_core::Mark::WindowFull),
+            connections: self.peers.len(),
+            foreign_group_refusals: self.identity.refusals.load(std::sync::atomic::Ordering::Relaxed),
+            dropped_frames: self.dropped_frames,
+            bad_frames: self.bad_frames,
+            local_pauses: self.node.local_pauses().count,
+        };
+        self.metrics.publish(&self.counts, &snapshot);
+    }
+
+    /// The status page's figures.
+    fn page(&self) -> crate::http::PageStatus {
+        let me = self.node.member_id();
+        let view = self.node.view().map(|v| crate::http::PageView {
+            id: v.id.0,
+            members: v
+                .members
+                .iter()
+                .enumerate()
+                .map(|(rank, m)| crate::http::PageMember {
+                    node: m.node.0,
+                    member: m.to_string(),
+                    role: if rank == 0 { "coordinator" } else { "member" },
+                    connected: m.node.0 == self.me || self.peers.contains_key(&m.node.0),
+                    me: *m == me,
+                })
+                .collect(),
+        });
+        let st = self.node.stability();
+        let primary = self.primary();
+        crate::http::PageStatus {
+            node: self.me,
+            member: me.to_string(),
+            status: format!("{:?}", self.node.status()).to_lowercase(),
+            primary: primary.is_ok(),
+            not_primary_because: primary.err(),
+            group: self.node.group().map(|g| format!("{:016x}", g.0)),
+            view,
+            history: self.history.iter().cloned().collect(),
+            stability: crate::http::PageStability {
+                own_msgs: st.own_msgs,
+                own_bytes: st.own_bytes,
+                all_msgs: st.all_msgs,
+                window_msgs: st.window_msgs,
+                window_bytes: st.window_bytes,
+            },
+            transfer: self.loading_since.map(|(v, donor, since)| crate::http::PageTransfer {
+                view: v.0,
+                donor: donor.to_string(),
+                bytes: self.counts.state_loading_bytes,
+                seconds: since.elapsed().as_secs_f64(),
+            }),
+            uptime_s: self.start.elapsed().as_secs_f64(),
+            delivered: self.counts.delivered_msgs.iter().sum(),
+            sent: self.counts.sent_msgs.iter().sum(),
+        }
+    }
+
     fn observe(&mut self, e: &Event) {
         match e {
+            Event::Delivered { order, payload, .. } => {
+                let o = crate::metrics::order_index(*order);
+                self.counts.delivered_msgs[o] += 1;
+                self.counts.delivered_bytes[o] += payload.len() as u64;
+            }
+            Event::StateChunk { data, .. } => {
+                self.counts.state_received_bytes += data.len() as u64;
+                self.counts.state_loading_bytes += data.len() as u64;
+            }
             Event::ViewInstalled { view, joined, departed, loading, recovered } => {
+                self.counts.views_installed += 1;
+                if let Some(t) = self.change_began.take() {
+                    self.metrics.view_change_seconds.observe(t.elapsed().as_secs_f64());
+                }
+                if let Some(t) = self.flush_began.take() {
+                    self.metrics.flush_seconds.observe(t.elapsed().as_secs_f64());
+                }
                 let list = |ms: &[MemberId]| {
                     ms.iter().map(|m| format!("n{}", m.node.0)).collect::<Vec<_>>().join(" ")
                 };
@@ -1100,6 +1314,15 @@ impl Driver {
                     if why.is_empty() { "" } else { "; " },
                     why.join("; ")
                 );
+                if self.history.len() == HISTORY {
+                    self.history.pop_front();
+                }
+                self.history.push_back(crate::http::PageViewRecord {
+                    view: view.id.0,
+                    members: list(&view.members),
+                    at_ms: wall_nanos() / 1_000_000,
+                    why: if why.is_empty() { "founded".into() } else { why.join("; ") },
+                });
                 if std::mem::take(&mut self.no_quorum) {
                     info!(node = self.me, view = %view.id.0, "quorum regained: this member is in view {} again with a majority", view.id.0);
                 }
@@ -1129,6 +1352,9 @@ impl Driver {
                 );
             }
             Event::Blocked { reason: chorus_core::BlockReason::Flush } => {
+                let now = std::time::Instant::now();
+                self.flush_began.get_or_insert(now);
+                self.change_began.get_or_insert(now);
                 debug!(node = self.me, "flush: the view is changing; sending paused until the next view");
             }
             Event::Recovering { view, member } => {
@@ -1146,15 +1372,22 @@ impl Driver {
                 info!(node = self.me, view = %view.0, "state transfer: the state for view {} is given", view.0);
             }
             Event::StateIncoming { view, donor } => {
+                self.counts.state_loading = true;
+                self.counts.state_loading_bytes = 0;
                 self.loading_since = Some((*view, *donor, std::time::Instant::now()));
                 info!(node = self.me, view = %view.0, donor = %donor, "state transfer: loading the group's state from n{} for view {}", donor.node.0, view.0);
             }
             Event::StateLoaded { view, len } => {
+                self.counts.state_loading = false;
+                self.counts.state_loading_bytes = 0;
                 let (from, took) = match self.loading_since.take() {
-                    Some((v, d, since)) if v == *view => (
-                        format!(" from n{}", d.node.0),
-                        format!(" in {:.1} s", since.elapsed().as_secs_f64()),
-                    ),
+                    Some((v, d, since)) if v == *view => {
+                        self.metrics.state_transfer_seconds.observe(since.elapsed().as_secs_f64());
+                        (
+                            format!(" from n{}", d.node.0),
+                            format!(" in {:.1} s", since.elapsed().as_secs_f64()),
+                        )
+                    }
                     _ => (String::new(), String::new()),
                 };
                 info!(node = self.me, view = %view.0, bytes = len, "state transfer: loaded the state of view {} ({len} bytes){from}{took}", view.0);
@@ -1166,12 +1399,18 @@ impl Driver {
                 }
             }
             Event::Excluded { rejoin_as, .. } => {
+                self.counts.exclusions += 1;
                 // A new life: what the last one was asked to send and did not is never sent.
                 self.life = *rejoin_as;
                 self.life_inc.store(rejoin_as.inc.0, std::sync::atomic::Ordering::SeqCst);
                 info!(node = self.me, rejoin_as = %rejoin_as, "excluded from the group; re-joining");
             }
             Event::Suspected { member, reason } => {
+                match reason {
+                    chorus_core::SuspectReason::Silent => self.counts.suspicions_silent += 1,
+                    chorus_core::SuspectReason::Lagging => self.counts.suspicions_lagging += 1,
+                }
+                self.change_began.get_or_insert_with(std::time::Instant::now);
                 warn!(node = self.me, member = %member, "suspects {member}: {reason}");
             }
             _ => {}
@@ -1222,6 +1461,7 @@ impl Driver {
         let identity = self.identity.clone();
         let tls = self.tls.clone();
         let net = self.net_tx.clone();
+        let failures = self.metrics.handshake_failures.clone();
         let id = self.next_conn;
         self.next_conn += 1;
         tokio::spawn(async move {
@@ -1234,6 +1474,7 @@ impl Driver {
                 }
                 Err((e, act)) => {
                     if act {
+                        failures.inc();
                         warn!(peer = to, addr = %addr, "connection refused at the handshake: {e}");
                     } else {
                         debug!(peer = to, addr = %addr, "cannot connect: {e}");
@@ -1423,6 +1664,7 @@ async fn accept_loop(
     me: Arc<Identity>,
     tls: Option<Arc<PeerTls>>,
     net: mpsc::Sender<NetEvent>,
+    failures: prometheus_client::metrics::counter::Counter,
 ) {
     let gate = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let mut next_id = u64::MAX / 2; // Distinct from the dialer's ids.
@@ -1439,7 +1681,7 @@ async fn accept_loop(
             debug!(%from, "too many handshakes in progress: connection refused");
             continue;
         };
-        let (me, net, tls) = (me.clone(), net.clone(), tls.clone());
+        let (me, net, tls, failures) = (me.clone(), net.clone(), tls.clone(), failures.clone());
         next_id += 1;
         let id = next_id;
         tokio::spawn(async move {
@@ -1456,10 +1698,12 @@ async fn accept_loop(
                     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                         Ok(Ok(1)) if first[0] == 0x16 => {
                             warn!(%from, "connection refused: the peer speaks TLS and this node runs with plaintext = true (every node of a cluster must do the same)");
+                            failures.inc();
                             return;
                         }
                         Err(_) => {
                             warn!(%from, "connection refused at the handshake: {}", handshake::HandshakeError::Timeout(HANDSHAKE_TIMEOUT));
+                            failures.inc();
                             return;
                         }
                         _ => {}
@@ -1470,10 +1714,12 @@ async fn accept_loop(
                     Ok(Ok(s)) => Link::Tls(Box::new(tokio_rustls::TlsStream::Server(s))),
                     Ok(Err(e)) => {
                         warn!(%from, "connection refused at the TLS handshake: {}", crate::tls::explain(&e));
+                        failures.inc();
                         return;
                     }
                     Err(_) => {
                         warn!(%from, "connection refused at the TLS handshake: it did not complete within {HANDSHAKE_TIMEOUT:?} (peer silent or too slow)");
+                        failures.inc();
                         return;
                     }
                 },
@@ -1486,7 +1732,10 @@ async fn accept_loop(
                         .send(NetEvent::Up { node: peer.node, listen: peer.listen, dialer: peer.node, conn })
                         .await;
                 }
-                Err(e) => warn!(%from, "connection refused at the handshake: {e}"),
+                Err(e) => {
+                    failures.inc();
+                    warn!(%from, "connection refused at the handshake: {e}");
+                }
             }
         });
     }

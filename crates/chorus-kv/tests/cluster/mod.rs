@@ -48,11 +48,18 @@ pub struct Store {
     pub kv_extra: String,
     /// Extra environment for a node's process (its index), from its next start on.
     pub env: BTreeMap<u16, Vec<(String, String)>>,
+    /// Each node serves metrics and its status page on `metrics_port(i)`.
+    pub metrics: bool,
 }
 
 impl Store {
     pub fn port(&self, i: u16) -> u16 {
         self.base + i
+    }
+
+    /// Node `i`'s metrics port (with `metrics`).
+    pub fn metrics_port(&self, i: u16) -> u16 {
+        self.base + 200 + i
     }
 
     /// Node `i`'s config file (written now).
@@ -91,6 +98,14 @@ impl Store {
             self.port(i),
             self.roles.get(i as usize).copied().unwrap_or("active")
         );
+        let text = if self.metrics {
+            text.replace(
+                "[kv]\n",
+                &format!("metrics_listen = \"127.0.0.1:{}\"\n\n[kv]\n", self.metrics_port(i)),
+            )
+        } else {
+            text
+        };
         let text = match self.durable {
             Some(fsync) => text.replace(
                 "[kv]\n",
@@ -248,12 +263,25 @@ impl Store {
         durable: Option<&'static str>,
         kv_extra: &str,
     ) -> Store {
+        let mut s = Store::fresh(name, n, roles, durable, kv_extra);
+        s.start_every();
+        s
+    }
+
+    /// A store not started yet (set its fields, then [`Store::start_every`]).
+    pub fn fresh(
+        name: &str,
+        n: u16,
+        roles: Vec<&'static str>,
+        durable: Option<&'static str>,
+        kv_extra: &str,
+    ) -> Store {
         let dir = std::env::temp_dir().join(format!("chorus-kv-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let salt = name.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         let base = 21_000 + ((std::process::id() ^ salt) % 400) as u16 * 10;
-        let mut s = Store {
+        Store {
             dir,
             base,
             children: (0..n).map(|_| None).collect(),
@@ -262,14 +290,17 @@ impl Store {
             durable,
             kv_extra: kv_extra.into(),
             env: BTreeMap::new(),
-        };
-        // All at once, as an operator starts a new store: node 1 founds the group once a
-        // majority of the nodes answer that they belong to none.
-        s.start(0, true);
-        for i in 1..n {
-            s.start(i, false);
+            metrics: false,
         }
-        s
+    }
+
+    /// Starts every node at once, as an operator starts a new store: node 1 founds the group
+    /// once a majority of the nodes answer that they belong to none.
+    pub fn start_every(&mut self) {
+        self.start(0, true);
+        for i in 1..self.n {
+            self.start(i, false);
+        }
     }
 
     /// The Redis ports.
