@@ -130,4 +130,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn replicas(&self) -> u64 {
         0
     }
+    /// Whether this node serves now (PING answers PONG only then): a node outside the primary
+    /// view, joining, loading its state or leaving says why, as the store's writes would.
+    /// A standby serves (it answers writes with a redirection, and reads).
+    fn serving(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

@@ -61,6 +61,8 @@ pub struct KvMetrics {
     commands: Vec<Counter>,
     unknown: Counter,
     latency: [Histogram; 4],
+    /// Commands answered by kind (for INFO: the histogram keeps its count to itself).
+    answered: [std::sync::atomic::AtomicU64; 4],
 }
 
 impl KvMetrics {
@@ -82,7 +84,7 @@ impl KvMetrics {
              read_linearizable, read_local, other",
             by_kind,
         );
-        Arc::new(KvMetrics { commands, unknown, latency })
+        Arc::new(KvMetrics { commands, unknown, latency, answered: Default::default() })
     }
 
     /// Counts a command (`index` in [`COMMANDS`], None for an unknown name).
@@ -93,9 +95,27 @@ impl KvMetrics {
         };
     }
 
+    /// Calls so far of every command called at least once, by name (INFO commandstats).
+    pub fn calls(&self) -> Vec<(&'static str, u64)> {
+        COMMANDS.iter().zip(&self.commands).map(|(s, c)| (s.name, c.get())).filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// Commands of `kind` answered so far.
+    pub fn answered(&self, kind: Kind) -> u64 {
+        self.answered[KINDS.iter().position(|k| *k == kind).unwrap_or(3)]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests naming no known command so far.
+    pub fn unknown(&self) -> u64 {
+        self.unknown.get()
+    }
+
     /// Files `n` commands of `kind` that took `secs` each (a pipelined run shares one wait).
     pub fn observe(&self, kind: Kind, secs: f64, n: usize) {
-        let h = &self.latency[KINDS.iter().position(|k| *k == kind).unwrap_or(3)];
+        let i = KINDS.iter().position(|k| *k == kind).unwrap_or(3);
+        self.answered[i].fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let h = &self.latency[i];
         for _ in 0..n {
             h.observe(secs);
         }

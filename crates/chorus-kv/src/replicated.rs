@@ -1077,6 +1077,13 @@ impl Backend for Replicated<KvMachine> {
         self.storage().map_or(0, |s| s.last_snapshot_ms / 1000)
     }
 
+    fn serving(&self) -> Result<(), BackendError> {
+        match self.gate.load(AtomicOrdering::SeqCst) {
+            GATE_OPEN | GATE_STANDBY => Ok(()),
+            code => Err(gate_error(code).into()),
+        }
+    }
+
     fn replicas(&self) -> u64 {
         let s = self.status();
         s.view.as_ref().map_or(0, |v| v.members.len().saturating_sub(1) as u64)

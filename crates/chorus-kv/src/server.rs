@@ -615,9 +615,14 @@ impl<B: Backend> Conn<B> {
         Box::pin(async move {
             let cont = |r: Reply| (r, Flow::Continue);
             match cc {
-                ConnCmd::Ping => match args.len() {
-                    1 => cont(Reply::simple("PONG")),
-                    2 => cont(Reply::Bulk(args[1].clone())),
+                // A load balancer's health check (HAProxy's, a sidecar's) sends PING and wants
+                // PONG: a node that cannot serve says why instead (NOQUORUM outside the primary
+                // view; NOTREADY joining or loading), as Redis answers LOADING while it loads.
+                // Inside MULTI it is queued like any command (then it answers at EXEC).
+                ConnCmd::Ping => match (args.len(), self.backend.serving()) {
+                    (1 | 2, Err(e)) => cont(err_reply(e)),
+                    (1, Ok(())) => cont(Reply::simple("PONG")),
+                    (2, Ok(())) => cont(Reply::Bulk(args[1].clone())),
                     _ => cont(crate::command::wrong_arity(spec.name)),
                 },
                 ConnCmd::Echo => cont(Reply::Bulk(args[1].clone())),
@@ -1111,15 +1116,51 @@ impl<B: Backend> Conn<B> {
                 s("maxclients", sh.cfg.max_clients.to_string()),
             ],
         );
+        // The process's resident memory (no allocator accounting here: it counts the data, the
+        // replication buffers and the connections' buffers alike).
+        let (rss, peak) = resident_memory();
         section(
-            "Stats",
+            "Memory",
             vec![
-                s("total_connections_received", sh.connections.load(Ordering::Relaxed).to_string()),
-                s("total_commands_processed", sh.commands.load(Ordering::Relaxed).to_string()),
-                s("rejected_connections", sh.rejected.load(Ordering::Relaxed).to_string()),
+                s("used_memory", rss.to_string()),
+                s("used_memory_human", human_bytes(rss)),
+                s("used_memory_rss", rss.to_string()),
+                s("used_memory_rss_human", human_bytes(rss)),
+                s("used_memory_peak", peak.to_string()),
+                s("used_memory_peak_human", human_bytes(peak)),
+                s("maxmemory", "0".to_owned()),
+                s("maxmemory_policy", "noeviction".to_owned()),
+                s("mem_allocator", "mimalloc".to_owned()),
             ],
         );
+        let mut stats = vec![
+            s("total_connections_received", sh.connections.load(Ordering::Relaxed).to_string()),
+            s("total_commands_processed", sh.commands.load(Ordering::Relaxed).to_string()),
+            s("rejected_connections", sh.rejected.load(Ordering::Relaxed).to_string()),
+        ];
+        if let Some(m) = &sh.cfg.metrics {
+            use crate::metrics::Kind;
+            stats.push(s("total_writes_processed", m.answered(Kind::Write).to_string()));
+            stats.push(s("total_reads_linearizable", m.answered(Kind::ReadLinearizable).to_string()));
+            stats.push(s("total_reads_local", m.answered(Kind::ReadLocal).to_string()));
+            stats.push(s("unknown_commands", m.unknown().to_string()));
+        }
+        section("Stats", stats);
         let g = self.backend.info();
+        // Every member holds every write, applied in one total order at all of them (virtual
+        // synchrony): Redis's master/replica words fit only loosely. An active member takes
+        // writes (`master`); a standby forwards them (`slave`).
+        section(
+            "Replication",
+            vec![
+                s("role", if g.role == "standby" { "slave" } else { "master" }.to_owned()),
+                s("connected_slaves", g.members.len().saturating_sub(1).to_string()),
+                s("master_repl_offset", g.applied_index.to_string()),
+                s("chorus_replication", "virtual_synchrony".to_owned()),
+                s("chorus_members", g.members.len().to_string()),
+                s("chorus_serving", if self.backend.serving().is_ok() { "1" } else { "0" }.to_owned()),
+            ],
+        );
         let mut group = vec![
             s("view_id", g.view_id.to_string()),
             s("members", g.members.join(",")),
@@ -1130,6 +1171,16 @@ impl<B: Backend> Conn<B> {
         group.extend(g.extra.iter().cloned());
         section("Group", group);
         section("Persistence", self.backend.persistence());
+        // Like Redis: only when asked for, or with `all` / `everything`.
+        let asked = |name: &str| args[1..].iter().any(|a| eq(a, name) || eq(a, "all") || eq(a, "everything"));
+        if let (Some(m), true) = (&sh.cfg.metrics, asked("commandstats")) {
+            let lines = m
+                .calls()
+                .into_iter()
+                .map(|(name, n)| (format!("cmdstat_{name}"), format!("calls={n}")))
+                .collect();
+            section("Commandstats", lines);
+        }
         if wanted("keyspace") {
             let mut lines = Vec::new();
             if let Ok(Reply::Array(v)) = self.backend.read(Query::keyspace_stats(), Consistency::Local).await
@@ -1144,6 +1195,29 @@ impl<B: Backend> Conn<B> {
             section("Keyspace", lines);
         }
         Reply::Verbatim("txt".into(), Bytes::from(t.into_bytes()))
+    }
+}
+
+/// This process's resident memory and its peak, in bytes (Linux `/proc/self/status`; 0 where
+/// it cannot be read).
+fn resident_memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Redis's `_human` form: 1.50M.
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2}G", b as f64 / f64::from(1u32 << 30)),
+        b if b >= 1 << 20 => format!("{:.2}M", b as f64 / f64::from(1u32 << 20)),
+        b if b >= 1 << 10 => format!("{:.2}K", b as f64 / 1024.0),
+        b => format!("{b}B"),
     }
 }
 

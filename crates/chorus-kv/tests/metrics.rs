@@ -76,6 +76,28 @@ fn redis(port: u16, args: &[&str]) -> String {
     })
 }
 
+/// A reply as text: a bulk string's bytes, a status or an error's text.
+fn redis_text(port: u16, args: &[&str]) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(("127.0.0.1", port)).await.unwrap();
+        match c.cmd(args).await.unwrap() {
+            chorus_kv::resp_client::Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            chorus_kv::resp_client::Value::Simple(t) | chorus_kv::resp_client::Value::Error(t) => t,
+            other => format!("{other:?}"),
+        }
+    })
+}
+
+/// INFO `section`'s field `key`.
+fn info_field(port: u16, section: &str, key: &str) -> String {
+    let text = redis_text(port, &["INFO", section]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("INFO {section} has no {key}:\n{text}"))
+}
+
 fn members(s: &cluster::Store, i: u16) -> Option<f64> {
     let (_, body) = get(s.metrics_port(i), "/metrics")?;
     Some(value(&body, "chorus_view_members"))
@@ -106,6 +128,14 @@ fn metrics_follow_a_crash_and_a_rejoin() {
     }
     assert_eq!(value(&before[0], "chorus_kv_commands_total{command=\"set\"}"), 200.0);
     assert_eq!(value(&before[0], "chorus_kv_command_duration_seconds_count{kind=\"write\"}"), 200.0);
+    // INFO carries the same figures, Redis's way.
+    let p1 = s.port(0);
+    assert!(redis_text(p1, &["INFO", "commandstats"]).contains("cmdstat_set:calls=200"));
+    assert_eq!(info_field(p1, "stats", "total_writes_processed"), "200");
+    assert!(info_field(p1, "memory", "used_memory_rss").parse::<u64>().unwrap() > 1 << 20);
+    assert_eq!(info_field(p1, "replication", "role"), "master");
+    assert_eq!(info_field(p1, "replication", "chorus_members"), "3");
+    assert_eq!(redis_text(p1, &["PING"]), "PONG");
     for (i, text) in before.iter().enumerate() {
         assert_eq!(value(text, "chorus_view_members"), 3.0, "node {}", i + 1);
         assert_eq!(value(text, "chorus_primary_view"), 1.0, "node {}", i + 1);
@@ -164,6 +194,10 @@ fn metrics_follow_a_crash_and_a_rejoin() {
             .is_some_and(|(code, body)| code == 503 && body.contains("no quorum"))
     });
     assert_eq!(value(&scrape(&s, 0), "chorus_primary_view"), 0.0);
+    // A load balancer's PING gets an error, not PONG, and INFO says the node does not serve.
+    let ping = redis_text(p1, &["PING"]);
+    assert!(ping.starts_with("NOQUORUM"), "PING at a node without quorum: {ping}");
+    assert_eq!(info_field(p1, "replication", "chorus_serving"), "0");
 }
 
 /// Headless Chromium's DOM of node `i`'s status page after its script ran, and its console.
