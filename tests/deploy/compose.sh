@@ -93,6 +93,11 @@ wait_answer() { # wait_answer PORT WANT ARGS...: until the node answers WANT (30
 
 wait_healthy node-1 node-2 node-3
 echo "==> all three healthy (in one primary view, state loaded)"
+# The metrics port inside the compose network (the host reaches the containers' addresses).
+IP1=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$(container node-1)")
+http_get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())' "$1" 2>&1; }
+expect "node-1's /health on the metrics port" "$(http_get "http://$IP1:9121/health")" primary
+expect "node-1's view in its metrics" "$(http_get "http://$IP1:9121/metrics" | grep '^chorus_view_members ')" "chorus_view_members 3"
 expect "SET through node-1" "$(cli "$P1" SET greeting 'hello from a container')" OK
 expect "GET through node-3" "$(cli "$P3" GET greeting)" "hello from a container"
 for i in $(seq 1 50); do cli "$P2" RPUSH log "a$i" >/dev/null; done
