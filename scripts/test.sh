@@ -14,7 +14,10 @@ cd "$(dirname "$0")/.."
 seeds=${CHORUS_SIM_SEEDS:-1000}
 base=${CHORUS_SIM_BASE:-$(( $(date +%s) % 1000000000 * 1000 ))}
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the script started), so that a CI log shows
+# where the time goes.
+step() { printf '\n==> [%ds] %s\n' "$SECONDS" "$*"; }
+trap 'printf "\n==> [%ds] scripts/test.sh ends (status %s)\n" "$SECONDS" "$?"' EXIT
 
 step "test dependencies: redis-server and redis-tools (Debian), redis-py (PyPI)"
 # The store is tested as users use it: redis-cli, redis-benchmark and redis-py against it, and
