@@ -1,16 +1,7 @@
 //! The checker's trace reader and the checker on arbitrary bytes (a damaged or hostile trace
 //! file): reading and checking either succeed or give an error; they never panic.
+//! The body is `chorus_fuzz::trace_reader` (crates/chorus-fuzz), which `cargo test` also runs over
+//! this target's corpus and regressions.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|bytes: &[u8]| {
-    let Ok(events) = chorus_check::read_jsonl(bytes) else { return };
-    let mut checker = chorus_check::Checker::new();
-    for ev in &events {
-        if checker.observe(ev).is_err() {
-            return;
-        }
-    }
-    let _ = checker.finish();
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| chorus_fuzz::trace_reader(data));
