@@ -20,20 +20,21 @@ def num(pattern, text, cast=int):
 
 
 def variant(fault, detail):
-    """The sub-kind of a fault worth a row of its own: the netem setting, the clock skew form,
-    which processes a kill or pause hit."""
+    """The sub-kind of a fault worth a row of its own: the netem setting, the clock fault's form
+    (stepped or a rate), which processes a kill or pause hit."""
     if fault == "netem":
         m = re.search(r"'([a-z]+)", detail)
         return m.group(1) if m else ""
     if fault == "clock":
-        m = re.search(r"'([+-]\d+) x([\d.]+)'", detail)
+        m = re.search(r"'([+-]\d+)s? x([\d.]+)'", detail)
         if m:
             return "stepped" if m.group(2) == "1" else "rate"
     if fault in ("kill", "pause"):
         for word in ("coordinator", "majority", "minority"):
             if word in detail:
                 return word
-        return "one"
+        m = re.search(r"\[([\d, ]+)\]", detail)
+        return "one" if not m or len(m.group(1).split(",")) == 1 else "minority"
     return ""
 
 
