@@ -1,5 +1,7 @@
 //! The key map's lookups and mutations, on which the commands are built.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chorus_smr::Ctx;
 use imbl::{OrdMap, OrdSet};
@@ -164,6 +166,35 @@ impl KvMachine {
     }
 
     /// The mutable value at `key`, created by `make` if absent; WRONGTYPE if `pick` rejects it.
+    /// The list at `key` to change: made empty first if missing and `create` (the push
+    /// commands), None if missing, WRONGTYPE if the key holds another type.
+    pub(super) fn list_w(&mut self, key: &Key, ctx: &Ctx, create: bool) -> Result<Option<&mut List>, Reply> {
+        let make: Option<fn() -> Value> = if create { Some(|| Value::List(Arc::default())) } else { None };
+        self.value_mut(key, ctx, make, |v| if let Value::List(l) = v { Some(Arc::make_mut(l)) } else { None })
+    }
+
+    /// The hash at `key` to change (as [`KvMachine::list_w`]).
+    pub(super) fn hash_w(
+        &mut self,
+        key: &Key,
+        ctx: &Ctx,
+        create: bool,
+    ) -> Result<Option<&mut OrdMap<Bytes, Bytes>>, Reply> {
+        let make: Option<fn() -> Value> = if create { Some(|| Value::Hash(OrdMap::new())) } else { None };
+        self.value_mut(key, ctx, make, |v| if let Value::Hash(h) = v { Some(h) } else { None })
+    }
+
+    /// The set at `key` to change (as [`KvMachine::list_w`]).
+    pub(super) fn set_w(
+        &mut self,
+        key: &Key,
+        ctx: &Ctx,
+        create: bool,
+    ) -> Result<Option<&mut OrdSet<Bytes>>, Reply> {
+        let make: Option<fn() -> Value> = if create { Some(|| Value::Set(OrdSet::new())) } else { None };
+        self.value_mut(key, ctx, make, |v| if let Value::Set(s) = v { Some(s) } else { None })
+    }
+
     pub(super) fn value_mut<T>(
         &mut self,
         key: &Key,

@@ -27,8 +27,12 @@
 
 mod commands;
 mod glob;
+mod hashes;
 mod keys;
+mod lists;
+mod sets;
 mod snapshot;
+mod strings;
 mod value;
 
 use std::collections::{BTreeSet, VecDeque};
