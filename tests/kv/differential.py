@@ -136,7 +136,19 @@ def loose(tol):
 
 def gen_string(r):
     k = r.choice(KEYS)
-    c = r.randrange(16)
+    c = r.randrange(19)
+    if c == 16:
+        return [r.choice(["GETRANGE", "SUBSTR"]), k, r.choice([str(r.randint(-8, 8)), "x"]),
+                r.choice([str(r.randint(-8, 8)), "-1", "100"])], exact
+    if c == 17:
+        return ["SETRANGE", k, r.choice([str(r.randint(0, 12)), "0", "-1", "x"]), r.choice([rval(r), ""])], exact
+    if c == 18:
+        args = ["GETEX", k]
+        opts = r.choice([[], ["PERSIST"], ["EX", str(r.randint(100, 1000))], ["PX", str(r.randint(100000, 900000))],
+                         ["EXAT", str(int(time.time()) + 1000)], ["PXAT", str(int(time.time() * 1000) + 500000)],
+                         ["EX", "0"], ["EX", "x"], ["EXAT", "1"], ["EX", "5", "PERSIST"], ["PERSIST", "PERSIST"],
+                         ["EX", "5", "EX", "6"], ["EX"], ["BAD"]])
+        return args + opts, exact
     if c == 0:
         return ["GET", k], exact
     if c == 1:
@@ -195,7 +207,15 @@ def gen_string(r):
 
 def gen_keys(r):
     k = r.choice(KEYS)
-    c = r.randrange(12)
+    c = r.randrange(15)
+    if c == 12:
+        return [r.choice(["RENAME", "RENAMENX"]), k, r.choice(KEYS)], exact
+    if c == 13:
+        args = ["COPY", k, r.choice(KEYS)]
+        args += r.choice([[], [], ["REPLACE"], ["DB", "0"], ["DB", "x"], ["BAD"], ["DB", "0", "REPLACE"]])
+        return args, exact
+    if c == 14:
+        return ["TOUCH"] + keys(r), exact
     if c in (0, 1):
         cmd = r.choice(["EXPIRE", "PEXPIRE"])
         n = r.choice([str(r.randint(200, 2000)), str(r.randint(200000, 900000)), "-5", "0", "x"])

@@ -129,6 +129,24 @@ pub static COMMANDS: &[Spec] = &[
     spec("psetex", 4, W, K1, "string", "Sets the string value and the expiry in milliseconds of a key."),
     spec("getset", 3, W, K1, "string", "Returns the previous string value of a key after setting it."),
     spec("getdel", 2, W, K1, "string", "Returns the string value of a key after deleting the key."),
+    spec(
+        "getex",
+        -2,
+        W,
+        K1,
+        "string",
+        "Returns the string value of a key after setting its expiration time.",
+    ),
+    spec("getrange", 4, R, K1, "string", "Returns a substring of the string stored at a key."),
+    spec("substr", 4, R, K1, "string", "Returns a substring from a string value."),
+    spec(
+        "setrange",
+        4,
+        W,
+        K1,
+        "string",
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
+    ),
     spec("mget", -2, R, KALL, "string", "Returns the string values of one or more keys."),
     spec("mset", -3, W, (1, -1, 2), "string", "Sets the string values of one or more keys."),
     spec("msetnx", -3, W, (1, -1, 2), "string", "Sets the string values of keys only when none exists."),
@@ -150,6 +168,17 @@ pub static COMMANDS: &[Spec] = &[
     spec("expiretime", 2, R, K1, "generic", "Returns a key's expiry as a Unix time in seconds."),
     spec("pexpiretime", 2, R, K1, "generic", "Returns a key's expiry as a Unix time in milliseconds."),
     spec("persist", 2, W, K1, "generic", "Removes a key's expiry."),
+    spec("rename", 3, W, (1, 2, 1), "generic", "Renames a key and overwrites the destination."),
+    spec("renamenx", 3, W, (1, 2, 1), "generic", "Renames a key only when the target key name doesn't exist."),
+    spec("copy", -3, W, (1, 2, 1), "generic", "Copies the value of a key to a new key."),
+    spec(
+        "touch",
+        -2,
+        R,
+        KALL,
+        "generic",
+        "Returns the number of existing keys out of those specified after updating the time they were last accessed.",
+    ),
     spec("type", 2, R, K1, "generic", "Returns the type of the value of a key."),
     spec("keys", 2, R, K0, "generic", "Returns the keys matching a pattern."),
     spec("scan", -2, R, K0, "generic", "Iterates over the keys."),
@@ -259,7 +288,11 @@ pub fn since(name: &str) -> Option<&'static str> {
         "hstrlen" => "3.2.0",
         "unlink" => "4.0.0",
         "hello" => "6.0.0",
-        "getdel" | "smismember" | "reset" => "6.2.0",
+        "getdel" | "smismember" | "reset" | "getex" | "copy" => "6.2.0",
+        "rename" | "renamenx" | "substr" => "1.0.0",
+        "getrange" => "2.4.0",
+        "setrange" => "2.2.0",
+        "touch" => "3.2.1",
         "expiretime" | "pexpiretime" => "7.0.0",
         _ => return None,
     })
@@ -348,6 +381,8 @@ pub enum ExpName {
     ExpireAt,
     /// pexpireat
     PExpireAt,
+    /// getex
+    GetEx,
 }
 
 impl ExpName {
@@ -361,6 +396,7 @@ impl ExpName {
             ExpName::PExpire => "pexpire",
             ExpName::ExpireAt => "expireat",
             ExpName::PExpireAt => "pexpireat",
+            ExpName::GetEx => "getex",
         }
     }
 
@@ -368,6 +404,25 @@ impl ExpName {
     pub fn error(self) -> Reply {
         Reply::error(format!("ERR invalid expire time in '{}' command", self.name()))
     }
+}
+
+/// GETEX's option. Its time is judged when the command runs, after the key's type, as Redis
+/// does (`GETEX missing EX 0` is nil, not an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GetExOpt {
+    /// No option: GET.
+    Keep,
+    /// PERSIST: drop the expiry.
+    Persist,
+    /// EX, PX, EXAT, PXAT: `n` in `unit` ms (None: not an integer), from now or `absolute`.
+    Expire {
+        /// 1000 (EX, EXAT) or 1 (PX, PXAT).
+        unit: i64,
+        /// EXAT / PXAT.
+        absolute: bool,
+        /// The time given.
+        n: Option<i64>,
+    },
 }
 
 /// SET and its variants.
@@ -525,6 +580,20 @@ pub enum Cmd {
     Versions(Vec<Bytes>),
     /// INFO's read: the number of keys and of keys with an expiry (internal).
     KeyspaceStats,
+    // New commands go below: the replicated log encodes a command by its variant's position,
+    // so a variant inserted above would change what logs already written mean.
+    /// RENAME (false) / RENAMENX (true) source destination
+    Rename(Bytes, Bytes, bool),
+    /// COPY source destination [REPLACE]
+    Copy(Bytes, Bytes, bool),
+    /// TOUCH key...
+    Touch(Vec<Bytes>),
+    /// GETRANGE / SUBSTR key start end
+    GetRange(Bytes, i64, i64),
+    /// SETRANGE key offset value
+    SetRange(Bytes, i64, Bytes),
+    /// GETEX key [EX|PX|EXAT|PXAT t | PERSIST]
+    GetEx(Bytes, GetExOpt),
 }
 
 impl Cmd {
@@ -559,6 +628,8 @@ impl Cmd {
                 | Cmd::SCard(_)
                 | Cmd::Versions(_)
                 | Cmd::KeyspaceStats
+                | Cmd::Touch(_)
+                | Cmd::GetRange(..)
         )
     }
 }
@@ -754,6 +825,40 @@ fn parse_expire(arg: &[u8], unit: i64, abs: bool, name: ExpName) -> Result<Expir
     Ok(if abs { Expiry::AbsMs(ms) } else { Expiry::RelMs(ms) })
 }
 
+/// GETEX's options: EX, PX, EXAT, PXAT (with a time) or PERSIST; two different ones are a
+/// syntax error, the same one again replaces the first (as Redis parses them).
+fn parse_getex(key: Bytes, opts: &[Bytes]) -> Result<Cmd, Reply> {
+    let mut opt = GetExOpt::Keep;
+    let mut kind: Option<&str> = None;
+    let mut j = 0;
+    while j < opts.len() {
+        let a = &opts[j][..];
+        if eq(a, "persist") && kind.is_none_or(|k| k == "persist") {
+            kind = Some("persist");
+            opt = GetExOpt::Persist;
+        } else if let (Some(n), Some(next)) =
+            (["ex", "px", "exat", "pxat"].iter().find(|n| eq(a, n)), opts.get(j + 1))
+        {
+            if kind.is_some_and(|k| k != *n) {
+                return Err(Reply::err(SYNTAX));
+            }
+            kind = Some(n);
+            let (unit, absolute) = match *n {
+                "ex" => (1000, false),
+                "px" => (1, false),
+                "exat" => (1000, true),
+                _ => (1, true),
+            };
+            opt = GetExOpt::Expire { unit, absolute, n: parse_i64(next) };
+            j += 1;
+        } else {
+            return Err(Reply::err(SYNTAX));
+        }
+        j += 1;
+    }
+    Ok(Cmd::GetEx(key, opt))
+}
+
 fn parse_expire_cmd(args: &[Bytes], unit: i64, absolute: bool, name: ExpName) -> Result<Cmd, Reply> {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for o in &args[3..] {
@@ -812,6 +917,38 @@ fn parse(name: &str, a: &[Bytes]) -> Result<Cmd, Reply> {
             name: ExpName::Set,
         }),
         "getdel" => Cmd::GetDel(k()),
+        "getex" => parse_getex(k(), &a[2..])?,
+        "getrange" | "substr" => Cmd::GetRange(k(), int(&a[2])?, int(&a[3])?),
+        "setrange" => {
+            let offset = int(&a[2])?;
+            if offset < 0 {
+                return Err(Reply::err("ERR offset is out of range"));
+            }
+            Cmd::SetRange(k(), offset, a[3].clone())
+        }
+        "rename" | "renamenx" => Cmd::Rename(k(), a[2].clone(), name == "renamenx"),
+        "copy" => {
+            let mut replace = false;
+            let mut j = 3;
+            while j < a.len() {
+                if eq(&a[j], "replace") {
+                    replace = true;
+                } else if eq(&a[j], "db") && j + 1 < a.len() {
+                    // One database, as SELECT: only 0 exists.
+                    match parse_i64(&a[j + 1]) {
+                        Some(0) => {}
+                        Some(_) => return Err(Reply::err("ERR DB index is out of range")),
+                        None => return Err(Reply::err(NOT_INTEGER)),
+                    }
+                    j += 1;
+                } else {
+                    return Err(Reply::err(SYNTAX));
+                }
+                j += 1;
+            }
+            Cmd::Copy(k(), a[2].clone(), replace)
+        }
+        "touch" => Cmd::Touch(a[1..].to_vec()),
         "mget" => Cmd::MGet(a[1..].to_vec()),
         "mset" | "msetnx" => {
             if a.len().is_multiple_of(2) {

@@ -13,7 +13,8 @@
 //!
 //! Checked by `tests/kv/differential.py` (its allowlist) and the tests of this crate:
 //!
-//! - One database: `SELECT` of anything but 0 is `ERR DB index is out of range`.
+//! - One database: `SELECT` of anything but 0, and `COPY ... DB n` with n not 0, are
+//!   `ERR DB index is out of range`.
 //! - Orders: KEYS and SCAN go in key-hash order, hashes and sets in sorted order (Redis: table
 //!   order, insertion order for small hashes). SCAN's cursor is a key hash (a decimal u64; Redis
 //!   also takes `-1` and the like); COUNT counts the keys visited, never splitting keys of equal
@@ -28,12 +29,13 @@
 //!   are tighter by default (64 MiB bulks, 128 MiB requests, see [`ServerConfig`]); breaches of
 //!   our own limits have their own texts (`request exceeds the query buffer limit`, `transaction
 //!   too large`, `too many watched keys`). Requests are flat arrays: nesting is a protocol error.
-//! - Only the `default` user; INFO has the Server, Clients, Stats, Group and Keyspace sections;
+//! - Only the `default` user; INFO has the Server, Clients, Memory, Stats, Replication, Group,
+//!   Persistence, Keyspace and Commandstats sections (docs/kv.md says what each holds);
 //!   CLIENT LIST shows the calling connection only; CONFIG GET knows a few parameters and CONFIG
 //!   SET none; COMMAND's flags and categories are simplified and COMMAND DOCS has no argument
 //!   lists (redis-cli shows no hints); CLIENT SETINFO (a 7.2 command) is stored and shown by CLIENT LIST/INFO.
 //! - Not implemented (an unknown-command error): other types (sorted sets, streams, ...),
-//!   Pub/Sub, scripting, blocking commands, RENAME, INCRBYFLOAT, OBJECT, maxmemory and eviction.
+//!   Pub/Sub, scripting, blocking commands, INCRBYFLOAT, OBJECT, maxmemory and eviction.
 
 pub mod backend;
 pub mod command;

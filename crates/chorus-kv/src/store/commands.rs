@@ -107,6 +107,41 @@ impl KvMachine {
             Cmd::Expire { key, ms, absolute, cond, name } => {
                 self.exec_expire(key, *ms, *absolute, *cond, ctx, name.error())
             }
+            Cmd::Rename(src, dst, nx) => {
+                let skey = Key::new(src);
+                let Some(e) = self.live_mut(&skey, ctx) else { return Reply::err("ERR no such key") };
+                let (value, at) = (e.value.clone(), e.expire_at);
+                if src == dst {
+                    return if *nx { Reply::Int(0) } else { Reply::ok() };
+                }
+                let dkey = Key::new(dst);
+                if *nx && self.exists_w(&dkey, ctx) {
+                    return Reply::Int(0);
+                }
+                self.remove(&skey, idx);
+                self.live_mut(&dkey, ctx);
+                self.put(dkey, value, at, idx);
+                if *nx {
+                    Reply::Int(1)
+                } else {
+                    Reply::ok()
+                }
+            }
+            Cmd::Copy(src, dst, replace) => {
+                if src == dst {
+                    return Reply::err("ERR source and destination objects are the same");
+                }
+                let Some(e) = self.live_mut(&Key::new(src), ctx) else { return Reply::Int(0) };
+                // A persistent value: the copy shares the source's structure until either changes.
+                let (value, at) = (e.value.clone(), e.expire_at);
+                let dkey = Key::new(dst);
+                if !*replace && self.exists_w(&dkey, ctx) {
+                    return Reply::Int(0);
+                }
+                self.live_mut(&dkey, ctx);
+                self.put(dkey, value, at, idx);
+                Reply::Int(1)
+            }
             Cmd::Persist(k) => {
                 let key = Key::new(k);
                 match self.live_mut(&key, ctx) {
@@ -145,7 +180,9 @@ impl KvMachine {
         }
         Ok(match cmd {
             Cmd::Fail(msg) => Reply::error(msg.clone()),
-            Cmd::Exists(keys) => len_int(keys.iter().filter(|k| self.live(k, now).is_some()).count()),
+            Cmd::Exists(keys) | Cmd::Touch(keys) => {
+                len_int(keys.iter().filter(|k| self.live(k, now).is_some()).count())
+            }
             Cmd::Ttl { key, ms, absolute } => match self.live(key, now) {
                 None => Reply::Int(-2),
                 Some(Entry { expire_at: None, .. }) => Reply::Int(-1),
