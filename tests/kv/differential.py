@@ -254,7 +254,26 @@ def gen_keys(r):
 
 def gen_list(r):
     k = r.choice(KEYS)
-    c = r.randrange(8)
+    c = r.randrange(15)
+    if c == 8:
+        return ["LSET", k, r.choice([str(r.randint(-5, 5)), "x"]), rval(r)], exact
+    if c == 9:
+        return ["LTRIM", k, r.choice([str(r.randint(-6, 6)), "x"]), r.choice([str(r.randint(-6, 6)), "-1", "100"])], exact
+    if c == 10:
+        return ["LREM", k, r.choice([str(r.randint(-3, 3)), "x"]), rval(r)], exact
+    if c == 11:
+        return ["LINSERT", k, r.choice(["BEFORE", "AFTER", "after", "MIDDLE"]), rval(r), rval(r)], exact
+    if c == 12:
+        args = ["LPOS", k, rval(r)]
+        for opt in r.sample(["RANK", "COUNT", "MAXLEN"], r.randint(0, 2)):
+            args += [opt, r.choice([str(r.randint(-3, 3)), "0", "x", "-1"])]
+        if r.random() < 0.05:
+            args.append(r.choice(["BAD", "RANK"]))
+        return args, exact
+    if c == 13:
+        return ["LMOVE", k, r.choice(KEYS), r.choice(["LEFT", "RIGHT", "left", "UP"]), r.choice(["LEFT", "RIGHT"])], exact
+    if c == 14:
+        return ["RPOPLPUSH", k, r.choice(KEYS)], exact
     if c in (0, 1):
         cmd = r.choice(["LPUSH", "RPUSH", "LPUSH", "RPUSH", "LPUSHX", "RPUSHX"])
         return [cmd, k] + [rval(r) for _ in range(r.randint(1, 4))], exact

@@ -194,6 +194,34 @@ pub static COMMANDS: &[Spec] = &[
     spec("lrange", 4, R, K1, "list", "Returns a range of elements of a list."),
     spec("llen", 2, R, K1, "list", "Returns the length of a list."),
     spec("lindex", 3, R, K1, "list", "Returns an element of a list by its index."),
+    spec("lset", 4, W, K1, "list", "Sets the value of an element in a list by its index."),
+    spec(
+        "ltrim",
+        4,
+        W,
+        K1,
+        "list",
+        "Removes elements from both ends a list. Deletes the list if all elements were trimmed.",
+    ),
+    spec("lrem", 4, W, K1, "list", "Removes elements from a list. Deletes the list if the last element was removed."),
+    spec("linsert", 5, W, K1, "list", "Inserts an element before or after another element in a list."),
+    spec("lpos", -3, R, K1, "list", "Returns the index of matching elements in a list."),
+    spec(
+        "lmove",
+        5,
+        W,
+        (1, 2, 1),
+        "list",
+        "Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.",
+    ),
+    spec(
+        "rpoplpush",
+        3,
+        W,
+        (1, 2, 1),
+        "list",
+        "Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.",
+    ),
     spec("hset", -4, W, K1, "hash", "Sets fields of a hash."),
     spec("hmset", -4, W, K1, "hash", "Sets fields of a hash."),
     spec("hsetnx", 4, W, K1, "hash", "Sets a field of a hash only when it doesn't exist."),
@@ -289,7 +317,11 @@ pub fn since(name: &str) -> Option<&'static str> {
         "unlink" => "4.0.0",
         "hello" => "6.0.0",
         "getdel" | "smismember" | "reset" | "getex" | "copy" => "6.2.0",
-        "rename" | "renamenx" | "substr" => "1.0.0",
+        "rename" | "renamenx" | "substr" | "lset" | "ltrim" | "lrem" => "1.0.0",
+        "rpoplpush" => "1.2.0",
+        "linsert" => "2.2.0",
+        "lpos" => "6.0.6",
+        "lmove" => "6.2.0",
         "getrange" => "2.4.0",
         "setrange" => "2.2.0",
         "touch" => "3.2.1",
@@ -594,6 +626,29 @@ pub enum Cmd {
     SetRange(Bytes, i64, Bytes),
     /// GETEX key [EX|PX|EXAT|PXAT t | PERSIST]
     GetEx(Bytes, GetExOpt),
+    /// LSET key index element (None: not an integer, reported after the key's checks).
+    LSet(Bytes, Option<i64>, Bytes),
+    /// LTRIM key start stop
+    LTrim(Bytes, i64, i64),
+    /// LREM key count element
+    LRem(Bytes, i64, Bytes),
+    /// LINSERT key BEFORE (true) | AFTER pivot element
+    LInsert(Bytes, bool, Bytes, Bytes),
+    /// `LPOS key element [RANK r] [COUNT n] [MAXLEN m]`
+    LPos {
+        /// The key.
+        key: Bytes,
+        /// The element looked for.
+        element: Bytes,
+        /// Which match first (1: the first; negative: from the tail).
+        rank: i64,
+        /// COUNT, if given (0: every match).
+        count: Option<u64>,
+        /// MAXLEN (0: the whole list).
+        maxlen: u64,
+    },
+    /// LMOVE source destination LEFT|RIGHT LEFT|RIGHT (true: LEFT); RPOPLPUSH is RIGHT LEFT.
+    LMove(Bytes, Bytes, bool, bool),
 }
 
 impl Cmd {
@@ -630,6 +685,7 @@ impl Cmd {
                 | Cmd::KeyspaceStats
                 | Cmd::Touch(_)
                 | Cmd::GetRange(..)
+                | Cmd::LPos { .. }
         )
     }
 }
@@ -859,6 +915,40 @@ fn parse_getex(key: Bytes, opts: &[Bytes]) -> Result<Cmd, Reply> {
     Ok(Cmd::GetEx(key, opt))
 }
 
+/// LPOS's options, checked as Redis checks them (before the key).
+fn parse_lpos(key: Bytes, element: Bytes, opts: &[Bytes]) -> Result<Cmd, Reply> {
+    let (mut rank, mut count, mut maxlen) = (1i64, None, 0u64);
+    let positive = |b: &Bytes, what: &str| match parse_i64(b) {
+        Some(n) if n >= 0 => Ok(n as u64),
+        _ => Err(Reply::error(format!("ERR {what} can't be negative"))),
+    };
+    let mut j = 0;
+    while j < opts.len() {
+        let more = j + 1 < opts.len();
+        if eq(&opts[j], "rank") && more {
+            rank = int(&opts[j + 1])?;
+            if rank == i64::MIN {
+                return Err(Reply::err(
+                    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807",
+                ));
+            }
+            if rank == 0 {
+                return Err(Reply::err(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list",
+                ));
+            }
+        } else if eq(&opts[j], "count") && more {
+            count = Some(positive(&opts[j + 1], "COUNT")?);
+        } else if eq(&opts[j], "maxlen") && more {
+            maxlen = positive(&opts[j + 1], "MAXLEN")?;
+        } else {
+            return Err(Reply::err(SYNTAX));
+        }
+        j += 2;
+    }
+    Ok(Cmd::LPos { key, element, rank, count, maxlen })
+}
+
 fn parse_expire_cmd(args: &[Bytes], unit: i64, absolute: bool, name: ExpName) -> Result<Cmd, Reply> {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for o in &args[3..] {
@@ -1014,6 +1104,33 @@ fn parse(name: &str, a: &[Bytes]) -> Result<Cmd, Reply> {
         "lrange" => Cmd::LRange(k(), int(&a[2])?, int(&a[3])?),
         "llen" => Cmd::LLen(k()),
         "lindex" => Cmd::LIndex(k(), parse_i64(&a[2])),
+        "lset" => Cmd::LSet(k(), parse_i64(&a[2]), a[3].clone()),
+        "ltrim" => Cmd::LTrim(k(), int(&a[2])?, int(&a[3])?),
+        "lrem" => Cmd::LRem(k(), int(&a[2])?, a[3].clone()),
+        "linsert" => {
+            let before = if eq(&a[2], "before") {
+                true
+            } else if eq(&a[2], "after") {
+                false
+            } else {
+                return Err(Reply::err(SYNTAX));
+            };
+            Cmd::LInsert(k(), before, a[3].clone(), a[4].clone())
+        }
+        "lpos" => parse_lpos(k(), a[2].clone(), &a[3..])?,
+        "lmove" => {
+            let side = |b: &Bytes| {
+                if eq(b, "left") {
+                    Ok(true)
+                } else if eq(b, "right") {
+                    Ok(false)
+                } else {
+                    Err(Reply::err(SYNTAX))
+                }
+            };
+            Cmd::LMove(k(), a[2].clone(), side(&a[3])?, side(&a[4])?)
+        }
+        "rpoplpush" => Cmd::LMove(k(), a[2].clone(), false, true),
         "hset" | "hmset" => {
             if !a.len().is_multiple_of(2) {
                 return Err(wrong_arity(name));

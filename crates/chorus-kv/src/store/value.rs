@@ -131,6 +131,34 @@ impl List {
     pub(super) fn iter(&self) -> ListIter<'_> {
         self.range(0, usize::MAX)
     }
+
+    /// A list of these items, short or long by their number.
+    pub(super) fn from_items(items: impl IntoIterator<Item = Bytes>) -> List {
+        let d: VecDeque<Bytes> = items.into_iter().collect();
+        if d.len() > SHORT_LIST {
+            List::Long(d.into_iter().collect())
+        } else {
+            List::Short(d)
+        }
+    }
+
+    /// Replaces the item at `i`; false if there is none.
+    pub(super) fn set(&mut self, i: usize, item: Bytes) -> bool {
+        if i >= self.len() {
+            return false;
+        }
+        match self {
+            List::Short(d) => {
+                if let Some(x) = d.get_mut(i) {
+                    *x = item;
+                }
+            }
+            List::Long(v) => {
+                v.set(i, item);
+            }
+        }
+        true
+    }
 }
 
 pub(super) enum ListIter<'a> {
