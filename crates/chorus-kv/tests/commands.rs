@@ -330,6 +330,13 @@ fn transactions_and_watch() {
     assert_eq!(c.cmd("MULTI"), V::ok());
     assert_eq!(c.cmd("GET a"), V::Simple("QUEUED".into()));
     assert_eq!(c.cmd("EXEC"), V::Nil);
+    // A SET already expired (EXAT in the past) of a missing key is a change too, as in Redis:
+    // the key is set and expired at once (found by the differential test).
+    assert_eq!(c.cmd("WATCH never"), V::ok());
+    assert_eq!(other.cmd("SET never 1 EXAT 1 NX"), V::ok());
+    assert_eq!(c.cmd("MULTI"), V::ok());
+    assert_eq!(c.cmd("GET never"), V::Simple("QUEUED".into()));
+    assert_eq!(c.cmd("EXEC"), V::Nil);
     // UNWATCH forgets.
     assert_eq!(c.cmd("WATCH a"), V::ok());
     assert_eq!(other.cmd("SET a 4"), V::ok());

@@ -80,6 +80,12 @@ impl KvMachine {
         Some(e)
     }
 
+    /// Records a change of a missing key that leaves it missing (a SET already expired), so
+    /// that WATCH sees it as Redis's does.
+    pub(super) fn deleted_missing(&mut self, key: &Key, idx: u64) {
+        self.tomb(key.h, Tomb { index: idx, expired: None });
+    }
+
     /// Records that a key with hash `h` was deleted by the command at `idx`.
     fn tomb(&mut self, h: u64, t: Tomb) {
         if let Some(old) = self.tombs.insert(h, t) {

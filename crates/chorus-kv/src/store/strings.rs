@@ -148,7 +148,11 @@ impl KvMachine {
         }
         let at = if a.keep_ttl { old.and_then(|(_, at)| at) } else { at };
         if at.is_some_and(|t| t <= now) {
-            self.remove(&key, ctx.index);
+            // Set and expired at once: a change all the same (Redis's WATCH sees one), also
+            // where there was no key before.
+            if self.remove(&key, ctx.index).is_none() {
+                self.deleted_missing(&key, ctx.index);
+            }
         } else {
             self.put(key, Value::Str(a.value.clone()), at, ctx.index);
         }
