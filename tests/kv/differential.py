@@ -327,7 +327,22 @@ def gen_hash(r):
 
 def gen_set(r):
     k = r.choice(KEYS)
-    c = r.randrange(7)
+    c = r.randrange(12)
+    if c in (7, 8):
+        return [r.choice(["SINTER", "SUNION", "SDIFF"])] + keys(r), unordered
+    if c == 9:
+        return [r.choice(["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"]), r.choice(KEYS)] + keys(r), exact
+    if c == 10:
+        return ["SMOVE", k, r.choice(KEYS), r.choice(MEMBERS)], exact
+    if c == 11:
+        ks = keys(r)
+        n = r.choice([str(len(ks)), str(len(ks)), "0", "x", str(len(ks) + 1)])
+        args = ["SINTERCARD", n] + ks
+        if r.random() < 0.4:
+            args += ["LIMIT", r.choice(["0", "1", "2", "-1", "x"])]
+        if r.random() < 0.05:
+            args.append("BAD")
+        return args, exact
     if c in (0, 1):
         return ["SADD", k] + [r.choice(MEMBERS) for _ in range(r.randint(1, 4))], exact
     if c == 2:

@@ -241,6 +241,14 @@ pub static COMMANDS: &[Spec] = &[
     spec("sismember", 3, R, K1, "set", "Says whether a member belongs to a set."),
     spec("smismember", -3, R, K1, "set", "Says whether each member belongs to a set."),
     spec("scard", 2, R, K1, "set", "Returns the number of members of a set."),
+    spec("sinter", -2, R, KALL, "set", "Returns the intersect of multiple sets."),
+    spec("sunion", -2, R, KALL, "set", "Returns the union of multiple sets."),
+    spec("sdiff", -2, R, KALL, "set", "Returns the difference of multiple sets."),
+    spec("sinterstore", -3, W, KALL, "set", "Stores the intersect of multiple sets in a key."),
+    spec("sunionstore", -3, W, KALL, "set", "Stores the union of multiple sets in a key."),
+    spec("sdiffstore", -3, W, KALL, "set", "Stores the difference of multiple sets in a key."),
+    spec("smove", 4, W, (1, 2, 1), "set", "Moves a member from one set to another."),
+    spec("sintercard", -3, R, K0, "set", "Returns the number of members of the intersect of multiple sets."),
     spec("ping", -1, c(ConnCmd::Ping), K0, "connection", "Returns the server's liveliness response."),
     spec("echo", 2, c(ConnCmd::Echo), K0, "connection", "Returns the given string."),
     spec("hello", -1, c(ConnCmd::Hello), K0, "connection", "Handshakes: protocol version, authentication."),
@@ -319,6 +327,8 @@ pub fn since(name: &str) -> Option<&'static str> {
         "getdel" | "smismember" | "reset" | "getex" | "copy" => "6.2.0",
         "rename" | "renamenx" | "substr" | "lset" | "ltrim" | "lrem" => "1.0.0",
         "rpoplpush" => "1.2.0",
+        "sinter" | "sunion" | "sdiff" | "sinterstore" | "sunionstore" | "sdiffstore" | "smove" => "1.0.0",
+        "sintercard" => "7.0.0",
         "linsert" => "2.2.0",
         "lpos" => "6.0.6",
         "lmove" => "6.2.0",
@@ -649,6 +659,25 @@ pub enum Cmd {
     },
     /// LMOVE source destination LEFT|RIGHT LEFT|RIGHT (true: LEFT); RPOPLPUSH is RIGHT LEFT.
     LMove(Bytes, Bytes, bool, bool),
+    /// SINTER / SUNION / SDIFF key...
+    SetOp(SetOp, Vec<Bytes>),
+    /// SINTERSTORE / SUNIONSTORE / SDIFFSTORE destination key...
+    SetOpStore(SetOp, Bytes, Vec<Bytes>),
+    /// SMOVE source destination member
+    SMove(Bytes, Bytes, Bytes),
+    /// SINTERCARD numkeys key... [LIMIT n] (0: no limit)
+    SInterCard(Vec<Bytes>, u64),
+}
+
+/// The set algebra of SINTER, SUNION, SDIFF and their STORE forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetOp {
+    /// Members in every set (a missing key is an empty set).
+    Inter,
+    /// Members in any set.
+    Union,
+    /// Members of the first set in none of the others.
+    Diff,
 }
 
 impl Cmd {
@@ -686,6 +715,8 @@ impl Cmd {
                 | Cmd::Touch(_)
                 | Cmd::GetRange(..)
                 | Cmd::LPos { .. }
+                | Cmd::SetOp(..)
+                | Cmd::SInterCard(..)
         )
     }
 }
@@ -913,6 +944,16 @@ fn parse_getex(key: Bytes, opts: &[Bytes]) -> Result<Cmd, Reply> {
         j += 1;
     }
     Ok(Cmd::GetEx(key, opt))
+}
+
+fn set_op(name: &str) -> SetOp {
+    if name.starts_with("sinter") {
+        SetOp::Inter
+    } else if name.starts_with("sunion") {
+        SetOp::Union
+    } else {
+        SetOp::Diff
+    }
 }
 
 /// LPOS's options, checked as Redis checks them (before the key).
@@ -1154,6 +1195,33 @@ fn parse(name: &str, a: &[Bytes]) -> Result<Cmd, Reply> {
         "sismember" => Cmd::SIsMember(k(), a[2].clone()),
         "smismember" => Cmd::SMIsMember(k(), a[2..].to_vec()),
         "scard" => Cmd::SCard(k()),
+        "sinter" | "sunion" | "sdiff" => Cmd::SetOp(set_op(name), a[1..].to_vec()),
+        "sinterstore" | "sunionstore" | "sdiffstore" => Cmd::SetOpStore(set_op(name), k(), a[2..].to_vec()),
+        "smove" => Cmd::SMove(k(), a[2].clone(), a[3].clone()),
+        "sintercard" => {
+            let numkeys_err = || Reply::err("ERR numkeys should be greater than 0");
+            let n = match parse_i64(&a[1]) {
+                Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err(numkeys_err()),
+            };
+            if n > a.len() - 2 {
+                return Err(Reply::err("ERR Number of keys can't be greater than number of args"));
+            }
+            let mut limit = 0;
+            let mut j = 2 + n;
+            while j < a.len() {
+                if eq(&a[j], "limit") && j + 1 < a.len() {
+                    limit = match parse_i64(&a[j + 1]) {
+                        Some(l) if l >= 0 => l as u64,
+                        _ => return Err(Reply::err("ERR LIMIT can't be negative")),
+                    };
+                    j += 2;
+                } else {
+                    return Err(Reply::err(SYNTAX));
+                }
+            }
+            Cmd::SInterCard(a[2..2 + n].to_vec(), limit)
+        }
         _ => return Err(unknown_command(a)),
     })
 }
