@@ -397,7 +397,9 @@ async fn bench_metrics(
         );
     }
     println!();
-    println!("ratio = deliveries/s with metrics scraped over without, per round (the pair run back to back),");
+    println!(
+        "ratio = deliveries/s with metrics scraped over without, per round (the pair run back to back),"
+    );
     println!("median of rounds (1.000: no cost); round ratios: the lowest and the highest");
     Ok(())
 }
