@@ -300,10 +300,6 @@ async fn bench_tls(
         "  {:<7} {:>7} {:>12} {:>12} {:>9} {:>10} {:>10} {:>9}",
         "order", "payload", "plain/s", "TLS/s", "TLS/plain", "CPU plain", "CPU TLS", "CPU ratio"
     );
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
     for payload in [64usize, 1024] {
         for order in orders {
             let (mut plain, mut tls, mut cpu_p, mut cpu_t) = (vec![], vec![], vec![], vec![]);
@@ -333,6 +329,12 @@ async fn bench_tls(
     Ok(())
 }
 
+/// The median of the figures of a bench's rounds (0 if none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// `chorus bench --metrics`: each figure with and without metrics served and scraped.
 async fn bench_metrics(
     mode: &chorus::bench::Mode,
@@ -356,10 +358,6 @@ async fn bench_metrics(
         "  {:<7} {:>12} {:>12} {:>8} {:>17} {:>10} {:>10} {:>8}",
         "order", "plain/s", "scraped/s", "ratio", "round ratios", "CPU plain", "CPU scr.", "scrapes"
     );
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
     for order in orders {
         let (mut plain, mut scraped, mut cpu_p, mut cpu_s, mut scrapes) = (vec![], vec![], vec![], vec![], 0);
         for r in 0..rounds {
